@@ -1,0 +1,173 @@
+"""Thin asyncio adapters over the sans-IO line protocols, shared by the tiers.
+
+One read loop (:func:`read_lines`) for every newline-delimited stream, and one
+JSON-RPC 2.0 client (:class:`JsonRpcClient`) used by the engine, the tests and
+the benchmark. Library errors are translated here into :class:`ConnectionLost`
+and :class:`RpcError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import ssl
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from .protocol import jsonrpc
+from .protocol.lines import NEED_DATA, LineDecoder, LineEvent, NeedData
+
+READ_CHUNK = 65536
+
+
+class ConnectionLost(Exception):
+    """The peer went away, or could not be reached."""
+
+
+class RpcError(Exception):
+    """The server answered a call with a JSON-RPC error."""
+
+    def __init__(self, code: int, message: str, data: Any = None) -> None:
+        super().__init__(f"{message} (code {code})")
+        self.code = code
+        self.message = message
+        self.data = data
+
+
+async def read_lines(
+    reader: asyncio.StreamReader, decoder: LineDecoder | None = None
+) -> AsyncIterator[bytes | LineEvent]:
+    """Yield each line (bytes) or framing event until the stream ends."""
+    decoder = decoder or LineDecoder()
+    while True:
+        event = decoder.next_event()
+        if not isinstance(event, NeedData):
+            yield event
+            continue
+        try:
+            data = await reader.read(READ_CHUNK)
+        except (ConnectionError, OSError):
+            data = b""
+        decoder.receive_data(data)
+        if not data:
+            while (tail := decoder.next_event()) is not NEED_DATA:
+                yield tail
+            return
+
+
+async def close_writer(writer: asyncio.StreamWriter) -> None:
+    """Close a stream, ignoring a peer that is already gone."""
+    writer.close()
+    with contextlib.suppress(ConnectionError, OSError, asyncio.CancelledError):
+        await writer.wait_closed()
+
+
+NotificationHandler = Callable[[jsonrpc.Notification], None]
+
+
+class JsonRpcClient:
+    """A JSON-RPC 2.0 client over one TCP (or TLS) connection.
+
+    ``async with await JsonRpcClient.connect(host, port) as c: await c.call(...)``.
+    Notifications from the server go to ``on_notification``. When the
+    connection drops, pending and later calls raise :class:`ConnectionLost`.
+    """
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        on_notification: NotificationHandler | None = None,
+    ) -> None:
+        self._reader, self._writer = reader, writer
+        self._on_notification = on_notification
+        self._ids = itertools.count(1)
+        self._pending: dict[jsonrpc.RequestId, asyncio.Future[Any]] = {}
+        self._closed = asyncio.Event()
+        self._task = asyncio.create_task(self._read_loop(), name="jsonrpc-client-reader")
+
+    @classmethod
+    async def connect(
+        cls,
+        host: str,
+        port: int,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        on_notification: NotificationHandler | None = None,
+        timeout: float = 5.0,
+    ) -> JsonRpcClient:
+        try:
+            async with asyncio.timeout(timeout):
+                reader, writer = await asyncio.open_connection(
+                    host, port, ssl=ssl_context, limit=READ_CHUNK
+                )
+        except (OSError, TimeoutError) as exc:
+            raise ConnectionLost(f"cannot connect to {host}:{port}: {exc}") from exc
+        return cls(reader, writer, on_notification)
+
+    @property
+    def closed(self) -> asyncio.Event:
+        return self._closed
+
+    async def call(self, method: str, params: jsonrpc.Params = None, timeout: float = 10.0) -> Any:
+        """Send a request and wait for its result."""
+        if self._closed.is_set():
+            raise ConnectionLost("connection is closed")
+        rid = next(self._ids)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[rid] = future
+        try:
+            self._writer.write(jsonrpc.encode_frame(jsonrpc.Request(rid, method, params)))
+            await self._writer.drain()
+            async with asyncio.timeout(timeout):
+                return await future
+        except (ConnectionError, OSError) as exc:
+            raise ConnectionLost(str(exc)) from exc
+        finally:
+            self._pending.pop(rid, None)
+
+    async def _read_loop(self) -> None:
+        try:
+            async for line in read_lines(self._reader):
+                if isinstance(line, bytes):
+                    self._dispatch(line)
+        finally:
+            self._closed.set()
+            for future in self._pending.values():
+                if not future.done():
+                    future.set_exception(ConnectionLost("connection lost"))
+
+    def _dispatch(self, line: bytes) -> None:
+        try:
+            frame = jsonrpc.parse_frame(line)
+        except jsonrpc.JsonRpcError:
+            return
+        match frame:
+            case jsonrpc.Response(id=rid, result=result):
+                self._resolve(rid, result, None)
+            case jsonrpc.ErrorResponse(id=rid, code=code, message=message, data=data):
+                self._resolve(rid, None, RpcError(code, message, data))
+            case jsonrpc.Notification() if self._on_notification is not None:
+                self._on_notification(frame)
+
+    def _resolve(self, rid: Any, result: Any, error: Exception | None) -> None:
+        future = self._pending.get(rid)
+        if future is None or future.done():
+            return
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
+
+    async def close(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        await close_writer(self._writer)
+
+    async def __aenter__(self) -> JsonRpcClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

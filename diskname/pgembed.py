@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +32,13 @@ class EmbeddedPostgres:
         return dsn
 
     def _start_blocking(self) -> Any:
-        import pgserver  # imported late: only needed without a DSN
+        # Imported late (only needed without a DSN); platformdirs warns at import
+        # time when XDG_RUNTIME_DIR is unset, as it is under systemd and in CI.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import pgserver
 
-        return pgserver.get_server(str(self.data_dir), cleanup_mode="stop")
+            return pgserver.get_server(str(self.data_dir), cleanup_mode="stop")
 
     async def stop(self) -> None:
         if self._server is not None:

@@ -1,0 +1,71 @@
+"""Shared fixtures: a real, throw-away PostgreSQL cluster for the whole session.
+
+Each test that asks for ``pg_dsn`` gets a fresh database in that cluster, so
+tests never see each other's rows and never mock the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+from diskname.pgembed import EmbeddedPostgres
+
+_db_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[str]:
+    """DSN of the maintenance database of a session-wide embedded cluster."""
+    # A short path: the server's UNIX socket lives in the data directory.
+    with tempfile.TemporaryDirectory(prefix="dnpg") as tmp:
+        pg = EmbeddedPostgres(Path(tmp) / "data")
+        dsn = asyncio.run(pg.start())
+        try:
+            yield dsn
+        finally:
+            asyncio.run(pg.stop())
+
+
+def _with_database(dsn: str, name: str) -> str:
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+@pytest.fixture
+async def pg_dsn(pg_cluster: str) -> AsyncIterator[str]:
+    """A DSN to a brand-new, empty database, dropped after the test."""
+    name = f"t{next(_db_counter)}_{id(object())}"
+    admin = await asyncpg.connect(pg_cluster)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    yield _with_database(pg_cluster, name)
+    admin = await asyncpg.connect(pg_cluster)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+async def wait_until(predicate, timeout: float = 5.0, interval: float = 0.01):  # type: ignore[no-untyped-def]
+    """Poll ``predicate`` (sync or async) until truthy or the deadline passes."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)  # sync-ok: polling with a deadline

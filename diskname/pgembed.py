@@ -38,7 +38,9 @@ class EmbeddedPostgres:
             warnings.simplefilter("ignore")
             import pgserver
 
-            return pgserver.get_server(str(self.data_dir), cleanup_mode="stop")
+            return pgserver.get_server(  # type: ignore[attr-defined]
+                str(self.data_dir), cleanup_mode="stop"
+            )
 
     async def stop(self) -> None:
         if self._server is not None:

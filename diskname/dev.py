@@ -1,0 +1,134 @@
+"""Dev mode: the engine, H hosts and their simulated guests in one process.
+
+Everything talks over real sockets exactly as in production (TCP JSON-RPC
+between engine and hosts, UNIX-socket agent channels between hosts and
+guests); only the hypervisor and the guests' disks are simulated. The engine
+keeps its data in an embedded PostgreSQL under ``state_dir``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from .agent.service import AgentConfig, AgentService
+from .engine.config import EngineConfig
+from .engine.service import EngineService
+from .host.service import HostConfig, HostService
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class DevConfig:
+    hosts: int = 1
+    vms: int = 2
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    state_dir: Path = Path("state")
+    dsn: str | None = None
+    name_delay: float = 0.05
+    refresh_interval: float = 3.0
+    heartbeat_interval: float = 5.0
+
+
+class DevCluster:
+    """The composition; after ``ready`` the REST API is at ``self.base_url``."""
+
+    def __init__(self, config: DevConfig) -> None:
+        self.config = config
+        self.state_dir = config.state_dir.resolve()
+        self.engine = EngineService(
+            EngineConfig(
+                dsn=config.dsn,
+                http_host=config.http_host,
+                http_port=config.http_port,
+                state_dir=self.state_dir / "engine",
+                refresh_interval=config.refresh_interval,
+            )
+        )
+        self.hosts = [self._host(i) for i in range(config.hosts)]
+
+    def _host(self, index: int) -> HostService:
+        # Stable ports next to the HTTP port, so a restarted dev cluster finds
+        # its hosts where the database remembers them; port 0 (tests) = any.
+        port = self.config.http_port + 1 + index if self.config.http_port else 0
+        host_dir = self.state_dir / f"host{index}"
+        cfg = HostConfig(
+            listen_host="127.0.0.1",
+            listen_port=port,
+            state_dir=host_dir,
+            channels_dir=host_dir / "ch",
+            channel_mode="listen",
+            hypervisor="sim",
+            host_id=f"host{index}",
+        )
+        return HostService(cfg, guest_launcher=self._run_guest)
+
+    async def _run_guest(self, vm_id: str, channel: Path, hw: Path) -> None:
+        """A simulated guest: the real agent code on the ``sim`` source."""
+        agent = AgentService(
+            AgentConfig(
+                connect=f"unix:{channel}",
+                source="sim",
+                sim_hw=f"unix:{hw}",
+                name_delay=self.config.name_delay,
+                heartbeat_interval=self.config.heartbeat_interval,
+            )
+        )
+        await agent.run()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.config.http_host}:{self.engine.http_port}"
+
+    async def run(self, ready: asyncio.Event | None = None) -> None:
+        async with asyncio.TaskGroup() as tg:
+            await _start_all(tg, self.hosts)
+            await _start_all(tg, [self.engine])
+            await self._seed()
+            log.info("dev mode ready: %s (web page and REST API)", self.base_url)
+            if ready is not None:
+                ready.set()
+
+    async def _seed(self) -> None:
+        """Register the hosts and create V VMs on each, once per state dir."""
+        async with aiohttp.ClientSession(base_url=self.base_url) as http:
+            known = {h["name"]: h for h in (await _get(http, "/api/hosts"))["host"]}
+            for index, host in enumerate(self.hosts):
+                name = f"host{index}"
+                if name in known:
+                    continue
+                body = {"name": name, "address": "127.0.0.1", "port": host.port}
+                created = await _post(http, "/api/hosts", body)
+                for n in range(self.config.vms):
+                    vm = {"name": f"{name}-vm{n}", "host": {"id": created["id"]}}
+                    await _post(http, "/api/vms", vm)
+                log.info("seeded %s with %d VMs", name, self.config.vms)
+
+
+async def _start_all(tg: asyncio.TaskGroup, services: list[Any]) -> None:
+    events = []
+    for service in services:
+        event = asyncio.Event()
+        tg.create_task(service.run(event))
+        events.append(event)
+    await asyncio.gather(*(e.wait() for e in events))
+
+
+async def _get(http: aiohttp.ClientSession, path: str) -> Any:
+    async with http.get(path) as resp:
+        resp.raise_for_status()
+        return await resp.json()
+
+
+async def _post(http: aiohttp.ClientSession, path: str, body: dict[str, Any]) -> Any:
+    async with http.post(path, json=body) as resp:
+        if resp.status >= 400:
+            raise RuntimeError(f"seeding {path} failed: {resp.status} {await resp.text()}")
+        return await resp.json()

@@ -93,6 +93,7 @@ def _dev(args: argparse.Namespace) -> ServiceMain:
         dsn=args.dsn or os.environ.get("DISKNAME_DSN") or None,
         name_delay=args.name_delay,
         refresh_interval=args.refresh_interval,
+        events=not args.no_events,
     )
     return DevCluster(cfg).run
 
@@ -140,6 +141,7 @@ def _add_dev(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--dsn", help="use this PostgreSQL instead of the embedded one")
     p.add_argument("--name-delay", type=float, default=0.05)
     p.add_argument("--refresh-interval", type=_positive, default=3.0)
+    p.add_argument("--no-events", action="store_true", help="engine ignores host notifications")
     p.set_defaults(build=_dev, what="dev mode")
 
 

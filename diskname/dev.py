@@ -35,6 +35,7 @@ class DevConfig:
     name_delay: float = 0.05
     refresh_interval: float = 3.0
     heartbeat_interval: float = 5.0
+    events: bool = True
 
 
 class DevCluster:
@@ -50,6 +51,7 @@ class DevCluster:
                 http_port=config.http_port,
                 state_dir=self.state_dir / "engine",
                 refresh_interval=config.refresh_interval,
+                events=config.events,
             )
         )
         self.hosts = [self._host(i) for i in range(config.hosts)]

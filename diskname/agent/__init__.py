@@ -1,0 +1,1 @@
+"""The guest tier: discover disks, report their names over the agent channel."""

@@ -1,0 +1,87 @@
+"""Device records and the mapping the agent reports, without I/O.
+
+Every source (sim now, udev later) produces :class:`DeviceRecord` values; one
+function turns them into the ``disks-usage`` mapping, so the serial rules live
+in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from ..protocol.agent_wire import MAX_LIST_ITEMS, MAX_MAPPING_ENTRIES, DiskEntry
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRecord:
+    """One whole disk as the guest sees it."""
+
+    name: str
+    serial: str | None = None
+    bus: str | None = None
+    address: str | None = None
+    diskseq: int | None = None
+    by_id: tuple[str, ...] = ()
+    by_path: str | None = None
+    size: int | None = None
+    partitions: tuple[str, ...] = ()
+    holders: tuple[str, ...] = ()
+    mountpoints: tuple[str, ...] = ()
+
+
+def mapping_key(record: DeviceRecord) -> str | None:
+    """The key a record is reported under, or None to leave it out.
+
+    Serials are trimmed of the padding ATA and NVMe add. A disk without a
+    serial is skipped for now; keying it by its address is the seam for the
+    address fallback (SPEC §2), to be filled in here.
+    """
+    serial = (record.serial or "").strip()
+    return serial or None
+
+
+def _extras(record: DeviceRecord) -> dict[str, Any]:
+    scalars = {
+        "diskseq": record.diskseq,
+        "bus": record.bus,
+        "address": record.address,
+        "by_path": record.by_path,
+        "size": record.size,
+    }
+    lists = {
+        "by_id": record.by_id,
+        "partitions": record.partitions,
+        "holders": record.holders,
+        "mountpoints": record.mountpoints,
+    }
+    out: dict[str, Any] = {k: v for k, v in scalars.items() if v is not None}
+    out.update({k: list(v[:MAX_LIST_ITEMS]) for k, v in lists.items() if v})
+    return out
+
+
+def to_entry(record: DeviceRecord) -> DiskEntry:
+    """The mapping entry for one record: its name plus the extensions it has."""
+    return DiskEntry(name=record.name, extra=MappingProxyType(_extras(record)))
+
+
+def build_mapping(records: Iterable[DeviceRecord]) -> dict[str, DiskEntry]:
+    """``{serial: DiskEntry}`` for every record with a usable serial.
+
+    Records are taken in name order and the first one wins a shared serial
+    (NVMe namespaces share their controller's), so the result is stable.
+    """
+    mapping: dict[str, DiskEntry] = {}
+    for record in sorted(records, key=lambda r: r.name):
+        key = mapping_key(record)
+        if key is None or key in mapping or len(mapping) >= MAX_MAPPING_ENTRIES:
+            continue
+        mapping[key] = to_entry(record)
+    return mapping
+
+
+def mapping_json(mapping: dict[str, DiskEntry]) -> dict[str, dict[str, Any]]:
+    """The JSON form of a mapping (what the host stores and hashes)."""
+    return {key: entry.to_json() for key, entry in mapping.items()}

@@ -1,0 +1,1 @@
+"""Where device records come from: the sim guest kernel now, udev later."""

@@ -1,0 +1,174 @@
+"""The simulated guest kernel: turns the sim hardware state into disks.
+
+The host (``--hypervisor sim``) tells us over its hardware port which virtual
+disks are plugged. We play the Linux kernel: pick the lowest free name per
+driver, hand out an ever-growing ``diskseq``, and make a new disk visible
+only after ``name_delay`` seconds, as udev does, so the race between the
+hypervisor's view and the guest's view is real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from ...protocol.errors import RemoteProtocolError
+from ...protocol.simhw import HardwareState, VirtualDisk, decode_state
+from ...streams import close_writer, read_lines
+from ..records import DeviceRecord
+from ..transport import Backoff, connect_forever, parse_endpoint
+
+log = logging.getLogger(__name__)
+
+
+def disk_letters(index: int) -> str:
+    """Kernel disk suffixes: 0 -> a, 25 -> z, 26 -> aa, 27 -> ab..."""
+    out = ""
+    index += 1
+    while index > 0:
+        index, rem = divmod(index - 1, 26)
+        out = chr(ord("a") + rem) + out
+    return out
+
+
+def _name(iface: str, index: int) -> str:
+    if iface == "virtio":
+        return f"/dev/vd{disk_letters(index)}"
+    if iface == "nvme":
+        return f"/dev/nvme{index}n1"
+    return f"/dev/sd{disk_letters(index)}"
+
+
+_FAMILY = {"virtio": "vd", "virtio_scsi": "sd", "sata": "sd", "nvme": "nvme"}
+_BY_ID = {
+    "virtio": "virtio-{}",
+    "virtio_scsi": "scsi-0QEMU_QEMU_HARDDISK_{}",
+    "sata": "ata-QEMU_HARDDISK_{}",
+    "nvme": "nvme-QEMU_NVMe_Ctrl_{}",
+}
+
+
+class SimKernel:
+    """Name and diskseq assignment, without timers or I/O."""
+
+    def __init__(self) -> None:
+        self._used: dict[str, set[int]] = {family: set() for family in _FAMILY.values()}
+        self._index: dict[str, tuple[str, int]] = {}
+        self._diskseq = 0
+
+    def plug(self, disk: VirtualDisk) -> DeviceRecord:
+        family = _FAMILY[disk.iface]
+        used = self._used[family]
+        index = next(i for i in range(len(used) + 1) if i not in used)
+        used.add(index)
+        self._index[disk.device_id] = (family, index)
+        self._diskseq += 1
+        return DeviceRecord(
+            name=_name(disk.iface, index),
+            serial=disk.serial,
+            bus=disk.iface,
+            address=disk.address or None,
+            diskseq=self._diskseq,
+            by_id=(f"/dev/disk/by-id/{_BY_ID[disk.iface].format(disk.serial)}",),
+        )
+
+    def unplug(self, device_id: str) -> None:
+        family, index = self._index.pop(device_id)
+        self._used[family].discard(index)
+
+
+class SimSource:
+    """A :class:`~.base.Source` fed by the host's sim hardware port."""
+
+    def __init__(self, hw_address: str, name_delay: float = 0.0) -> None:
+        self._endpoint = parse_endpoint(hw_address)
+        self._delay = name_delay
+        self._kernel = SimKernel()
+        self._plugged: dict[str, VirtualDisk] = {}
+        self._visible: dict[str, DeviceRecord] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._changed = asyncio.Event()
+        self._booted = False
+        self._task: asyncio.Task[None] | None = None
+        self.connected = asyncio.Event()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._follow(), name=f"sim-hw {self._endpoint}")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+
+    def snapshot(self) -> list[DeviceRecord]:
+        return sorted(self._visible.values(), key=lambda r: r.name)
+
+    async def wait_changed(self) -> None:
+        await self._changed.wait()
+        self._changed.clear()
+
+    async def _follow(self) -> None:
+        backoff = Backoff()
+        while True:
+            reader, writer = await connect_forever(self._endpoint, backoff)
+            self.connected.set()
+            try:
+                await self._read_states(reader)
+            finally:
+                self.connected.clear()
+                await close_writer(writer)
+            await asyncio.sleep(backoff.next())
+
+    async def _read_states(self, reader: asyncio.StreamReader) -> None:
+        async for line in read_lines(reader):
+            if not isinstance(line, bytes):
+                continue
+            try:
+                self.apply(decode_state(line))
+            except RemoteProtocolError as exc:
+                log.warning("ignoring hardware state: %s", exc)
+
+    def apply(self, state: HardwareState) -> None:
+        """Bring the kernel's view in line with the plugged hardware.
+
+        The first state after start is the boot: those disks are there at once.
+        """
+        boot, self._booted = not self._booted, True
+        wanted = {disk.device_id: disk for disk in state.disks}
+        for device_id, disk in list(self._plugged.items()):
+            if wanted.get(device_id) != disk:
+                self._remove(device_id)
+        for device_id, disk in wanted.items():
+            if device_id not in self._plugged:
+                self._add(disk, immediate=boot or self._delay <= 0)
+
+    def _remove(self, device_id: str) -> None:
+        del self._plugged[device_id]
+        self._kernel.unplug(device_id)
+        timer = self._timers.pop(device_id, None)
+        if timer is not None:
+            timer.cancel()
+        if self._visible.pop(device_id, None) is not None:
+            self._changed.set()
+
+    def _add(self, disk: VirtualDisk, *, immediate: bool) -> None:
+        self._plugged[disk.device_id] = disk
+        record = self._kernel.plug(disk)
+        if immediate:
+            self._show(disk.device_id, record)
+            return
+        loop = asyncio.get_running_loop()
+        self._timers[disk.device_id] = loop.call_later(
+            self._delay, self._show, disk.device_id, record
+        )
+
+    def _show(self, device_id: str, record: DeviceRecord) -> None:
+        self._timers.pop(device_id, None)
+        self._visible[device_id] = record
+        self._changed.set()

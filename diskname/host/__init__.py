@@ -1,0 +1,1 @@
+"""The hypervisor-host tier: VM state, agent channels, the JSON-RPC server."""

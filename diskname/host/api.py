@@ -1,0 +1,169 @@
+"""The host's JSON-RPC methods (SPEC §5): parameter checks and result shapes.
+
+The VM lifecycle itself lives in :mod:`.service`; this module only turns
+params into calls and VMs into VDSM-shaped, camelCase JSON.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from .. import __version__
+from ..protocol import jsonrpc
+from .registry import Registry, UnknownVm
+from .rpc import Handler, MethodError
+from .vm import MAX_TEXT, InvalidDevice, UnknownDevice, Vm
+
+VM_STATUS = "Up"
+
+
+class Lifecycle(Protocol):
+    """What the methods need from the service."""
+
+    registry: Registry
+    host_id: str
+    hypervisor_name: str
+
+    def agent_status(self, vm: Vm) -> str: ...
+    async def create_vm(self, vm_id: str, name: str, drives: list[dict[str, Any]]) -> Vm: ...
+    async def destroy_vm(self, vm_id: str) -> None: ...
+    async def hotplug(self, vm_id: str, drive: dict[str, Any]) -> dict[str, Any]: ...
+    async def hotunplug(self, vm_id: str, disk_id: str) -> None: ...
+
+
+def _invalid(message: str) -> MethodError:
+    return MethodError(jsonrpc.INVALID_PARAMS, message)
+
+
+def uuid_param(params: dict[str, Any], key: str) -> str:
+    """A canonical lower-case UUID (it also names files: no path tricks)."""
+    value = params.get(key)
+    try:
+        if isinstance(value, str) and str(uuid.UUID(value)) == value:
+            return value
+    except ValueError:
+        pass
+    raise _invalid(f"{key} must be a lower-case UUID")
+
+
+def _text_param(params: dict[str, Any], key: str) -> str:
+    value = params.get(key)
+    if not isinstance(value, str) or not value or len(value) > MAX_TEXT:
+        raise _invalid(f"{key} must be a non-empty string")
+    return value
+
+
+def _drive(raw: Any) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise _invalid("a drive must be an object")
+    uuid_param(raw, "diskId")
+    return raw
+
+
+def vm_stats(owner: Lifecycle, vm: Vm) -> dict[str, Any]:
+    return {
+        "vmId": vm.id,
+        "status": VM_STATUS,
+        "hash": vm.hash,
+        "agent": {"status": owner.agent_status(vm), "apiVersion": vm.api_version},
+    }
+
+
+def vm_full(vm: Vm) -> dict[str, Any]:
+    return {
+        "vmId": vm.id,
+        "name": vm.name,
+        "status": VM_STATUS,
+        "hash": vm.hash,
+        "devices": vm.devices,
+        "guestDiskMapping": vm.mapping,
+    }
+
+
+class HostApi:
+    def __init__(self, owner: Lifecycle) -> None:
+        self._owner = owner
+
+    def methods(self) -> dict[str, Handler]:
+        table: dict[str, Callable[[dict[str, Any]], Awaitable[Any]]] = {
+            "Host.ping": self.ping,
+            "Host.getCapabilities": self.get_capabilities,
+            "Host.getAllVmStats": self.get_all_vm_stats,
+            "Host.getVMFullList": self.get_vm_full_list,
+            "Host.getStats": self.get_stats,
+            "Host.getVmStats": self.get_vm_stats,
+            "VM.create": self.create,
+            "VM.destroy": self.destroy,
+            "VM.hotplugDisk": self.hotplug_disk,
+            "VM.hotunplugDisk": self.hotunplug_disk,
+        }
+        return {name: _translated(fn) for name, fn in table.items()}
+
+    async def ping(self, params: dict[str, Any]) -> bool:
+        return True
+
+    async def get_capabilities(self, params: dict[str, Any]) -> dict[str, Any]:
+        owner = self._owner
+        return {"hostId": owner.host_id, "version": __version__,
+                "hypervisor": owner.hypervisor_name}
+
+    async def get_all_vm_stats(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        return [vm_stats(self._owner, vm) for vm in self._owner.registry]
+
+    async def get_vm_full_list(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        wanted = params.get("vmList")
+        if wanted is not None and not (
+            isinstance(wanted, list) and all(isinstance(v, str) for v in wanted)
+        ):
+            raise _invalid("vmList must be a list of VM ids")
+        vms = self._owner.registry
+        chosen = list(vms) if wanted is None else [v for i in wanted if (v := vms.find(i))]
+        return [vm_full(vm) for vm in chosen]
+
+    async def get_stats(self, params: dict[str, Any]) -> dict[str, Any]:
+        vms = list(self._owner.registry)
+        return {"vmCount": len(vms), "rejected": {vm.id: dict(vm.rejected) for vm in vms}}
+
+    async def get_vm_stats(self, params: dict[str, Any]) -> dict[str, Any]:
+        vm = self._owner.registry.get(uuid_param(params, "vmId"))
+        return {**vm_stats(self._owner, vm), "name": vm.name, "rejected": dict(vm.rejected)}
+
+    async def create(self, params: dict[str, Any]) -> dict[str, Any]:
+        vm_id = uuid_param(params, "vmId")
+        name = _text_param(params, "name")
+        devices = params.get("devices", [])
+        if not isinstance(devices, list):
+            raise _invalid("devices must be a list")
+        vm = await self._owner.create_vm(vm_id, name, [_drive(d) for d in devices])
+        return vm_full(vm)
+
+    async def destroy(self, params: dict[str, Any]) -> bool:
+        await self._owner.destroy_vm(uuid_param(params, "vmId"))
+        return True
+
+    async def hotplug_disk(self, params: dict[str, Any]) -> dict[str, Any]:
+        vm_id = uuid_param(params, "vmId")
+        return await self._owner.hotplug(vm_id, _drive(params.get("drive")))
+
+    async def hotunplug_disk(self, params: dict[str, Any]) -> bool:
+        vm_id = uuid_param(params, "vmId")
+        await self._owner.hotunplug(vm_id, uuid_param(params, "diskId"))
+        return True
+
+
+def _translated(fn: Handler) -> Handler:
+    """Turn the lifecycle's own errors into JSON-RPC errors."""
+
+    async def call(params: dict[str, Any]) -> Any:
+        try:
+            return await fn(params)
+        except UnknownVm as exc:
+            raise MethodError(jsonrpc.UNKNOWN_VM, f"unknown VM {exc.args[0]}") from None
+        except UnknownDevice as exc:
+            raise MethodError(jsonrpc.UNKNOWN_DEVICE, f"unknown disk {exc.args[0]}") from None
+        except InvalidDevice as exc:
+            raise _invalid(str(exc)) from None
+
+    return call

@@ -1,0 +1,188 @@
+"""One agent channel per VM: the guest agent line protocol over a UNIX socket.
+
+Everything the guest sends is untrusted. A line that is too long, cut short,
+not UTF-8, not JSON, of the wrong shape or of an unknown kind is dropped and
+counted in ``Vm.rejected`` under its reason; so is everything beyond the
+per-second message budget (``flood``). The channel itself stays up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from ..protocol import agent_wire as aw
+from ..protocol.errors import RemoteProtocolError
+from ..protocol.lines import MAX_LINE, LineDecoder, Oversized, Truncated
+from ..streams import close_writer, read_lines
+from .serving import Connections
+from .vm import AGENT_API_VERSION, Vm
+
+log = logging.getLogger(__name__)
+
+CHANNEL_SUFFIX = ".ovirt-guest-agent.0"
+BACKOFF_INITIAL = 0.05
+BACKOFF_CAP = 2.0
+MAX_UNREAD = 64 * 1024
+
+
+def channel_path(channels_dir: Path, vm_id: str) -> Path:
+    return channels_dir / f"{vm_id}{CHANNEL_SUFFIX}"
+
+
+class RateLimit:
+    """At most ``limit`` messages per one-second window."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._window = -1
+        self._count = 0
+
+    def allow(self, now: float) -> bool:
+        window = int(now)
+        if window != self._window:
+            self._window, self._count = window, 0
+        self._count += 1
+        return self._count <= self.limit
+
+
+class AgentChannel:
+    """The host end of one VM's agent channel (``listen`` or ``connect`` mode).
+
+    ``on_change(vm)`` is called after the VM's mapping changed.
+    """
+
+    def __init__(
+        self,
+        vm: Vm,
+        path: Path,
+        mode: str,
+        on_change: Callable[[Vm], None],
+        rate_limit: int = 1000,
+    ) -> None:
+        if mode not in ("listen", "connect"):
+            raise ValueError(f"channel mode must be listen or connect, not {mode!r}")
+        self.vm, self.path, self.mode = vm, path, mode
+        self.on_change = on_change
+        self.rate = RateLimit(rate_limit)
+        self._current: asyncio.StreamWriter | None = None
+        self._connections = Connections()
+        self.connected = asyncio.Event()
+
+    async def run(self) -> None:
+        """Serve the channel until cancelled."""
+        try:
+            if self.mode == "listen":
+                await self._listen()
+            else:
+                await self._connect_forever()
+        finally:
+            await self._close_all()
+
+    async def _listen(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()  # a socket left behind by a previous run
+        server = await asyncio.start_unix_server(self._accepted, path=str(self.path))
+        try:
+            await asyncio.Future()
+        finally:
+            server.close()
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+
+    async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._current is not None:
+            log.info("VM %s: a newer agent connection replaces the old one", self.vm.id)
+            self._current.close()
+        await self._connections.serve(writer, self._serve(reader, writer))
+
+    async def _connect_forever(self) -> None:
+        delay = BACKOFF_INITIAL
+        while True:
+            try:
+                reader, writer = await asyncio.open_unix_connection(str(self.path))
+            except OSError:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, BACKOFF_CAP)
+                continue
+            delay = BACKOFF_INITIAL
+            try:
+                await self._serve(reader, writer)
+            finally:
+                await close_writer(writer)
+            await asyncio.sleep(delay)
+
+    async def _close_all(self) -> None:
+        if self._current is not None:
+            self._current.close()
+        await self._connections.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._current = writer
+        self.connected.set()
+        session = _Session(self, writer)
+        try:
+            session.send(aw.Refresh(api_version=AGENT_API_VERSION))
+            async for event in read_lines(reader, LineDecoder(MAX_LINE)):
+                session.receive(event)
+        finally:
+            if self._current is writer:
+                self._current = None
+                self.connected.clear()
+
+    def reject(self, reason: str) -> None:
+        self.vm.rejected[reason] += 1
+
+
+class _Session:
+    """One connection's worth of protocol state."""
+
+    def __init__(self, channel: AgentChannel, writer: asyncio.StreamWriter) -> None:
+        self._channel, self._writer = channel, writer
+        self._loop = asyncio.get_running_loop()
+        self._sent_version: int | None = None
+
+    def send(self, msg: aw.Message) -> None:
+        if self._writer.is_closing():
+            return
+        if self._writer.transport.get_write_buffer_size() > MAX_UNREAD:
+            # The guest does not read what we send; do not let it grow our memory.
+            self._channel.reject("unread_output")
+            return
+        self._writer.write(aw.encode_message(msg))
+
+    def receive(self, event: object) -> None:
+        channel = self._channel
+        if isinstance(event, Oversized):
+            channel.reject("oversized")
+        elif isinstance(event, Truncated):
+            channel.reject("truncated")
+        elif isinstance(event, bytes):
+            if not channel.rate.allow(self._loop.time()):
+                channel.reject("flood")
+                return
+            try:
+                msg = aw.decode_message(event)
+            except RemoteProtocolError as exc:
+                channel.reject(exc.reason)
+                return
+            self._handle(msg)
+
+    def _handle(self, msg: aw.Message) -> None:
+        vm = self._channel.vm
+        match msg:
+            case aw.Heartbeat(api_version=reported):
+                version = vm.heartbeat(self._loop.time(), reported)
+                if version != self._sent_version:
+                    self._sent_version = version
+                    self.send(aw.ApiVersion(api_version=version))
+            case aw.DisksUsage(mapping=mapping):
+                if vm.set_mapping({k: e.to_json() for k, e in mapping.items()}):
+                    self._channel.on_change(vm)
+            case aw.UnknownMessage():
+                self._channel.reject("unknown_message")
+            case _:
+                self._channel.reject("unexpected_message")

@@ -1,0 +1,1 @@
+"""Hypervisor backends: sim now, QEMU over QMP later."""

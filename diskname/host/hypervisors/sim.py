@@ -1,0 +1,123 @@
+"""The sim hypervisor: the host plays QEMU for simulated guests.
+
+For each VM the host serves ``<channels-dir>/<vm_id>.sim-hw`` and writes the
+whole plugged-disk state (``protocol.simhw``) to every connected guest on
+connect and after every plug or unplug. Hot-plugs reach the guest only this
+way, never through the agent channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any
+
+from ...protocol.simhw import HardwareState, VirtualDisk, encode_state
+from ..serving import Connections
+from ..vm import Vm
+
+log = logging.getLogger(__name__)
+
+HW_SUFFIX = ".sim-hw"
+MAX_UNREAD = 1024 * 1024
+
+
+def hw_path(channels_dir: Path, vm_id: str) -> Path:
+    return channels_dir / f"{vm_id}{HW_SUFFIX}"
+
+
+def hardware_state(vm: Vm) -> HardwareState:
+    return HardwareState(
+        disks=tuple(
+            VirtualDisk(
+                device_id=d["deviceId"], serial=d["serial"], iface=d["iface"], address=d["address"]
+            )
+            for d in vm.devices
+        )
+    )
+
+
+class HardwarePort:
+    """One VM's hardware port: a UNIX server and the guests connected to it."""
+
+    def __init__(self, vm: Vm, path: Path) -> None:
+        self.vm, self.path = vm, path
+        self._server: asyncio.Server | None = None
+        self._connections = Connections()
+
+    async def start(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        self._server = await asyncio.start_unix_server(self._accepted, path=str(self.path))
+
+    async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await self._connections.serve(writer, self._guest(reader, writer))
+
+    async def _guest(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._send(writer, encode_state(hardware_state(self.vm)))
+        # The guest has nothing to say; wait until it hangs up.
+        while await reader.read(4096):
+            pass
+
+    def _send(self, writer: asyncio.StreamWriter, line: bytes) -> None:
+        if writer.is_closing():
+            return
+        if writer.transport.get_write_buffer_size() > MAX_UNREAD:
+            writer.close()  # a guest that never reads loses its hardware view
+            return
+        writer.write(line)
+
+    def broadcast(self) -> None:
+        line = encode_state(hardware_state(self.vm))
+        for writer in self._connections.writers:
+            self._send(writer, line)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        await self._connections.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+
+class SimHypervisor:
+    """A :class:`~.base.Hypervisor` whose guests are simulated."""
+
+    name = "sim"
+
+    def __init__(self, channels_dir: Path) -> None:
+        self._dir = channels_dir
+        self._ports: dict[str, HardwarePort] = {}
+
+    def hw_path(self, vm_id: str) -> Path:
+        return hw_path(self._dir, vm_id)
+
+    async def start_vm(self, vm: Vm) -> None:
+        if vm.id in self._ports:
+            return
+        port = HardwarePort(vm, self.hw_path(vm.id))
+        await port.start()
+        self._ports[vm.id] = port
+
+    async def stop_vm(self, vm_id: str) -> None:
+        port = self._ports.pop(vm_id, None)
+        if port is not None:
+            await port.close()
+
+    async def hotplug(self, vm: Vm, device: dict[str, Any]) -> None:
+        self._broadcast(vm)
+
+    async def hotunplug(self, vm: Vm, device: dict[str, Any]) -> None:
+        self._broadcast(vm)
+
+    def _broadcast(self, vm: Vm) -> None:
+        port = self._ports.get(vm.id)
+        if port is not None:
+            port.broadcast()
+
+    async def close(self) -> None:
+        for vm_id in list(self._ports):
+            await self.stop_vm(vm_id)

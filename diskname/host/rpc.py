@@ -1,0 +1,107 @@
+"""JSON-RPC 2.0 server over asyncio streams, one JSON object per line.
+
+Transport only: the methods come from :mod:`.api`. A bad client gets an error
+reply for every bad frame and keeps its connection; a client that stops
+reading loses its notifications (and then its connection), not our memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from ..protocol import jsonrpc
+from ..protocol.lines import MAX_LINE, LineDecoder, Oversized
+from ..streams import read_lines
+from .serving import Connections
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+MAX_UNREAD = 4 * 1024 * 1024
+
+
+class MethodError(Exception):
+    """A method's failure, answered with ``code``."""
+
+    def __init__(self, code: int, message: str, data: Any = None) -> None:
+        super().__init__(message)
+        self.code, self.data = code, data
+
+
+def _params(params: jsonrpc.Params) -> dict[str, Any]:
+    if params is None or params == []:
+        return {}
+    if isinstance(params, dict):
+        return params
+    raise MethodError(jsonrpc.INVALID_PARAMS, "params must be an object")
+
+
+class RpcServer:
+    def __init__(self, methods: Mapping[str, Handler]) -> None:
+        self._methods = dict(methods)
+        self._server: asyncio.Server | None = None
+        self._connections = Connections()
+        self.port = 0
+
+    async def start(self, host: str, port: int) -> int:
+        self._server = await asyncio.start_server(self._accepted, host, port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self.port
+
+    def notify(self, frame: jsonrpc.Notification) -> None:
+        """Send a notification to every connected client."""
+        line = jsonrpc.encode_frame(frame)
+        for writer in self._connections.writers:
+            if writer.is_closing():
+                continue
+            if writer.transport.get_write_buffer_size() > MAX_UNREAD:
+                log.warning("dropping a JSON-RPC client that does not read")
+                writer.close()
+                continue
+            writer.write(line)
+
+    async def close(self, timeout: float = 2.0) -> None:
+        """Stop accepting, close every connection, wait for their handlers."""
+        if self._server is not None:
+            self._server.close()
+        await self._connections.close(timeout)
+
+    async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await self._connections.serve(writer, self._client(reader, writer))
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        async for event in read_lines(reader, LineDecoder(MAX_LINE)):
+            reply = await self._reply_to(event)
+            if reply is not None and not writer.is_closing():
+                writer.write(jsonrpc.encode_frame(reply))
+                await writer.drain()
+
+    async def _reply_to(self, event: object) -> jsonrpc.Frame | None:
+        if isinstance(event, Oversized):
+            return jsonrpc.ErrorResponse(None, jsonrpc.INVALID_REQUEST, "request line too long")
+        if not isinstance(event, bytes) or not event.strip():
+            return None
+        try:
+            frame = jsonrpc.parse_frame(event)
+        except jsonrpc.JsonRpcError as exc:
+            return exc.to_response()
+        if isinstance(frame, jsonrpc.Request):
+            return await self._call(frame)
+        return None  # notifications and responses from a client need no answer
+
+    async def _call(self, request: jsonrpc.Request) -> jsonrpc.Frame:
+        handler = self._methods.get(request.method)
+        if handler is None:
+            return jsonrpc.ErrorResponse(
+                request.id, jsonrpc.METHOD_NOT_FOUND, f"no method {request.method!r}"
+            )
+        try:
+            return jsonrpc.Response(request.id, await handler(_params(request.params)))
+        except MethodError as exc:
+            return jsonrpc.ErrorResponse(request.id, exc.code, str(exc), exc.data)
+        except Exception:
+            log.exception("JSON-RPC method %s failed", request.method)
+            return jsonrpc.ErrorResponse(request.id, jsonrpc.INTERNAL_ERROR, "internal error")

@@ -1,0 +1,26 @@
+"""The engine's configuration, resolved once at the edge (CLI, dev mode, tests)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """Everything the engine needs to run.
+
+    ``dsn`` None starts an embedded PostgreSQL under ``state_dir / "pg"``.
+    ``http_port`` 0 binds a free port (read it from ``EngineService.http_port``).
+    ``events`` False ignores the hosts' notifications and relies on polling.
+    ``hash_gate`` False fetches every VM fully on every cycle (a benchmark baseline).
+    """
+
+    dsn: str | None = None
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    state_dir: Path = Path("state")
+    refresh_interval: float = 3.0
+    api_token: str | None = None
+    events: bool = True
+    hash_gate: bool = True

@@ -1,0 +1,179 @@
+"""Plain values passed between the engine's store, monitor and API."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from .matching import VmDisk, disk_serial
+
+
+@dataclass(frozen=True, slots=True)
+class HostRow:
+    id: str
+    name: str
+    address: str
+    port: int
+    status: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "address": self.address,
+            "port": self.port,
+            "status": self.status,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class VmRow:
+    id: str
+    name: str
+    status: str
+    host_id: str
+
+    def to_json(self) -> dict[str, Any]:
+        host = {"id": self.host_id}
+        return {"id": self.id, "name": self.name, "status": self.status, "host": host}
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    vm_id: str
+    disk_id: str
+    device_id: str
+    interface: str
+    active: bool
+    address: str | None
+    logical_name: str | None
+    logical_name_source: str | None
+    logical_name_seen_at: datetime | None
+
+    def to_json(self) -> dict[str, Any]:
+        seen = self.logical_name_seen_at
+        return {
+            "id": self.disk_id,
+            "disk": {"id": self.disk_id},
+            "interface": self.interface,
+            "active": self.active,
+            "logical_name": self.logical_name,
+            "logical_name_source": self.logical_name_source,
+            "logical_name_seen_at": seen.isoformat() if seen else None,
+            "vm": {"id": self.vm_id},
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class NameChange:
+    vm_id: str
+    disk_id: str
+    old: str | None
+    new: str | None
+    source: str | None
+    at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "vm_id": self.vm_id,
+            "disk_id": self.disk_id,
+            "old": self.old,
+            "new": self.new,
+            "source": self.source,
+            "at": self.at.isoformat(),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class HostDevice:
+    """One disk device of a VM as the host reports it (camelCase on the wire)."""
+
+    disk_id: str
+    device_id: str
+    serial: str
+    iface: str
+    address: str | None
+    plugged: bool = True
+
+    def as_vm_disk(self) -> VmDisk:
+        return VmDisk(self.disk_id, self.serial, self.plugged, self.address)
+
+
+@dataclass(frozen=True, slots=True)
+class VmReport:
+    """One entry of ``Host.getVMFullList``."""
+
+    vm_id: str
+    status: str
+    hash: str | None
+    name: str | None
+    devices: tuple[HostDevice, ...] = ()
+    mapping: Mapping[str, Any] = field(default_factory=dict)
+
+
+class BadReport(ValueError):
+    """The host sent a VM description we cannot use."""
+
+
+def canonical_uuid(value: Any) -> str:
+    """Lower-case canonical text of a UUID, or :class:`ValueError`."""
+    if not isinstance(value, str):
+        raise ValueError(f"not a UUID: {value!r}")
+    return str(uuid.UUID(value))
+
+
+def _address_text(raw: Any) -> str | None:
+    if raw is None or raw == "":
+        return None
+    if isinstance(raw, str):
+        return raw
+    return orjson.dumps(raw, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def parse_device(raw: Any) -> HostDevice | None:
+    """A disk device from host JSON; None for other device types."""
+    if not isinstance(raw, Mapping) or raw.get("type", "disk") != "disk":
+        return None
+    try:
+        disk_id = canonical_uuid(raw.get("diskId"))
+        device_id = canonical_uuid(raw.get("deviceId"))
+    except ValueError as exc:
+        raise BadReport(str(exc)) from None
+    serial = raw.get("serial")
+    return HostDevice(
+        disk_id=disk_id,
+        device_id=device_id,
+        serial=serial if isinstance(serial, str) else disk_serial(disk_id),
+        iface=str(raw.get("iface") or "virtio"),
+        address=_address_text(raw.get("address")),
+        plugged=raw.get("plugged", True) is not False,
+    )
+
+
+def parse_report(raw: Any) -> VmReport:
+    """One VM of ``Host.getVMFullList``, or :class:`BadReport`."""
+    if not isinstance(raw, Mapping):
+        raise BadReport("a VM must be an object")
+    try:
+        vm_id = canonical_uuid(raw.get("vmId"))
+    except ValueError as exc:
+        raise BadReport(str(exc)) from None
+    devices = raw.get("devices") or []
+    mapping = raw.get("guestDiskMapping") or {}
+    if not isinstance(devices, list) or not isinstance(mapping, Mapping):
+        raise BadReport("devices must be a list and guestDiskMapping an object")
+    parsed = [d for d in (parse_device(r) for r in devices) if d is not None]
+    vm_hash, name = raw.get("hash"), raw.get("name")
+    return VmReport(
+        vm_id=vm_id,
+        status=str(raw.get("status") or "unknown"),
+        hash=vm_hash if isinstance(vm_hash, str) else None,
+        name=name if isinstance(name, str) else None,
+        devices=tuple(parsed),
+        mapping=mapping,
+    )

@@ -1,0 +1,104 @@
+"""Plan a VM's device and name update from a host report (pure, no I/O).
+
+The store reads the VM's current rows, asks :func:`plan_update` what must
+change, and writes only that: a fleet where nothing changes costs no writes.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import NamedTuple
+
+from .matching import MatchResult
+from .models import NameChange, VmReport
+
+MIN_COMPAT = (3, 5)
+
+
+class DeviceRow(NamedTuple):
+    """A ``vm_device`` row, columns in the order the upsert takes them."""
+
+    disk_id: str
+    device_id: str
+    interface: str
+    is_plugged: bool
+    address: str | None
+    logical_name: str | None
+    logical_name_source: str | None
+    logical_name_seen_at: datetime | None
+
+
+@dataclass(slots=True)
+class UpdatePlan:
+    rows: list[DeviceRow] = field(default_factory=list)
+    new_disks: list[tuple[str, str]] = field(default_factory=list)
+    changes: list[NameChange] = field(default_factory=list)
+
+
+def compat_keeps_names(version: str | None) -> bool:
+    """Whether a cluster at ``version`` keeps logical names (3.5 and later, numerically)."""
+    if not version or not re.fullmatch(r"\d+(\.\d+)*", version.strip()):
+        return False
+    parts = tuple(int(p) for p in version.strip().split("."))
+    return parts >= MIN_COMPAT
+
+
+def _target(
+    old: DeviceRow | None, base: DeviceRow, name: str | None, source: str | None, now: datetime
+) -> DeviceRow:
+    old_name = old.logical_name if old else None
+    if name == old_name and old is not None:
+        seen_at = old.logical_name_seen_at
+    else:
+        seen_at = now if name else None
+    source = source if name else None
+    return base._replace(
+        logical_name=name, logical_name_source=source, logical_name_seen_at=seen_at
+    )
+
+
+def plan_update(
+    report: VmReport,
+    match: MatchResult,
+    current: list[DeviceRow],
+    *,
+    keep_names: bool,
+    now: datetime,
+) -> UpdatePlan:
+    """Rows to upsert, disks to create and name changes to record for one VM."""
+    by_disk = {row.disk_id: row for row in current}
+    desired: dict[str, DeviceRow] = {}
+    plan = UpdatePlan()
+    for dev in report.devices:
+        if not dev.plugged or dev.disk_id in desired:
+            continue
+        name = match.names.get(dev.disk_id) if keep_names else None
+        base = DeviceRow(dev.disk_id, dev.device_id, dev.iface, True, dev.address, None, None, None)
+        desired[dev.disk_id] = _target(
+            by_disk.get(dev.disk_id), base, name, match.sources.get(dev.disk_id), now
+        )
+        if dev.disk_id not in by_disk:
+            plan.new_disks.append((dev.disk_id, dev.serial))
+    for row in current:
+        if row.disk_id not in desired:
+            desired[row.disk_id] = _target(row, row._replace(is_plugged=False), None, None, now)
+    for disk_id, row in desired.items():
+        old = by_disk.get(disk_id)
+        if old == row:
+            continue
+        plan.rows.append(row)
+        old_name = old.logical_name if old else None
+        if old_name != row.logical_name:
+            plan.changes.append(
+                NameChange(report.vm_id, disk_id, old_name, row.logical_name,
+                           _change_source(row), now)
+            )
+    return plan
+
+
+def _change_source(row: DeviceRow) -> str:
+    if row.logical_name_source:
+        return row.logical_name_source
+    return "guest" if row.is_plugged else "unplug"

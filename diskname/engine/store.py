@@ -1,0 +1,334 @@
+"""The engine's PostgreSQL access (asyncpg pool): queries for the API, the monitor's writes.
+
+Every statement that changes rows is counted in ``Metrics.db_writes``, so a
+steady fleet can be shown to cost zero writes. Applying a VM update is one
+transaction whose last statement stores the hash: if anything before it
+fails, the old hash stays and the next poll fetches again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from .matching import MatchResult
+from .metrics import Metrics
+from .migrations import apply_migrations
+from .models import Attachment, HostRow, NameChange, VmReport, VmRow
+from .names import DeviceRow, compat_keeps_names, plan_update
+
+log = logging.getLogger(__name__)
+
+CLOSE_TIMEOUT = 5.0
+
+
+class Conflict(Exception):
+    """The change would break a uniqueness rule (a name or id already taken)."""
+
+
+_ATTACHMENT_COLUMNS = """
+    vm_id::text, disk_id::text, device_id::text, interface, is_plugged, address,
+    logical_name, logical_name_source, logical_name_seen_at
+"""
+
+
+def _rows_changed(status: str) -> int:
+    """The row count at the end of a command tag (``UPDATE 3``, ``INSERT 0 1``)."""
+    tail = status.rsplit(" ", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+def _attachment(row: Any) -> Attachment:
+    return Attachment(*row.values())
+
+
+class Store:
+    """A pool of connections and the engine's queries."""
+
+    def __init__(self, pool: Any, metrics: Metrics) -> None:
+        self._pool = pool
+        self.metrics = metrics
+
+    @classmethod
+    async def open(cls, dsn: str, metrics: Metrics, *, max_size: int = 10) -> Store:
+        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=max_size)
+        return cls(pool, metrics)
+
+    async def close(self) -> None:
+        """Wait for connections to be released, then terminate the stragglers."""
+        try:
+            await asyncio.wait_for(self._pool.close(), CLOSE_TIMEOUT)
+        except TimeoutError:
+            log.warning("database pool did not close in %ss, terminating", CLOSE_TIMEOUT)
+            self._pool.terminate()
+
+    async def migrate(self) -> list[str]:
+        async with self._pool.acquire() as conn:
+            return await apply_migrations(conn)
+
+    async def ping(self) -> bool:
+        try:
+            async with asyncio.timeout(2.0):
+                return bool(await self._pool.fetchval("SELECT 1"))
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            return False
+
+    async def _exec(self, conn: Any, sql: str, *args: Any) -> int:
+        changed = _rows_changed(await conn.execute(sql, *args))
+        if changed:
+            self.metrics.db_writes += 1
+        return changed
+
+    # -- hosts ------------------------------------------------------------
+
+    async def list_hosts(self) -> list[HostRow]:
+        rows = await self._pool.fetch(
+            "SELECT id::text, name, address, port, status FROM hosts ORDER BY name"
+        )
+        return [HostRow(*r.values()) for r in rows]
+
+    async def get_host(self, host_id: str) -> HostRow | None:
+        row = await self._pool.fetchrow(
+            "SELECT id::text, name, address, port, status FROM hosts WHERE id = $1", host_id
+        )
+        return HostRow(*row.values()) if row else None
+
+    async def add_host(self, host_id: str, name: str, address: str, port: int) -> HostRow:
+        sql = "INSERT INTO hosts (id, name, address, port) VALUES ($1, $2, $3, $4)"
+        async with self._pool.acquire() as conn:
+            try:
+                await self._exec(conn, sql, host_id, name, address, port)
+            except asyncpg.UniqueViolationError:
+                raise Conflict(f"a host named {name!r} or with id {host_id} exists") from None
+        return HostRow(host_id, name, address, port, "unknown")
+
+    async def set_host_status(self, host_id: str, status: str) -> None:
+        sql = """UPDATE hosts SET status = $2,
+                     last_seen = CASE WHEN $2 = 'up' THEN now() ELSE last_seen END
+                 WHERE id = $1 AND status IS DISTINCT FROM $2"""
+        async with self._pool.acquire() as conn:
+            await self._exec(conn, sql, host_id, status)
+
+    # -- VMs --------------------------------------------------------------
+
+    async def list_vms(self) -> list[VmRow]:
+        rows = await self._pool.fetch(
+            "SELECT id::text, name, status, host_id::text FROM vms ORDER BY name, id"
+        )
+        return [VmRow(*r.values()) for r in rows]
+
+    async def get_vm(self, vm_id: str) -> VmRow | None:
+        row = await self._pool.fetchrow(
+            "SELECT id::text, name, status, host_id::text FROM vms WHERE id = $1", vm_id
+        )
+        return VmRow(*row.values()) if row else None
+
+    async def vm_states(self, host_id: str) -> dict[str, tuple[str | None, str]]:
+        """(stored hash, status) of every VM on the host."""
+        rows = await self._pool.fetch(
+            "SELECT id::text, hash, status FROM vms WHERE host_id = $1", host_id
+        )
+        return {r["id"]: (r["hash"], r["status"]) for r in rows}
+
+    async def set_vm_status(self, vm_id: str, status: str) -> None:
+        sql = "UPDATE vms SET status = $2 WHERE id = $1 AND status IS DISTINCT FROM $2"
+        async with self._pool.acquire() as conn:
+            await self._exec(conn, sql, vm_id, status)
+
+    async def forget_hash(self, vm_id: str) -> None:
+        """Make the next poll or notification fetch this VM whatever its hash."""
+        sql = "UPDATE vms SET hash = NULL WHERE id = $1 AND hash IS NOT NULL"
+        async with self._pool.acquire() as conn:
+            await self._exec(conn, sql, vm_id)
+
+    async def create_vm(self, vm: VmRow, root: Attachment, serial: str) -> None:
+        """The VM with its root disk attached (not yet plugged)."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            try:
+                await self._exec(
+                    conn,
+                    "INSERT INTO vms (id, name, host_id, status) VALUES ($1, $2, $3, $4)",
+                    vm.id, vm.name, vm.host_id, vm.status,
+                )
+            except asyncpg.UniqueViolationError:
+                raise Conflict(f"VM {vm.id} exists") from None
+            await self._insert_attachment(conn, root, serial, new_disk=True)
+
+    async def delete_vm(self, vm_id: str) -> None:
+        async with self._pool.acquire() as conn:
+            await self._exec(conn, "DELETE FROM vms WHERE id = $1", vm_id)
+
+    # -- attachments --------------------------------------------------------
+
+    async def list_attachments(self, vm_id: str) -> list[Attachment]:
+        rows = await self._pool.fetch(
+            f"SELECT {_ATTACHMENT_COLUMNS} FROM vm_device WHERE vm_id = $1 ORDER BY disk_id",
+            vm_id,
+        )
+        return [_attachment(r) for r in rows]
+
+    async def get_attachment(self, vm_id: str, disk_id: str) -> Attachment | None:
+        row = await self._pool.fetchrow(
+            f"SELECT {_ATTACHMENT_COLUMNS} FROM vm_device WHERE vm_id = $1 AND disk_id = $2",
+            vm_id, disk_id,
+        )
+        return _attachment(row) if row else None
+
+    async def disk_serial(self, disk_id: str) -> str | None:
+        """The disk's serial, or None when there is no such disk."""
+        serial: str | None = await self._pool.fetchval(
+            "SELECT serial FROM disks WHERE id = $1", disk_id
+        )
+        return serial
+
+    async def delete_disk(self, disk_id: str) -> None:
+        async with self._pool.acquire() as conn:
+            await self._exec(conn, "DELETE FROM disks WHERE id = $1", disk_id)
+
+    async def disk_plugged_elsewhere(self, disk_id: str, vm_id: str) -> bool:
+        sql = "SELECT 1 FROM vm_device WHERE disk_id = $1 AND vm_id <> $2 AND is_plugged"
+        return bool(await self._pool.fetchval(sql, disk_id, vm_id))
+
+    async def attach(self, att: Attachment, serial: str, *, new_disk: bool) -> None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            await self._insert_attachment(conn, att, serial, new_disk=new_disk)
+
+    async def _insert_attachment(
+        self, conn: Any, att: Attachment, serial: str, *, new_disk: bool
+    ) -> None:
+        if new_disk:
+            await self._exec(
+                conn, "INSERT INTO disks (id, serial) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                att.disk_id, serial,
+            )
+        sql = """INSERT INTO vm_device (vm_id, disk_id, device_id, interface, is_plugged)
+                 VALUES ($1, $2, $3, $4, false)"""
+        try:
+            await self._exec(conn, sql, att.vm_id, att.disk_id, att.device_id, att.interface)
+        except asyncpg.UniqueViolationError:
+            raise Conflict(f"disk {att.disk_id} is already attached to VM {att.vm_id}") from None
+
+    async def mark_plugged(
+        self, vm_id: str, disk_id: str, device_id: str, address: str | None
+    ) -> None:
+        """The host plugged the disk: record it and forget the VM's hash."""
+        sql = """UPDATE vm_device SET is_plugged = true, device_id = $3,
+                     address = COALESCE($4, address)
+                 WHERE vm_id = $1 AND disk_id = $2"""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await self._exec(conn, sql, vm_id, disk_id, device_id, address)
+            await self._forget(conn, vm_id)
+
+    async def mark_unplugged(self, vm_id: str, disk_id: str) -> NameChange | None:
+        """The host unplugged the disk: its name is gone at once (with history)."""
+        sql = """UPDATE vm_device SET is_plugged = false, logical_name = NULL,
+                     logical_name_source = NULL, logical_name_seen_at = NULL
+                 WHERE vm_id = $1 AND disk_id = $2"""
+        return await self._drop_name(vm_id, disk_id, sql)
+
+    async def detach(self, vm_id: str, disk_id: str) -> NameChange | None:
+        sql = "DELETE FROM vm_device WHERE vm_id = $1 AND disk_id = $2"
+        return await self._drop_name(vm_id, disk_id, sql)
+
+    async def _drop_name(self, vm_id: str, disk_id: str, sql: str) -> NameChange | None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            old = await conn.fetchval(
+                "SELECT logical_name FROM vm_device WHERE vm_id = $1 AND disk_id = $2 FOR UPDATE",
+                vm_id, disk_id,
+            )
+            await self._exec(conn, sql, vm_id, disk_id)
+            await self._forget(conn, vm_id)
+            if old is None:
+                return None
+            change = NameChange(vm_id, disk_id, old, None, "unplug", datetime.now(UTC))
+            await self._insert_history(conn, [change])
+            return change
+
+    async def _forget(self, conn: Any, vm_id: str) -> None:
+        sql = "UPDATE vms SET hash = NULL WHERE id = $1 AND hash IS NOT NULL"
+        await self._exec(conn, sql, vm_id)
+
+    async def _insert_history(self, conn: Any, changes: Sequence[NameChange]) -> None:
+        if not changes:
+            return
+        sql = """INSERT INTO logical_name_history
+                     (vm_id, disk_id, old_name, new_name, source, changed_at)
+                 SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[],
+                                      $5::text[], $6::timestamptz[])"""
+        columns = list(zip(*((c.vm_id, c.disk_id, c.old, c.new, c.source, c.at)
+                             for c in changes), strict=True))
+        await self._exec(conn, sql, *columns)
+
+    # -- the monitor's update -------------------------------------------------
+
+    async def apply_report(self, host_id: str, report: VmReport, match: MatchResult) -> list[
+        NameChange
+    ]:
+        """Store one VM's devices and names in one transaction, its hash last."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await self._upsert_vm(conn, host_id, report)
+            version = await conn.fetchval(_COMPAT_SQL, report.vm_id)
+            current = await conn.fetch(_CURRENT_SQL, report.vm_id)
+            plan = plan_update(
+                report, match, [DeviceRow(*r.values()) for r in current],
+                keep_names=compat_keeps_names(version), now=datetime.now(UTC),
+            )
+            if plan.new_disks:
+                await self._exec(conn, _NEW_DISKS_SQL, *zip(*plan.new_disks, strict=True))
+            if plan.rows:
+                columns = list(zip(*plan.rows, strict=True))
+                await self._exec(conn, _UPSERT_SQL, report.vm_id, *columns)
+            await self._insert_history(conn, plan.changes)
+            await self._exec(conn, _HASH_SQL, report.vm_id, report.hash)
+        return plan.changes
+
+    async def _upsert_vm(self, conn: Any, host_id: str, report: VmReport) -> None:
+        await self._exec(
+            conn, _UPSERT_VM_SQL, report.vm_id, report.name or report.vm_id, host_id, report.status
+        )
+
+    async def history(self, vm_id: str, disk_id: str) -> list[tuple[str | None, str | None]]:
+        rows = await self._pool.fetch(
+            """SELECT old_name, new_name FROM logical_name_history
+               WHERE vm_id = $1 AND disk_id = $2 ORDER BY id""",
+            vm_id, disk_id,
+        )
+        return [(r["old_name"], r["new_name"]) for r in rows]
+
+
+_UPSERT_VM_SQL = """
+INSERT INTO vms (id, name, host_id, status) VALUES ($1, $2, $3, $4)
+ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status
+WHERE vms.status IS DISTINCT FROM EXCLUDED.status
+"""
+_COMPAT_SQL = """
+SELECT c.compatibility_version FROM vms v
+JOIN hosts h ON h.id = v.host_id JOIN clusters c ON c.id = h.cluster_id
+WHERE v.id = $1
+"""
+_CURRENT_SQL = """
+SELECT disk_id::text, device_id::text, interface, is_plugged, address,
+       logical_name, logical_name_source, logical_name_seen_at
+FROM vm_device WHERE vm_id = $1 FOR UPDATE
+"""
+_NEW_DISKS_SQL = """
+INSERT INTO disks (id, serial) SELECT * FROM unnest($1::uuid[], $2::text[])
+ON CONFLICT (id) DO NOTHING
+"""
+_UPSERT_SQL = """
+INSERT INTO vm_device (vm_id, disk_id, device_id, interface, is_plugged, address,
+                       logical_name, logical_name_source, logical_name_seen_at)
+SELECT $1::uuid, * FROM unnest($2::uuid[], $3::uuid[], $4::text[], $5::bool[], $6::text[],
+                         $7::text[], $8::text[], $9::timestamptz[])
+ON CONFLICT (vm_id, disk_id) DO UPDATE SET
+    device_id = EXCLUDED.device_id, interface = EXCLUDED.interface,
+    is_plugged = EXCLUDED.is_plugged, address = EXCLUDED.address,
+    logical_name = EXCLUDED.logical_name, logical_name_source = EXCLUDED.logical_name_source,
+    logical_name_seen_at = EXCLUDED.logical_name_seen_at
+"""
+_HASH_SQL = "UPDATE vms SET hash = $2 WHERE id = $1 AND hash IS DISTINCT FROM $2"

@@ -1,0 +1,172 @@
+"""The engine's database: migrations and the one-transaction VM update, on real PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import pytest
+
+from diskname.engine.matching import disk_serial, match_names
+from diskname.engine.metrics import Metrics
+from diskname.engine.migrations import apply_migrations
+from diskname.engine.models import HostDevice, VmReport
+from diskname.engine.store import Conflict, Store
+
+VM = "0b6ec2a1-3c55-4d1e-9a0e-6f4f8d2c1b00"
+DISK = "1a2b3c4d-5e6f-4a8b-9c0d-112233445566"
+DEVICE = "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee"
+
+
+@pytest.fixture
+async def store(pg_dsn: str) -> AsyncIterator[Store]:
+    store = await Store.open(pg_dsn, Metrics())
+    await store.migrate()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def _host(store: Store) -> str:
+    host_id = str(uuid.uuid4())
+    await store.add_host(host_id, f"h-{host_id[:8]}", "127.0.0.1", 4000)
+    return host_id
+
+
+def _report(mapping: dict[str, Any], *, plugged: bool = True, vm_hash: str = "h1") -> VmReport:
+    devices = (HostDevice(DISK, DEVICE, disk_serial(DISK), "virtio", "0000:00:07.0"),)
+    return VmReport(VM, "up", vm_hash, "vm1", devices if plugged else (), mapping)
+
+
+async def _apply(store: Store, host_id: str, report: VmReport) -> list[Any]:
+    match = match_names([d.as_vm_disk() for d in report.devices], report.mapping)
+    return await store.apply_report(host_id, report, match)
+
+
+async def test_migrations_are_idempotent(pg_dsn: str) -> None:
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        assert await apply_migrations(conn) == ["0001_init"]
+        assert await apply_migrations(conn) == []
+        versions = await conn.fetch("SELECT version FROM schema_migrations")
+        compat = await conn.fetchval("SELECT compatibility_version FROM clusters")
+        width = await conn.fetchval(
+            """SELECT character_maximum_length FROM information_schema.columns
+               WHERE table_name = 'vm_device' AND column_name = 'logical_name'"""
+        )
+    finally:
+        await conn.close()
+    assert [r["version"] for r in versions] == ["0001_init"]
+    assert compat == "4.7"
+    assert width == 255
+
+
+async def test_update_writes_names_history_and_hash(store: Store) -> None:
+    host_id = await _host(store)
+    changes = await _apply(store, host_id, _report({disk_serial(DISK): {"name": "/dev/vdb"}}))
+    assert [(c.disk_id, c.old, c.new) for c in changes] == [(DISK, None, "/dev/vdb")]
+    att = await store.get_attachment(VM, DISK)
+    assert att is not None and att.active and att.logical_name == "/dev/vdb"
+    assert att.logical_name_source == "serial" and att.logical_name_seen_at is not None
+    assert att.address == "0000:00:07.0"
+    assert await store.history(VM, DISK) == [(None, "/dev/vdb")]
+    assert (await store.vm_states(host_id))[VM] == ("h1", "up")
+
+
+async def test_same_data_twice_writes_nothing_and_no_second_history(store: Store) -> None:
+    host_id = await _host(store)
+    report = _report({disk_serial(DISK): {"name": "/dev/vdb"}})
+    await _apply(store, host_id, report)
+    writes = store.metrics.db_writes
+    assert await _apply(store, host_id, report) == []
+    assert store.metrics.db_writes == writes
+    assert await store.history(VM, DISK) == [(None, "/dev/vdb")]
+
+
+async def test_rename_and_unplug_are_recorded(store: Store) -> None:
+    host_id = await _host(store)
+    await _apply(store, host_id, _report({disk_serial(DISK): {"name": "/dev/vdb"}}))
+    await _apply(store, host_id, _report({disk_serial(DISK): {"name": "/dev/vdc"}}, vm_hash="h2"))
+    await _apply(store, host_id, _report({}, plugged=False, vm_hash="h3"))
+    att = await store.get_attachment(VM, DISK)
+    assert att is not None and not att.active and att.logical_name is None
+    assert await store.history(VM, DISK) == [
+        (None, "/dev/vdb"), ("/dev/vdb", "/dev/vdc"), ("/dev/vdc", None)
+    ]
+
+
+async def test_hash_is_stored_after_names(store: Store, pg_dsn: str) -> None:
+    host_id = await _host(store)
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        # Record, at the moment the hash is written, what the transaction already wrote.
+        await conn.execute(
+            """CREATE TABLE probe (named int, history int);
+               CREATE FUNCTION probe_fn() RETURNS trigger LANGUAGE plpgsql AS $$
+               BEGIN
+                 INSERT INTO probe SELECT
+                   (SELECT count(*) FROM vm_device WHERE vm_id = NEW.id
+                      AND logical_name IS NOT NULL),
+                   (SELECT count(*) FROM logical_name_history WHERE vm_id = NEW.id);
+                 RETURN NEW;
+               END $$;
+               CREATE TRIGGER probe_t BEFORE UPDATE OF hash ON vms
+                 FOR EACH ROW WHEN (NEW.hash IS NOT NULL) EXECUTE FUNCTION probe_fn();"""
+        )
+        await _apply(store, host_id, _report({disk_serial(DISK): {"name": "/dev/vdb"}}))
+        probes = await conn.fetch("SELECT named, history FROM probe")
+    finally:
+        await conn.close()
+    assert [(r["named"], r["history"]) for r in probes] == [(1, 1)]
+
+
+async def test_failed_update_keeps_the_old_hash(store: Store, pg_dsn: str) -> None:
+    host_id = await _host(store)
+    await _apply(store, host_id, _report({}))
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await conn.execute(
+            """CREATE FUNCTION boom() RETURNS trigger LANGUAGE plpgsql AS $$
+               BEGIN RAISE EXCEPTION 'boom'; END $$;
+               CREATE TRIGGER boom_t BEFORE INSERT ON logical_name_history
+                 FOR EACH ROW EXECUTE FUNCTION boom();"""
+        )
+    finally:
+        await conn.close()
+    with pytest.raises(asyncpg.PostgresError):
+        await _apply(store, host_id, _report({disk_serial(DISK): {"name": "/dev/vdb"}}, vm_hash="h2"))
+    att = await store.get_attachment(VM, DISK)
+    assert att is not None and att.logical_name is None
+    assert (await store.vm_states(host_id))[VM][0] == "h1"
+
+
+async def test_old_cluster_keeps_no_names(store: Store, pg_dsn: str) -> None:
+    host_id = await _host(store)
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await conn.execute("UPDATE clusters SET compatibility_version = '3.4'")
+    finally:
+        await conn.close()
+    changes = await _apply(store, host_id, _report({disk_serial(DISK): {"name": "/dev/vdb"}}))
+    att = await store.get_attachment(VM, DISK)
+    assert changes == [] and att is not None and att.active and att.logical_name is None
+
+
+async def test_unplug_by_the_engine_clears_the_name_and_forgets_the_hash(store: Store) -> None:
+    host_id = await _host(store)
+    await _apply(store, host_id, _report({disk_serial(DISK): {"name": "/dev/vdb"}}))
+    change = await store.mark_unplugged(VM, DISK)
+    assert change is not None and (change.old, change.new) == ("/dev/vdb", None)
+    att = await store.get_attachment(VM, DISK)
+    assert att is not None and not att.active and att.logical_name is None
+    assert (await store.vm_states(host_id))[VM][0] is None
+    assert await store.history(VM, DISK) == [(None, "/dev/vdb"), ("/dev/vdb", None)]
+
+
+async def test_duplicate_host_name_is_a_conflict(store: Store) -> None:
+    await store.add_host(str(uuid.uuid4()), "same", "127.0.0.1", 1)
+    with pytest.raises(Conflict):
+        await store.add_host(str(uuid.uuid4()), "same", "127.0.0.1", 2)

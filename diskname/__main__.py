@@ -1,8 +1,10 @@
-"""Command line: ``diskname agent|host|engine|dev``.
+"""Command line: ``diskname agent|host|engine|dev|config``.
 
-Each subcommand parses its flags once into the tier's frozen config object and
-runs the service until SIGINT/SIGTERM. Tier modules are imported lazily so the
-agent, which runs inside guests, never loads the engine's dependencies.
+Each service subcommand resolves its configuration once (defaults < TOML file
+< ``DISKNAME_*`` < flags, see :mod:`diskname.config`) into the tier's frozen
+config object and runs the service until SIGINT/SIGTERM. Tier modules are
+imported lazily so the agent, which runs inside guests, never loads the
+engine's dependencies.
 """
 
 from __future__ import annotations
@@ -12,10 +14,56 @@ import asyncio
 import os
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import orjson
 
 from . import __version__
+from .config import ConfigError, resolve, show
 from .runner import ServiceMain, run_until_signalled, setup_logging
+
+S = argparse.SUPPRESS
+
+
+@dataclass(frozen=True)
+class Tier:
+    config_class: Callable[[], type[Any]]
+    service: Callable[[Any], ServiceMain]
+
+
+def _agent_tier() -> Tier:
+    from .agent import service as m
+
+    return Tier(lambda: m.AgentConfig, lambda cfg: m.AgentService(cfg).run)
+
+
+def _host_tier() -> Tier:
+    from .host import service as m
+
+    return Tier(lambda: m.HostConfig, lambda cfg: m.HostService(cfg).run)
+
+
+def _engine_tier() -> Tier:
+    from .engine import service as m
+    from .engine.config import EngineConfig
+
+    return Tier(lambda: EngineConfig, lambda cfg: m.EngineService(cfg).run)
+
+
+def _dev_tier() -> Tier:
+    from . import dev as m
+
+    return Tier(lambda: m.DevConfig, lambda cfg: m.DevCluster(cfg).run)
+
+
+TIERS: dict[str, Callable[[], Tier]] = {
+    "agent": _agent_tier,
+    "host": _host_tier,
+    "engine": _engine_tier,
+    "dev": _dev_tier,
+}
 
 
 def _hostport(text: str) -> tuple[str, int]:
@@ -25,142 +73,101 @@ def _hostport(text: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-def _positive(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
+def _add_agent(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--connect", default=S, help="unix:PATH or tcp:HOST:PORT instead of a port")
+    p.add_argument("--channel", default=S, help="virtio-serial port path")
+    p.add_argument("--source", choices=["udev", "sim"], default=S, help="default: udev")
+    p.add_argument("--sim-hw", default=S, help="sim source: unix:PATH of the sim hardware port")
+    p.add_argument("--report-interval", default=S, help="seconds between full reports (60)")
+    p.add_argument("--heartbeat-interval", default=S, help="seconds (5)")
+    p.add_argument("--name-delay", default=S, help="sim source: seconds until a disk shows")
 
 
-def _agent(args: argparse.Namespace) -> ServiceMain:
-    from .agent.service import AgentConfig, AgentService
-
-    cfg = AgentConfig(
-        connect=args.connect,
-        channel=args.channel,
-        source=args.source,
-        sim_hw=args.sim_hw,
-        report_interval=args.report_interval,
-        heartbeat_interval=args.heartbeat_interval,
-        name_delay=args.name_delay,
-    )
-    return AgentService(cfg).run
+def _add_host(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--listen", type=_hostport, default=S, metavar="HOST:PORT", help="JSON-RPC")
+    p.add_argument("--state-dir", default=S, help="VM definitions survive restarts here")
+    p.add_argument("--channels-dir", default=S, help="per-VM agent channel sockets")
+    p.add_argument("--channel-mode", choices=["connect", "listen"], default=S)
+    p.add_argument("--hypervisor", choices=["sim"], default=S)
+    p.add_argument("--host-id", default=S)
 
 
-def _host(args: argparse.Namespace) -> ServiceMain:
-    from .host.service import HostConfig, HostService
-
-    host, port = args.listen
-    cfg = HostConfig(
-        listen_host=host,
-        listen_port=port,
-        state_dir=args.state_dir,
-        channels_dir=args.channels_dir,
-        channel_mode=args.channel_mode,
-        hypervisor=args.hypervisor,
-        host_id=args.host_id,
-    )
-    return HostService(cfg).run
+def _add_engine(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dsn", default=S, help="PostgreSQL DSN; none: embedded PostgreSQL")
+    p.add_argument("--http", type=_hostport, default=S, metavar="HOST:PORT", help="REST + web")
+    p.add_argument("--state-dir", default=S)
+    p.add_argument("--refresh-interval", default=S, help="seconds between host polls (3)")
+    p.add_argument("--api-token", default=S, help="require 'Authorization: Bearer TOKEN'")
+    p.add_argument("--no-events", action="store_true", default=S, help="poll only")
 
 
-def _engine(args: argparse.Namespace) -> ServiceMain:
-    from .engine.config import EngineConfig
-    from .engine.service import EngineService
-
-    host, port = args.http
-    cfg = EngineConfig(
-        dsn=args.dsn or os.environ.get("DISKNAME_DSN") or None,
-        http_host=host,
-        http_port=port,
-        state_dir=args.state_dir,
-        refresh_interval=args.refresh_interval,
-        api_token=args.api_token or os.environ.get("DISKNAME_API_TOKEN") or None,
-        events=not args.no_events,
-    )
-    return EngineService(cfg).run
+def _add_dev(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--hosts", default=S, help="simulated hosts (1)")
+    p.add_argument("--vms", default=S, help="VMs per host (2)")
+    p.add_argument("--http", type=_hostport, default=S, metavar="HOST:PORT")
+    p.add_argument("--state-dir", default=S)
+    p.add_argument("--dsn", default=S, help="use this PostgreSQL instead of the embedded one")
+    p.add_argument("--name-delay", default=S, help="seconds a guest takes to name a disk")
+    p.add_argument("--refresh-interval", default=S)
+    p.add_argument("--no-events", action="store_true", default=S, help="poll only")
 
 
-def _dev(args: argparse.Namespace) -> ServiceMain:
-    from .dev import DevCluster, DevConfig
-
-    host, port = args.http
-    cfg = DevConfig(
-        hosts=args.hosts,
-        vms=args.vms,
-        http_host=host,
-        http_port=port,
-        state_dir=args.state_dir,
-        dsn=args.dsn or os.environ.get("DISKNAME_DSN") or None,
-        name_delay=args.name_delay,
-        refresh_interval=args.refresh_interval,
-        events=not args.no_events,
-    )
-    return DevCluster(cfg).run
+ADDERS = {"agent": _add_agent, "host": _add_host, "engine": _add_engine, "dev": _add_dev}
+HELP = {
+    "agent": "run inside a guest: report disk names to the host",
+    "host": "run on a hypervisor: VM state and JSON-RPC for the engine",
+    "engine": "run management: monitor hosts, store names, serve REST and the web page",
+    "dev": "everything in one process, simulated guests, embedded PostgreSQL",
+}
 
 
-def _add_agent(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("agent", help="run inside a guest: report disk names to the host")
-    p.add_argument("--connect", help="unix:PATH or tcp:HOST:PORT (instead of a virtio port)")
-    p.add_argument("--channel", help="virtio-serial port path")
-    p.add_argument("--source", choices=["udev", "sim"], default="udev")
-    p.add_argument("--sim-hw", help="sim source: unix:PATH of the host's sim hardware port")
-    p.add_argument("--report-interval", type=_positive, default=60.0)
-    p.add_argument("--heartbeat-interval", type=_positive, default=5.0)
-    p.add_argument("--name-delay", type=float, default=0.0, help="sim: seconds until a disk shows")
-    p.set_defaults(build=_agent, what="agent")
-
-
-def _add_host(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("host", help="run on a hypervisor: VM state and JSON-RPC for the engine")
-    p.add_argument("--listen", type=_hostport, default=("127.0.0.1", 54321), metavar="HOST:PORT")
-    p.add_argument("--state-dir", type=Path, default=Path("state/host"))
-    p.add_argument("--channels-dir", type=Path, default=Path("state/channels"))
-    p.add_argument("--channel-mode", choices=["connect", "listen"], default="connect")
-    p.add_argument("--hypervisor", choices=["sim"], default="sim")
-    p.add_argument("--host-id", default=None)
-    p.set_defaults(build=_host, what="host")
-
-
-def _add_engine(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("engine", help="run management: monitor hosts, store names, serve REST")
-    p.add_argument("--dsn", help="PostgreSQL DSN (or DISKNAME_DSN); none: embedded PostgreSQL")
-    p.add_argument("--http", type=_hostport, default=("127.0.0.1", 8080), metavar="HOST:PORT")
-    p.add_argument("--state-dir", type=Path, default=Path("state/engine"))
-    p.add_argument("--refresh-interval", type=_positive, default=3.0)
-    p.add_argument("--api-token", help="require 'Authorization: Bearer TOKEN' on /api/*")
-    p.add_argument("--no-events", action="store_true", help="ignore host notifications")
-    p.set_defaults(build=_engine, what="engine")
-
-
-def _add_dev(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("dev", help="everything in one process with simulated guests")
-    p.add_argument("--hosts", type=int, default=1)
-    p.add_argument("--vms", type=int, default=2, help="VMs per host")
-    p.add_argument("--http", type=_hostport, default=("127.0.0.1", 8080), metavar="HOST:PORT")
-    p.add_argument("--state-dir", type=Path, default=Path("state"))
-    p.add_argument("--dsn", help="use this PostgreSQL instead of the embedded one")
-    p.add_argument("--name-delay", type=float, default=0.05)
-    p.add_argument("--refresh-interval", type=_positive, default=3.0)
-    p.add_argument("--no-events", action="store_true", help="engine ignores host notifications")
-    p.set_defaults(build=_dev, what="dev mode")
+def _flags(args: argparse.Namespace) -> dict[str, Any]:
+    """Only the flags given on the command line, as config field names."""
+    skip = {"command", "config", "log_level", "log_format", "show", "tier"}
+    flags = {k: v for k, v in vars(args).items() if k not in skip}
+    if "listen" in flags:
+        flags["listen_host"], flags["listen_port"] = flags.pop("listen")
+    if "http" in flags:
+        flags["http_host"], flags["http_port"] = flags.pop("http")
+    if flags.pop("no_events", False):
+        flags["events"] = False
+    return flags
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="diskname", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"diskname {__version__}")
-    parser.add_argument("--log-level", default="INFO")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, help="TOML configuration file")
+    common.add_argument("--log-level", default="INFO")
+    common.add_argument("--log-format", choices=["text", "json"], default="text")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_agent, _add_host, _add_engine, _add_dev):
-        add(sub)
+    for name, add in ADDERS.items():
+        add(sub.add_parser(name, parents=[common], help=HELP[name]))
+    cfg = sub.add_parser("config", parents=[common], help="print the effective configuration")
+    cfg.add_argument("--show", action="store_true", help="(the default action)")
+    cfg.add_argument("tier", nargs="?", choices=list(TIERS), default="engine")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging(args.log_level)
-    build: Callable[[argparse.Namespace], ServiceMain] = args.build
+    tier_name = args.tier if args.command == "config" else args.command
+    tier = TIERS[tier_name]()
     try:
-        asyncio.run(run_until_signalled(build(args), args.what))
+        flags = _flags(args) if args.command != "config" else {}
+        cfg = resolve(
+            tier.config_class(), tier_name, file=args.config, env=os.environ, flags=flags
+        )
+    except ConfigError as exc:
+        print(f"diskname: configuration error: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "config":
+        print(orjson.dumps(show(cfg), option=orjson.OPT_INDENT_2).decode())
+        return 0
+    setup_logging(args.log_level, args.log_format)
+    try:
+        asyncio.run(run_until_signalled(tier.service(cfg), tier_name))
     except KeyboardInterrupt:
         return 130
     return 0

@@ -1,0 +1,38 @@
+"""The systemd units are valid and wired the way operators expect."""
+
+from __future__ import annotations
+
+import configparser
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+UNITS = sorted((Path(__file__).parent.parent / "packaging" / "systemd").glob("*.service"))
+
+
+def test_there_is_a_unit_per_service() -> None:
+    assert [u.name for u in UNITS] == [
+        "diskname-agent.service", "diskname-engine.service", "diskname-host.service"
+    ]
+
+
+@pytest.mark.parametrize("unit", UNITS, ids=lambda u: u.name)
+def test_unit_is_notify_with_watchdog_and_restart(unit: Path) -> None:
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.read(unit)
+    service = parser["Service"]
+    assert service["Type"] == "notify"
+    assert int(service["WatchdogSec"]) > 0
+    assert service["Restart"] == "on-failure"
+    assert "--config /etc/diskname/" in service["ExecStart"]
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd not installed")
+def test_systemd_analyze_verify() -> None:
+    out = subprocess.run(
+        ["systemd-analyze", "verify", *map(str, UNITS)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert out.returncode == 0, out.stderr

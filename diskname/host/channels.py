@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..protocol import agent_wire as aw
 from ..protocol.errors import RemoteProtocolError
-from ..protocol.lines import MAX_LINE, LineDecoder, Oversized, Truncated
+from ..protocol.lines import MAX_LINE, LineDecoder, LineEvent, Oversized, Truncated
 from ..streams import close_writer, read_lines
 from .serving import Connections
 from .vm import AGENT_API_VERSION, Vm
@@ -66,8 +66,7 @@ class AgentChannel:
         if mode not in ("listen", "connect"):
             raise ValueError(f"channel mode must be listen or connect, not {mode!r}")
         self.vm, self.path, self.mode = vm, path, mode
-        self.on_change = on_change
-        self.rate = RateLimit(rate_limit)
+        self.protocol = GuestProtocol(vm, on_change, RateLimit(rate_limit))
         self._current: asyncio.StreamWriter | None = None
         self._connections = Connections()
         self.connected = asyncio.Event()
@@ -123,66 +122,76 @@ class AgentChannel:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._current = writer
         self.connected.set()
-        session = _Session(self, writer)
+        loop = asyncio.get_running_loop()
         try:
-            session.send(aw.Refresh(api_version=AGENT_API_VERSION))
+            self._send(writer, self.protocol.connected())
             async for event in read_lines(reader, LineDecoder(MAX_LINE)):
-                session.receive(event)
+                self._send(writer, self.protocol.receive(event, loop.time()))
         finally:
             if self._current is writer:
                 self._current = None
                 self.connected.clear()
 
+    def _send(self, writer: asyncio.StreamWriter, messages: list[aw.Message]) -> None:
+        for msg in messages:
+            if writer.is_closing():
+                return
+            if writer.transport.get_write_buffer_size() > MAX_UNREAD:
+                # The guest does not read what we send; do not let it grow our memory.
+                self.protocol.reject("unread_output")
+                return
+            writer.write(aw.encode_message(msg))
+
+
+class GuestProtocol:
+    """The host side of one VM's agent protocol, without I/O.
+
+    Feed it framing events (lines, :class:`Oversized`, :class:`Truncated`);
+    it updates the VM, counts what it rejects, and returns what to send back.
+    """
+
+    def __init__(self, vm: Vm, on_change: Callable[[Vm], None], rate: RateLimit) -> None:
+        self.vm, self._on_change, self._rate = vm, on_change, rate
+        self._sent_version: int | None = None
+
+    def connected(self) -> list[aw.Message]:
+        """A new connection: ask the agent to send everything."""
+        self._sent_version = None
+        return [aw.Refresh(api_version=AGENT_API_VERSION)]
+
     def reject(self, reason: str) -> None:
         self.vm.rejected[reason] += 1
 
-
-class _Session:
-    """One connection's worth of protocol state."""
-
-    def __init__(self, channel: AgentChannel, writer: asyncio.StreamWriter) -> None:
-        self._channel, self._writer = channel, writer
-        self._loop = asyncio.get_running_loop()
-        self._sent_version: int | None = None
-
-    def send(self, msg: aw.Message) -> None:
-        if self._writer.is_closing():
-            return
-        if self._writer.transport.get_write_buffer_size() > MAX_UNREAD:
-            # The guest does not read what we send; do not let it grow our memory.
-            self._channel.reject("unread_output")
-            return
-        self._writer.write(aw.encode_message(msg))
-
-    def receive(self, event: object) -> None:
-        channel = self._channel
+    def receive(self, event: LineEvent, now: float) -> list[aw.Message]:
         if isinstance(event, Oversized):
-            channel.reject("oversized")
+            self.reject("oversized")
         elif isinstance(event, Truncated):
-            channel.reject("truncated")
+            self.reject("truncated")
         elif isinstance(event, bytes):
-            if not channel.rate.allow(self._loop.time()):
-                channel.reject("flood")
-                return
+            if not self._rate.allow(now):
+                self.reject("flood")
+                return []
             try:
                 msg = aw.decode_message(event)
             except RemoteProtocolError as exc:
-                channel.reject(exc.reason)
-                return
-            self._handle(msg)
+                self.reject(exc.reason)
+                return []
+            return self._handle(msg, now)
+        return []
 
-    def _handle(self, msg: aw.Message) -> None:
-        vm = self._channel.vm
+    def _handle(self, msg: aw.Message, now: float) -> list[aw.Message]:
+        vm = self.vm
         match msg:
             case aw.Heartbeat(api_version=reported):
-                version = vm.heartbeat(self._loop.time(), reported)
+                version = vm.heartbeat(now, reported)
                 if version != self._sent_version:
                     self._sent_version = version
-                    self.send(aw.ApiVersion(api_version=version))
+                    return [aw.ApiVersion(api_version=version)]
             case aw.DisksUsage(mapping=mapping):
                 if vm.set_mapping({k: e.to_json() for k, e in mapping.items()}):
-                    self._channel.on_change(vm)
+                    self._on_change(vm)
             case aw.UnknownMessage():
-                self._channel.reject("unknown_message")
+                self.reject("unknown_message")
             case _:
-                self._channel.reject("unexpected_message")
+                self.reject("unexpected_message")
+        return []

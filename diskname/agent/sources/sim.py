@@ -81,8 +81,12 @@ class SimKernel:
 class SimSource:
     """A :class:`~.base.Source` fed by the host's sim hardware port."""
 
-    def __init__(self, hw_address: str, name_delay: float = 0.0) -> None:
+    def __init__(
+        self, hw_address: str, name_delay: float = 0.0, boot_timeout: float = 1.0
+    ) -> None:
         self._endpoint = parse_endpoint(hw_address)
+        self._boot_timeout = boot_timeout
+        self._boot = asyncio.Event()
         self._delay = name_delay
         self._kernel = SimKernel()
         self._plugged: dict[str, VirtualDisk] = {}
@@ -94,7 +98,16 @@ class SimSource:
         self.connected = asyncio.Event()
 
     async def start(self) -> None:
+        """Start following the hardware port; wait briefly for the boot state.
+
+        A real kernel knows its disks before the agent starts. Waiting for the
+        first state (bounded, as the host may not be up) keeps the agent from
+        reporting an empty mapping that the next report would undo.
+        """
         self._task = asyncio.create_task(self._follow(), name=f"sim-hw {self._endpoint}")
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._boot_timeout):
+                await self._boot.wait()
 
     async def close(self) -> None:
         if self._task is not None:
@@ -140,6 +153,7 @@ class SimSource:
         The first state after start is the boot: those disks are there at once.
         """
         boot, self._booted = not self._booted, True
+        self._boot.set()
         wanted = {disk.device_id: disk for disk in state.disks}
         for device_id, disk in list(self._plugged.items()):
             if wanted.get(device_id) != disk:

@@ -25,8 +25,13 @@ def test_serial_is_first_twenty_characters() -> None:
 
 
 def test_bare_prefixed_and_padded_serials_match() -> None:
-    for reported in (SA, f"0QEMU_QEMU_HARDDISK_{SA}", f"QEMU_HARDDISK_{SA}", f"  {SA}   ",
-                     f"QEMU_HARDDISK_ {SA} \t"):
+    for reported in (
+        SA,
+        f"0QEMU_QEMU_HARDDISK_{SA}",
+        f"QEMU_HARDDISK_{SA}",
+        f"  {SA}   ",
+        f"QEMU_HARDDISK_ {SA} \t",
+    ):
         result = match_names(disks(A, B), {reported: {"name": "/dev/vdb"}})
         assert result.names == {A: "/dev/vdb"}, reported
         assert result.sources[A] == "serial"
@@ -70,7 +75,9 @@ def test_serial_matching_two_disks_is_ambiguous() -> None:
 
 
 def test_exact_serial_wins_over_suffix() -> None:
-    result = match_names([VmDisk(A, "LUN42"), VmDisk(B, "XLUN42")], {"XLUN42": {"name": "/dev/sdd"}})
+    result = match_names(
+        [VmDisk(A, "LUN42"), VmDisk(B, "XLUN42")], {"XLUN42": {"name": "/dev/sdd"}}
+    )
     assert result.names == {B: "/dev/sdd"}
 
 
@@ -121,8 +128,18 @@ def test_bad_names_and_entries_are_rejected() -> None:
 def test_valid_names() -> None:
     for good in ("/dev/vdb", "/dev/nvme1n1", "/dev/disk/by-id/virtio-abc", r"\\.\PHYSICALDRIVE2"):
         assert valid_name(good), good
-    for bad in ("", "vdb", "/dev/", "/dev/a b", "/etc/passwd", "/dev/../etc/x", r"\\.\DRIVE2",
-                "/dev/" + "a" * 251, None, 5):
+    for bad in (
+        "",
+        "vdb",
+        "/dev/",
+        "/dev/a b",
+        "/etc/passwd",
+        "/dev/../etc/x",
+        r"\\.\DRIVE2",
+        "/dev/" + "a" * 251,
+        None,
+        5,
+    ):
         assert not valid_name(bad), bad
     assert valid_name("/dev/" + "a" * 250)
 
@@ -130,14 +147,22 @@ def test_valid_names() -> None:
 def test_compatibility_versions_compare_numerically() -> None:
     assert compat_keeps_names("3.5") and compat_keeps_names("4.7") and compat_keeps_names("3.10")
     assert not compat_keeps_names("3.4") and not compat_keeps_names("2.9.9")
-    assert not compat_keeps_names("") and not compat_keeps_names("x") and not compat_keeps_names(None)
+    assert (
+        not compat_keeps_names("") and not compat_keeps_names("x") and not compat_keeps_names(None)
+    )
 
 
 def test_plan_writes_nothing_when_nothing_changed() -> None:
     now = datetime.now(UTC)
     dev = HostDevice(A, B, SA, "virtio", "0000:00:07.0")
-    report = VmReport(vm_id=B, status="up", hash="h", name=None, devices=(dev,),
-                      mapping={SA: {"name": "/dev/vdb"}})
+    report = VmReport(
+        vm_id=B,
+        status="up",
+        hash="h",
+        name=None,
+        devices=(dev,),
+        mapping={SA: {"name": "/dev/vdb"}},
+    )
     match = match_names([dev.as_vm_disk()], report.mapping)
     first = plan_update(report, match, [], keep_names=True, now=now)
     assert [c.new for c in first.changes] == ["/dev/vdb"]
@@ -167,8 +192,12 @@ def test_prefixing_and_padding_never_break_a_match(
     st.lists(uuids, min_size=0, max_size=4),
     st.dictionaries(
         st.text(max_size=40),
-        st.fixed_dictionaries({"name": st.sampled_from(["/dev/vda", "/dev/sdb", "bad"]),
-                               "address": st.text(max_size=12)}),
+        st.fixed_dictionaries(
+            {
+                "name": st.sampled_from(["/dev/vda", "/dev/sdb", "bad"]),
+                "address": st.text(max_size=12),
+            }
+        ),
         max_size=6,
     ),
 )

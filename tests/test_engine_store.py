@@ -94,7 +94,9 @@ async def test_rename_and_unplug_are_recorded(store: Store) -> None:
     att = await store.get_attachment(VM, DISK)
     assert att is not None and not att.active and att.logical_name is None
     assert await store.history(VM, DISK) == [
-        (None, "/dev/vdb"), ("/dev/vdb", "/dev/vdc"), ("/dev/vdc", None)
+        (None, "/dev/vdb"),
+        ("/dev/vdb", "/dev/vdc"),
+        ("/dev/vdc", None),
     ]
 
 
@@ -137,7 +139,9 @@ async def test_failed_update_keeps_the_old_hash(store: Store, pg_dsn: str) -> No
     finally:
         await conn.close()
     with pytest.raises(asyncpg.PostgresError):
-        await _apply(store, host_id, _report({disk_serial(DISK): {"name": "/dev/vdb"}}, vm_hash="h2"))
+        await _apply(
+            store, host_id, _report({disk_serial(DISK): {"name": "/dev/vdb"}}, vm_hash="h2")
+        )
     att = await store.get_attachment(VM, DISK)
     assert att is not None and att.logical_name is None
     assert (await store.vm_states(host_id))[VM][0] == "h1"

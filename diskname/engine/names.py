@@ -92,8 +92,9 @@ def plan_update(
         old_name = old.logical_name if old else None
         if old_name != row.logical_name:
             plan.changes.append(
-                NameChange(report.vm_id, disk_id, old_name, row.logical_name,
-                           _change_source(row), now)
+                NameChange(
+                    report.vm_id, disk_id, old_name, row.logical_name, _change_source(row), now
+                )
             )
     return plan
 

@@ -153,7 +153,10 @@ class Store:
                 await self._exec(
                     conn,
                     "INSERT INTO vms (id, name, host_id, status) VALUES ($1, $2, $3, $4)",
-                    vm.id, vm.name, vm.host_id, vm.status,
+                    vm.id,
+                    vm.name,
+                    vm.host_id,
+                    vm.status,
                 )
             except asyncpg.UniqueViolationError:
                 raise Conflict(f"VM {vm.id} exists") from None
@@ -175,7 +178,8 @@ class Store:
     async def get_attachment(self, vm_id: str, disk_id: str) -> Attachment | None:
         row = await self._pool.fetchrow(
             f"SELECT {_ATTACHMENT_COLUMNS} FROM vm_device WHERE vm_id = $1 AND disk_id = $2",
-            vm_id, disk_id,
+            vm_id,
+            disk_id,
         )
         return _attachment(row) if row else None
 
@@ -203,8 +207,10 @@ class Store:
     ) -> None:
         if new_disk:
             await self._exec(
-                conn, "INSERT INTO disks (id, serial) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                att.disk_id, serial,
+                conn,
+                "INSERT INTO disks (id, serial) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                att.disk_id,
+                serial,
             )
         sql = """INSERT INTO vm_device (vm_id, disk_id, device_id, interface, is_plugged)
                  VALUES ($1, $2, $3, $4, false)"""
@@ -239,7 +245,8 @@ class Store:
         async with self._pool.acquire() as conn, conn.transaction():
             old = await conn.fetchval(
                 "SELECT logical_name FROM vm_device WHERE vm_id = $1 AND disk_id = $2 FOR UPDATE",
-                vm_id, disk_id,
+                vm_id,
+                disk_id,
             )
             await self._exec(conn, sql, vm_id, disk_id)
             await self._forget(conn, vm_id)
@@ -260,23 +267,27 @@ class Store:
                      (vm_id, disk_id, old_name, new_name, source, changed_at)
                  SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[],
                                       $5::text[], $6::timestamptz[])"""
-        columns = list(zip(*((c.vm_id, c.disk_id, c.old, c.new, c.source, c.at)
-                             for c in changes), strict=True))
+        columns = list(
+            zip(*((c.vm_id, c.disk_id, c.old, c.new, c.source, c.at) for c in changes), strict=True)
+        )
         await self._exec(conn, sql, *columns)
 
     # -- the monitor's update -------------------------------------------------
 
-    async def apply_report(self, host_id: str, report: VmReport, match: MatchResult) -> list[
-        NameChange
-    ]:
+    async def apply_report(
+        self, host_id: str, report: VmReport, match: MatchResult
+    ) -> list[NameChange]:
         """Store one VM's devices and names in one transaction, its hash last."""
         async with self._pool.acquire() as conn, conn.transaction():
             await self._upsert_vm(conn, host_id, report)
             version = await conn.fetchval(_COMPAT_SQL, report.vm_id)
             current = await conn.fetch(_CURRENT_SQL, report.vm_id)
             plan = plan_update(
-                report, match, [DeviceRow(*r.values()) for r in current],
-                keep_names=compat_keeps_names(version), now=datetime.now(UTC),
+                report,
+                match,
+                [DeviceRow(*r.values()) for r in current],
+                keep_names=compat_keeps_names(version),
+                now=datetime.now(UTC),
             )
             if plan.new_disks:
                 await self._exec(conn, _NEW_DISKS_SQL, *zip(*plan.new_disks, strict=True))
@@ -296,7 +307,8 @@ class Store:
         rows = await self._pool.fetch(
             """SELECT old_name, new_name FROM logical_name_history
                WHERE vm_id = $1 AND disk_id = $2 ORDER BY id""",
-            vm_id, disk_id,
+            vm_id,
+            disk_id,
         )
         return [(r["old_name"], r["new_name"]) for r in rows]
 

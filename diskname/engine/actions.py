@@ -1,0 +1,231 @@
+"""What the engine asks of hosts on a user's behalf: create VMs, plug and unplug disks.
+
+Each action runs under the VM's :meth:`HostMonitor.vm_action`, calls the host
+over the monitor's connection, then records the outcome. A failed host call
+undoes the rows written for it and becomes a 502.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from ..protocol import jsonrpc
+from ..streams import RpcError
+from .events import EventHub
+from .matching import disk_serial
+from .metrics import Metrics
+from .models import Attachment, NameChange, VmRow, canonical_uuid
+from .monitor import HostMonitor, HostUnavailable, Monitors
+from .store import Conflict, Store
+
+INTERFACES = frozenset({"virtio", "virtio_scsi", "sata", "nvme"})
+ROOT_INTERFACE = "virtio"
+
+
+class ApiError(Exception):
+    """An error to answer with ``status`` and ``message``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _host_failed(exc: Exception) -> ApiError:
+    if isinstance(exc, RpcError) and exc.code == jsonrpc.CONFLICT:
+        return ApiError(409, f"host refused: {exc.message}")
+    return ApiError(502, f"host call failed: {exc}")
+
+
+def _device_json(att: Attachment, serial: str) -> dict[str, Any]:
+    return {
+        "deviceId": att.device_id,
+        "diskId": att.disk_id,
+        "serial": serial,
+        "iface": att.interface,
+        "type": "disk",
+    }
+
+
+def _returned_device(result: Any, att: Attachment) -> tuple[str, str | None]:
+    """The device id and address the host gave the plugged disk."""
+    if not isinstance(result, Mapping):
+        return att.device_id, None
+    try:
+        device_id = canonical_uuid(result.get("deviceId", att.device_id))
+    except ValueError:
+        device_id = att.device_id
+    address = result.get("address")
+    return device_id, address if isinstance(address, str) and address else None
+
+
+def _new_attachment(vm_id: str, disk_id: str, interface: str) -> Attachment:
+    return Attachment(vm_id, disk_id, str(uuid.uuid4()), interface, False, None, None, None, None)
+
+
+class Actions:
+    """The engine's write operations behind the REST API."""
+
+    def __init__(self, store: Store, monitors: Monitors, metrics: Metrics, hub: EventHub) -> None:
+        self._store, self._monitors, self._metrics, self._hub = store, monitors, metrics, hub
+
+    async def vm(self, vm_id: str) -> VmRow:
+        vm = await self._store.get_vm(vm_id)
+        if vm is None:
+            raise ApiError(404, f"no VM {vm_id}")
+        return vm
+
+    async def attachment(self, vm_id: str, disk_id: str) -> Attachment:
+        att = await self._store.get_attachment(vm_id, disk_id)
+        if att is None:
+            raise ApiError(404, f"disk {disk_id} is not attached to VM {vm_id}")
+        return att
+
+    def _monitor(self, host_id: str) -> HostMonitor:
+        monitor = self._monitors.get(host_id)
+        if monitor is None:
+            raise ApiError(502, f"host {host_id} is not monitored")
+        return monitor
+
+    async def _call(self, monitor: HostMonitor, method: str, params: dict[str, Any]) -> Any:
+        try:
+            return await monitor.call(method, params)
+        except (HostUnavailable, RpcError) as exc:
+            raise _host_failed(exc) from exc
+
+    def _published(self, change: NameChange | None) -> None:
+        if change is not None:
+            self._hub.publish(change.to_json())
+
+    # -- VMs ---------------------------------------------------------------
+
+    async def create_vm(self, name: str, host_id: str, vm_id: str | None = None) -> VmRow:
+        if await self._store.get_host(host_id) is None:
+            raise ApiError(404, f"no host {host_id}")
+        monitor = self._monitor(host_id)
+        vm = VmRow(vm_id or str(uuid.uuid4()), name, "unknown", host_id)
+        disk_id = str(uuid.uuid4())
+        root = _new_attachment(vm.id, disk_id, ROOT_INTERFACE)
+        try:
+            await self._store.create_vm(vm, root, disk_serial(disk_id))
+        except Conflict as exc:
+            raise ApiError(409, str(exc)) from None
+        async with monitor.vm_action(vm.id):
+            params = {
+                "vmId": vm.id,
+                "name": name,
+                "devices": [_device_json(root, disk_serial(disk_id))],
+            }
+            try:
+                await self._call(monitor, "VM.create", params)
+            except ApiError:
+                await self._store.delete_vm(vm.id)
+                await self._store.delete_disk(disk_id)
+                raise
+            await self._store.mark_plugged(vm.id, disk_id, root.device_id, None)
+        return vm
+
+    async def destroy_vm(self, vm_id: str) -> None:
+        vm = await self.vm(vm_id)
+        monitor = self._monitor(vm.host_id)
+        async with monitor.vm_action(vm_id):
+            try:
+                await self._call(monitor, "VM.destroy", {"vmId": vm_id})
+            except ApiError as exc:
+                if not _is_unknown(exc.__cause__, jsonrpc.UNKNOWN_VM):
+                    raise
+            await self._store.delete_vm(vm_id)
+
+    # -- disks ---------------------------------------------------------------
+
+    async def add_attachment(
+        self, vm_id: str, disk_id: str | None, interface: str, active: bool, requested_at: float
+    ) -> Attachment:
+        """Attach an existing disk, or a new one when ``disk_id`` is None; plug it if active."""
+        vm = await self.vm(vm_id)
+        new_disk = disk_id is None
+        disk_id = disk_id or str(uuid.uuid4())
+        serial = disk_serial(disk_id) if new_disk else await self._store.disk_serial(disk_id)
+        if serial is None:
+            raise ApiError(404, f"no disk {disk_id}")
+        monitor = self._monitor(vm.host_id)
+        att = _new_attachment(vm_id, disk_id, interface)
+        async with monitor.vm_action(vm_id):
+            try:
+                await self._store.attach(att, serial, new_disk=new_disk)
+            except Conflict as exc:
+                raise ApiError(409, str(exc)) from None
+            if active:
+                try:
+                    await self._plug(monitor, att, serial, requested_at)
+                except ApiError:
+                    await self._store.detach(vm_id, disk_id)
+                    if new_disk:
+                        await self._store.delete_disk(disk_id)
+                    raise
+        return await self.attachment(vm_id, disk_id)
+
+    async def set_active(
+        self, vm_id: str, disk_id: str, active: bool, requested_at: float
+    ) -> Attachment:
+        vm = await self.vm(vm_id)
+        monitor = self._monitor(vm.host_id)
+        async with monitor.vm_action(vm_id):
+            att = await self.attachment(vm_id, disk_id)
+            if att.active != active:
+                if active:
+                    serial = await self._store.disk_serial(disk_id) or disk_serial(disk_id)
+                    fresh = dataclasses.replace(att, device_id=str(uuid.uuid4()))
+                    await self._plug(monitor, fresh, serial, requested_at)
+                else:
+                    await self._unplug(monitor, att)
+                    self._published(await self._store.mark_unplugged(vm_id, disk_id))
+        return await self.attachment(vm_id, disk_id)
+
+    async def detach(self, vm_id: str, disk_id: str) -> None:
+        vm = await self.vm(vm_id)
+        monitor = self._monitor(vm.host_id)
+        async with monitor.vm_action(vm_id):
+            att = await self.attachment(vm_id, disk_id)
+            if att.active:
+                await self._unplug(monitor, att)
+            self._published(await self._store.detach(vm_id, disk_id))
+
+    async def _plug(
+        self, monitor: HostMonitor, att: Attachment, serial: str, requested_at: float
+    ) -> None:
+        if await self._store.disk_plugged_elsewhere(att.disk_id, att.vm_id):
+            raise ApiError(409, f"disk {att.disk_id} is plugged into another VM")
+        self._metrics.plug_requested(att.vm_id, att.disk_id, requested_at)
+        drive = {
+            "diskId": att.disk_id,
+            "deviceId": att.device_id,
+            "serial": serial,
+            "iface": att.interface,
+        }
+        try:
+            result = await self._call(
+                monitor, "VM.hotplugDisk", {"vmId": att.vm_id, "drive": drive}
+            )
+        except ApiError:
+            self._metrics.plug_abandoned(att.vm_id, att.disk_id)
+            raise
+        device_id, address = _returned_device(result, att)
+        await self._store.mark_plugged(att.vm_id, att.disk_id, device_id, address)
+
+    async def _unplug(self, monitor: HostMonitor, att: Attachment) -> None:
+        self._metrics.plug_abandoned(att.vm_id, att.disk_id)
+        params = {"vmId": att.vm_id, "diskId": att.disk_id}
+        try:
+            await self._call(monitor, "VM.hotunplugDisk", params)
+        except ApiError as exc:
+            # The host no longer has the device: it is as unplugged as it gets.
+            if not _is_unknown(exc.__cause__, jsonrpc.UNKNOWN_DEVICE):
+                raise
+
+
+def _is_unknown(cause: BaseException | None, code: int) -> bool:
+    return isinstance(cause, RpcError) and cause.code == code

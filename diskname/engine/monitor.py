@@ -1,0 +1,285 @@
+"""One monitor per host: a JSON-RPC connection, hash-gated polling, notifications.
+
+Every ``refresh_interval`` the monitor asks for ``Host.getAllVmStats`` and marks
+the VMs whose hash differs from the one last processed; a ``|virt|VM_status|``
+notification marks its VM at once. A single fetch worker per host drains the
+marks with one ``Host.getVMFullList`` call, so one VM is never fetched twice
+concurrently, and a mark made during a fetch is served by the next one.
+
+Engine-initiated actions run under :meth:`HostMonitor.vm_action`, which bumps
+the VM's generation before and after: a fetch that overlapped an action is
+thrown away and repeated, so a stale picture never overwrites a fresh one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator
+from typing import Any
+
+from ..protocol import jsonrpc
+from ..streams import ConnectionLost, JsonRpcClient, RpcError
+from .config import EngineConfig
+from .events import EventHub
+from .matching import match_names
+from .metrics import Metrics
+from .models import BadReport, HostRow, VmReport, canonical_uuid, parse_report
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+MIN_BACKOFF = 0.1
+MAX_BACKOFF = 5.0
+VM_STATUS_PREFIX = "|virt|VM_status|"
+
+
+class HostUnavailable(Exception):
+    """The host cannot be reached right now."""
+
+
+class HostMonitor:
+    """Keeps the database in step with one host, and carries the engine's calls to it."""
+
+    def __init__(
+        self, host: HostRow, store: Store, metrics: Metrics, hub: EventHub, config: EngineConfig
+    ) -> None:
+        self.host = host
+        self._store, self._metrics, self._hub, self._config = store, metrics, hub, config
+        self._client: JsonRpcClient | None = None
+        self._hashes: dict[str, str | None] = {}
+        self._statuses: dict[str, str] = {}
+        # VM id -> the hash that made us want it (None: fetch whatever it is).
+        self._dirty: dict[str, str | None] = {}
+        self._wake = asyncio.Event()
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._generation: Counter[str] = Counter()
+        self.connected = asyncio.Event()
+
+    # -- connection --------------------------------------------------------
+
+    async def run(self) -> None:
+        """Connect, serve, reconnect with capped exponential back-off; until cancelled."""
+        backoff = MIN_BACKOFF
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            try:
+                await self._connect_and_serve()
+            except Exception:
+                log.exception("monitor of host %s failed", self.host.name)
+            if loop.time() - started > MAX_BACKOFF:
+                backoff = MIN_BACKOFF
+            await self._set_status("unreachable")
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF)
+
+    async def _connect_and_serve(self) -> None:
+        try:
+            client = await JsonRpcClient.connect(
+                self.host.address, self.host.port, on_notification=self._on_notification
+            )
+        except ConnectionLost as exc:
+            log.debug("host %s unreachable: %s", self.host.name, exc)
+            return
+        try:
+            await self._serve(client)
+        finally:
+            self._client = None
+            self.connected.clear()
+            await client.close()
+
+    async def _serve(self, client: JsonRpcClient) -> None:
+        states = await self._store.vm_states(self.host.id)
+        self._hashes = {vm: h for vm, (h, _) in states.items()}
+        self._statuses = {vm: s for vm, (_, s) in states.items()}
+        self._dirty.clear()
+        self._client = client
+        await self._set_status("up")
+        self.connected.set()
+        log.info("connected to host %s at %s:%s", self.host.name, self.host.address, self.host.port)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._poll_loop(client))
+                tg.create_task(self._fetch_loop(client))
+                tg.create_task(_until_closed(client))
+        except* (ConnectionLost, TimeoutError):
+            log.info("lost connection to host %s", self.host.name)
+
+    async def _set_status(self, status: str) -> None:
+        try:
+            await self._store.set_host_status(self.host.id, status)
+        except Exception:
+            log.exception("cannot record host %s as %s", self.host.name, status)
+
+    # -- polling and notifications -------------------------------------------
+
+    async def _poll_loop(self, client: JsonRpcClient) -> None:
+        while True:
+            await self._poll_once(client)
+            await asyncio.sleep(self._config.refresh_interval)
+
+    async def _poll_once(self, client: JsonRpcClient) -> None:
+        try:
+            stats = await client.call("Host.getAllVmStats")
+        except RpcError as exc:
+            log.warning("Host.getAllVmStats failed on %s: %s", self.host.name, exc)
+            return
+        self._metrics.polls += 1
+        if not isinstance(stats, list):
+            log.warning("Host.getAllVmStats on %s returned no list", self.host.name)
+            return
+        for entry in stats:
+            await self._consider(entry)
+
+    async def _consider(self, entry: Any) -> None:
+        try:
+            vm_id = canonical_uuid(entry.get("vmId") if isinstance(entry, dict) else None)
+        except ValueError:
+            return
+        status, vm_hash = entry.get("status"), entry.get("hash")
+        known = self._statuses.get(vm_id)
+        if known is not None and isinstance(status, str) and status != known:
+            await self._store.set_vm_status(vm_id, status)
+            self._statuses[vm_id] = status
+        self._mark(vm_id, vm_hash if isinstance(vm_hash, str) else None)
+
+    def _mark(self, vm_id: str, vm_hash: str | None) -> None:
+        if self._is_current(vm_id, vm_hash):
+            return
+        self._dirty[vm_id] = vm_hash
+        self._wake.set()
+
+    def _is_current(self, vm_id: str, vm_hash: str | None) -> bool:
+        if not self._config.hash_gate or vm_hash is None or vm_id not in self._hashes:
+            return False
+        return self._hashes[vm_id] == vm_hash
+
+    def _on_notification(self, note: jsonrpc.Notification) -> None:
+        if not self._config.events or not note.method.startswith(VM_STATUS_PREFIX):
+            return
+        params = note.params if isinstance(note.params, dict) else {}
+        try:
+            vm_id = canonical_uuid(note.method[len(VM_STATUS_PREFIX) :])
+        except ValueError:
+            return
+        vm_hash = params.get("hash")
+        self._mark(vm_id, vm_hash if isinstance(vm_hash, str) else None)
+
+    # -- fetching ------------------------------------------------------------
+
+    async def _fetch_loop(self, client: JsonRpcClient) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch = sorted(vm for vm, h in self._dirty.items() if not self._is_current(vm, h))
+            self._dirty.clear()
+            if batch:
+                await self._fetch(client, batch)
+
+    async def _fetch(self, client: JsonRpcClient, batch: list[str]) -> None:
+        generations = {vm: self._generation[vm] for vm in batch}
+        self._metrics.full_list_calls += 1
+        try:
+            result = await client.call("Host.getVMFullList", {"vmList": batch})
+        except RpcError as exc:
+            log.warning("Host.getVMFullList failed on %s: %s", self.host.name, exc)
+            return
+        for raw in result if isinstance(result, list) else []:
+            try:
+                report = parse_report(raw)
+            except BadReport as exc:
+                log.warning("host %s sent a bad VM: %s", self.host.name, exc)
+                continue
+            await self._apply(report, generations.get(report.vm_id))
+
+    async def _apply(self, report: VmReport, generation: int | None) -> None:
+        vm_id = report.vm_id
+        async with self._locks[vm_id]:
+            if generation is None:
+                return  # not asked for
+            if generation != self._generation[vm_id]:
+                self._mark(vm_id, None)  # an action overlapped the fetch: fetch again
+                return
+            match = match_names([d.as_vm_disk() for d in report.devices], report.mapping)
+            self._metrics.rejected.update(match.rejected)
+            try:
+                changes = await self._store.apply_report(self.host.id, report, match)
+            except Exception:
+                log.exception("cannot store VM %s from host %s", vm_id, self.host.name)
+                return
+            self._hashes[vm_id] = report.hash
+            self._statuses[vm_id] = report.status
+        for change in changes:
+            self._hub.publish(change.to_json())
+            if change.new is not None:
+                self._metrics.name_stored(change.vm_id, change.disk_id)
+
+    # -- engine-initiated actions -------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def vm_action(self, vm_id: str) -> AsyncIterator[None]:
+        """Serialise the engine's own changes to one VM against fetches of it."""
+        async with self._locks[vm_id]:
+            self._generation[vm_id] += 1
+            try:
+                yield
+            finally:
+                self._generation[vm_id] += 1
+                # Whatever the host's hash becomes, even an old one, fetch it again.
+                self._hashes[vm_id] = None
+
+    async def call(self, method: str, params: jsonrpc.Params = None) -> Any:
+        """Call the host over the monitor's connection."""
+        client = self._client
+        if client is None:
+            raise HostUnavailable(f"host {self.host.name} is not connected")
+        try:
+            return await client.call(method, params)
+        except (ConnectionLost, TimeoutError) as exc:
+            raise HostUnavailable(f"host {self.host.name}: {exc or 'timed out'}") from exc
+
+
+async def _until_closed(client: JsonRpcClient) -> None:
+    await client.closed.wait()
+    raise ConnectionLost("the host closed the connection")
+
+
+class Monitors:
+    """The monitors of every registered host, as tasks of the engine's TaskGroup."""
+
+    def __init__(self, store: Store, metrics: Metrics, hub: EventHub, config: EngineConfig) -> None:
+        self._store, self._metrics, self._hub, self._config = store, metrics, hub, config
+        self._by_host: dict[str, HostMonitor] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._tg: asyncio.TaskGroup | None = None
+
+    async def start(self, tg: asyncio.TaskGroup) -> None:
+        self._tg = tg
+        for host in await self._store.list_hosts():
+            self.add(host)
+
+    def add(self, host: HostRow) -> HostMonitor:
+        if host.id in self._by_host:
+            return self._by_host[host.id]
+        if self._tg is None:
+            raise RuntimeError("monitors are not started")
+        monitor = HostMonitor(host, self._store, self._metrics, self._hub, self._config)
+        self._by_host[host.id] = monitor
+        task = self._tg.create_task(monitor.run(), name=f"monitor-{host.name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return monitor
+
+    def get(self, host_id: str) -> HostMonitor | None:
+        return self._by_host.get(host_id)
+
+    async def stop(self) -> None:
+        """Cancel every monitor and wait for them to close their connections."""
+        self._tg = None
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

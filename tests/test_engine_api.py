@@ -1,0 +1,297 @@
+"""The engine's REST API end to end: EngineService on port 0, a fake host, real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from conftest import wait_until
+from engine_fakehost import FakeHost
+
+from diskname.engine import EngineConfig, EngineService
+from diskname.protocol import jsonrpc
+
+TOKEN = "s3cret"
+
+
+@dataclass
+class Api:
+    http: aiohttp.ClientSession
+    base: str
+    fake: FakeHost
+    engine: EngineService
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        raw: bytes | None = None,
+        status: int | None = None,
+    ) -> Any:
+        data = raw if raw is not None else (orjson.dumps(body) if body is not None else None)
+        async with self.http.request(method, self.base + path, data=data) as resp:
+            payload = await resp.read()
+            if status is not None:
+                assert resp.status == status, (resp.status, payload)
+            if resp.content_type == "application/json":
+                return orjson.loads(payload)
+            return payload.decode()
+
+    async def error(
+        self, method: str, path: str, status: int, body: Any = None, raw: bytes | None = None
+    ) -> str:
+        answer = await self.call(method, path, body, raw=raw, status=status)
+        assert answer["error"]["code"] == status
+        message: str = answer["error"]["message"]
+        return message
+
+    async def host(self) -> str:
+        host = await self.call(
+            "POST",
+            "/api/hosts",
+            {"name": "h1", "address": "127.0.0.1", "port": self.fake.port},
+            status=201,
+        )
+        host_id: str = host["id"]
+        await wait_until(lambda: self._host_up(host_id))
+        return host_id
+
+    async def _host_up(self, host_id: str) -> bool:
+        hosts = (await self.call("GET", "/api/hosts"))["host"]
+        return any(h["id"] == host_id and h["status"] == "up" for h in hosts)
+
+    async def vm(self) -> str:
+        host_id = await self.host()
+        vm = await self.call(
+            "POST", "/api/vms", {"name": "vm1", "host": {"id": host_id}}, status=201
+        )
+        vm_id: str = vm["id"]
+        return vm_id
+
+    async def logical_name(self, vm_id: str, disk_id: str) -> Any:
+        att = await self.call("GET", f"/api/vms/{vm_id}/diskattachments/{disk_id}", status=200)
+        return att["logical_name"]
+
+
+@contextlib.asynccontextmanager
+async def engine(pg_dsn: str, token: str | None = None) -> AsyncIterator[Api]:
+    fake = FakeHost(auto_guest=True)
+    await fake.start()
+    service = EngineService(
+        EngineConfig(dsn=pg_dsn, http_port=0, refresh_interval=0.05, api_token=token)
+    )
+    ready = asyncio.Event()
+    task = asyncio.create_task(service.run(ready))
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        waiter = asyncio.ensure_future(ready.wait())
+        await asyncio.wait([waiter, task], timeout=20, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        if task.done():
+            task.result()
+        assert ready.is_set()
+        async with aiohttp.ClientSession(headers=headers) as http:
+            yield Api(http, f"http://127.0.0.1:{service.http_port}", fake, service)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await fake.close()
+
+
+@pytest.fixture
+async def api(pg_dsn: str) -> AsyncIterator[Api]:
+    async with engine(pg_dsn) as api:
+        yield api
+
+
+async def test_health_page_and_metrics(api: Api) -> None:
+    assert await api.call("GET", "/healthz", status=200) == {"status": "ok"}
+    page = await api.call("GET", "/", status=200)
+    assert "EventSource" in page and "/api/events" in page
+    metrics = await api.call("GET", "/metrics", status=200)
+    for name in (
+        "diskname_engine_polls_total",
+        "diskname_engine_full_list_calls_total",
+        "diskname_engine_db_writes_total",
+        "diskname_engine_guest_data_rejected_total",
+        "diskname_engine_name_latency_seconds_bucket",
+    ):
+        assert name in metrics
+
+
+async def test_hosts_and_vms(api: Api) -> None:
+    host_id = await api.host()
+    assert (await api.call("GET", f"/api/hosts/{host_id}"))["name"] == "h1"
+    vm = await api.call("POST", "/api/vms", {"name": "vm1", "host": {"id": host_id}}, status=201)
+    assert vm["name"] == "vm1" and vm["host"] == {"id": host_id}
+    assert api.fake.calls["VM.create"] == 1 and vm["id"] in api.fake.vms
+    assert [v["id"] for v in (await api.call("GET", "/api/vms"))["vm"]] == [vm["id"]]
+    assert (await api.call("GET", f"/api/vms/{vm['id']}"))["id"] == vm["id"]
+    atts = (await api.call("GET", f"/api/vms/{vm['id']}/diskattachments"))["disk_attachment"]
+    assert len(atts) == 1 and atts[0]["interface"] == "virtio" and atts[0]["active"]
+    root = atts[0]["id"]
+    assert await wait_until(lambda: api.logical_name(vm["id"], root)) == "/dev/vda"
+    await api.call("DELETE", f"/api/vms/{vm['id']}", status=204)
+    assert vm["id"] not in api.fake.vms
+    await api.error("GET", f"/api/vms/{vm['id']}", 404)
+
+
+async def test_hot_plug_unplug_and_replug(api: Api) -> None:
+    vm_id = await api.vm()
+    base = f"/api/vms/{vm_id}/diskattachments"
+    att = await api.call("POST", base, {"interface": "virtio_scsi", "active": True}, status=201)
+    disk_id = att["id"]
+    assert att["disk"] == {"id": disk_id} and att["vm"] == {"id": vm_id}
+    assert att["interface"] == "virtio_scsi" and att["active"] is True
+    assert await wait_until(lambda: api.logical_name(vm_id, disk_id)) == "/dev/vdb"
+    named = await api.call("GET", f"{base}/{disk_id}")
+    assert named["logical_name_source"] == "serial" and named["logical_name_seen_at"]
+    assert api.engine.metrics.name_latency.count >= 1
+
+    off = await api.call("PUT", f"{base}/{disk_id}", {"active": False}, status=200)
+    assert off["active"] is False and off["logical_name"] is None
+    assert api.fake.calls["VM.hotunplugDisk"] == 1
+
+    on = await api.call("PUT", f"{base}/{disk_id}", {"active": True}, status=200)
+    assert on["active"] is True
+    assert await wait_until(lambda: api.logical_name(vm_id, disk_id)) == "/dev/vdb"
+
+    await api.call("DELETE", f"{base}/{disk_id}", status=204)
+    assert api.fake.calls["VM.hotunplugDisk"] == 2
+    await api.error("GET", f"{base}/{disk_id}", 404)
+    assert len((await api.call("GET", base))["disk_attachment"]) == 1
+
+
+async def test_quick_unplug_and_replug_gets_the_name_back(api: Api) -> None:
+    vm_id = await api.vm()
+    base = f"/api/vms/{vm_id}/diskattachments"
+    disk_id = (await api.call("POST", base, {"interface": "virtio"}, status=201))["id"]
+    await wait_until(lambda: api.logical_name(vm_id, disk_id))
+    await api.call("PUT", f"{base}/{disk_id}", {"active": False}, status=200)
+    await api.call("PUT", f"{base}/{disk_id}", {"active": True}, status=200)
+    assert await wait_until(lambda: api.logical_name(vm_id, disk_id)) == "/dev/vdb"
+
+
+async def test_existing_disk_can_move_between_vms(api: Api) -> None:
+    vm_id = await api.vm()
+    other = (
+        await api.call(
+            "POST",
+            "/api/vms",
+            {
+                "name": "vm2",
+                "host": {"id": (await api.call("GET", "/api/vms/" + vm_id))["host"]["id"]},
+            },
+            status=201,
+        )
+    )["id"]
+    disk_id = (
+        await api.call(
+            "POST", f"/api/vms/{vm_id}/diskattachments", {"interface": "sata"}, status=201
+        )
+    )["id"]
+    body = {"interface": "nvme", "disk": {"id": disk_id}}
+    await api.error("POST", f"/api/vms/{other}/diskattachments", 409, body)
+    await api.call("PUT", f"/api/vms/{vm_id}/diskattachments/{disk_id}", {"active": False})
+    att = await api.call("POST", f"/api/vms/{other}/diskattachments", body, status=201)
+    assert att["id"] == disk_id and att["active"]
+
+
+async def test_server_sent_events(api: Api) -> None:
+    vm_id = await api.vm()
+    async with api.http.get(api.base + "/api/events") as resp:
+        assert resp.status == 200 and resp.content_type == "text/event-stream"
+        assert (await resp.content.readline()).startswith(b":")
+        att = await api.call(
+            "POST", f"/api/vms/{vm_id}/diskattachments", {"interface": "virtio"}, status=201
+        )
+        event = await asyncio.wait_for(_next_event(resp, att["id"]), 10)
+    assert event["vm_id"] == vm_id and event["new"] == "/dev/vdb" and event["old"] is None
+    assert event["at"]
+
+
+async def _next_event(resp: aiohttp.ClientResponse, disk_id: str) -> dict[str, Any]:
+    async for line in resp.content:
+        if line.startswith(b"data: "):
+            event: dict[str, Any] = orjson.loads(line[6:])
+            if event["disk_id"] == disk_id:
+                return event
+    raise AssertionError("stream ended")
+
+
+async def test_client_errors_are_json(api: Api) -> None:
+    vm_id = await api.vm()
+    base = f"/api/vms/{vm_id}/diskattachments"
+    missing = str(uuid.uuid4())
+    await api.error("POST", "/api/hosts", 400, raw=b"{not json")
+    await api.error("POST", "/api/hosts", 400, raw=b"[1, 2]")
+    await api.error("POST", "/api/hosts", 400, {"name": "x", "address": "a"})
+    await api.error("POST", "/api/hosts", 400, {"name": "x", "address": "a", "port": "80"})
+    await api.error("POST", "/api/hosts", 400, {"name": "x", "address": "a", "port": 0})
+    await api.error("POST", "/api/hosts", 409, {"name": "h1", "address": "a", "port": 1})
+    await api.error("GET", f"/api/hosts/{missing}", 404)
+    await api.error("POST", "/api/vms", 400, {"name": "v"})
+    await api.error("POST", "/api/vms", 400, {"name": "v", "host": {"id": "nope"}})
+    await api.error("POST", "/api/vms", 404, {"name": "v", "host": {"id": missing}})
+    await api.error("GET", "/api/vms/not-a-uuid", 400)
+    await api.error("GET", f"/api/vms/{missing}", 404)
+    await api.error("GET", f"/api/vms/{missing}/diskattachments", 404)
+    await api.error("GET", f"{base}/not-a-uuid", 400)
+    await api.error("GET", f"{base}/{missing}", 404)
+    await api.error("POST", base, 400, {"interface": "ide"})
+    await api.error("POST", base, 400, {"active": True})
+    await api.error("POST", base, 400, {"interface": "virtio", "active": "yes"})
+    await api.error("POST", base, 404, {"interface": "virtio", "disk": {"id": missing}})
+    await api.error("POST", f"/api/vms/{missing}/diskattachments", 404, {"interface": "virtio"})
+    root = (await api.call("GET", base))["disk_attachment"][0]["id"]
+    await api.error("POST", base, 409, {"interface": "virtio", "disk": {"id": root}})
+    await api.error("PUT", f"{base}/{root}", 400, {})
+    await api.error("PUT", f"{base}/{missing}", 404, {"active": False})
+    await api.error("DELETE", f"{base}/{missing}", 404)
+    await api.error("GET", "/api/nothing-here", 404)
+    await api.error("PATCH", "/api/hosts", 405, {})
+
+
+async def test_host_failures_are_502_and_leave_nothing_behind(api: Api) -> None:
+    vm_id = await api.vm()
+    base = f"/api/vms/{vm_id}/diskattachments"
+    api.fake.fail["VM.hotplugDisk"] = jsonrpc.HYPERVISOR_ERROR
+    await api.error("POST", base, 502, {"interface": "virtio"})
+    assert len((await api.call("GET", base))["disk_attachment"]) == 1
+    api.fake.fail["VM.create"] = jsonrpc.HYPERVISOR_ERROR
+    host_id = (await api.call("GET", "/api/hosts"))["host"][0]["id"]
+    await api.error("POST", "/api/vms", 502, {"name": "v2", "host": {"id": host_id}})
+    assert len((await api.call("GET", "/api/vms"))["vm"]) == 1
+    api.fake.fail["VM.hotplugDisk"] = jsonrpc.CONFLICT
+    await api.error("POST", base, 409, {"interface": "virtio"})
+
+
+async def test_unreachable_host_is_502(api: Api) -> None:
+    vm_id = await api.vm()
+    await api.fake.close()
+    await api.error("POST", f"/api/vms/{vm_id}/diskattachments", 502, {"interface": "virtio"})
+
+
+async def test_token_is_required_on_the_api(pg_dsn: str) -> None:
+    async with engine(pg_dsn, token=TOKEN) as api:
+        assert (await api.call("GET", "/api/hosts", status=200)) == {"host": []}
+        async with aiohttp.ClientSession() as anonymous:
+            for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
+                async with anonymous.get(api.base + "/api/hosts", headers=headers) as resp:
+                    assert resp.status == 401
+                    assert (await resp.json())["error"]["code"] == 401
+            async with anonymous.get(api.base + "/healthz") as resp:
+                assert resp.status == 200
+            url = f"{api.base}/api/events?access_token={TOKEN}"
+            async with anonymous.get(url) as resp:
+                assert resp.status == 200

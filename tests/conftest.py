@@ -7,10 +7,13 @@ tests never see each other's rows and never mock the database.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import tempfile
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -69,3 +72,26 @@ async def wait_until(predicate, timeout: float = 5.0, interval: float = 0.01):  
         if loop.time() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(interval)  # sync-ok: polling with a deadline
+
+
+class Service(Protocol):
+    async def run(self, ready: asyncio.Event | None = None) -> None: ...
+
+
+@asynccontextmanager
+async def started(service: Service, timeout: float = 30.0) -> AsyncIterator[None]:
+    """Run ``service`` until the block ends; enter only once it says it is ready."""
+    ready = asyncio.Event()
+    task = asyncio.create_task(service.run(ready))
+    waiter = asyncio.create_task(ready.wait())
+    try:
+        await asyncio.wait({task, waiter}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            task.result()
+        assert ready.is_set(), f"{type(service).__name__} was not ready within {timeout}s"
+        yield
+    finally:
+        waiter.cancel()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

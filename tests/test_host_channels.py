@@ -28,10 +28,7 @@ from diskname.protocol import agent_wire as aw
 from diskname.protocol.lines import MAX_LINE, NEED_DATA, LineDecoder
 from diskname.streams import JsonRpcClient, close_writer
 
-try:
-    from .conftest import wait_until
-except ImportError:  # tests/ is not a package in every checkout
-    from conftest import wait_until  # type: ignore[no-redef]
+from .conftest import started, wait_until
 
 Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
@@ -46,22 +43,12 @@ def short_dir() -> Iterator[Path]:
 @contextlib.asynccontextmanager
 async def running_host(root: Path, **overrides: Any) -> AsyncIterator[HostService]:
     config = HostConfig(
-        listen_port=0, state_dir=root / "state", channels_dir=root / "ch", **overrides
+        listen_port=0, state_dir=root / "state", channels_dir=root / "ch",
+        **{"channel_mode": "listen", **overrides},
     )
     host = HostService(config)
-    ready = asyncio.Event()
-    task = asyncio.create_task(host.run(ready))
-    waiter = asyncio.create_task(ready.wait())
-    await asyncio.wait({task, waiter}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
-    waiter.cancel()
-    if task.done():
-        task.result()
-    try:
+    async with started(host):
         yield host
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def create_vm(host: HostService) -> Vm:

@@ -23,6 +23,8 @@ from diskname.protocol import jsonrpc
 from diskname.protocol.lines import MAX_LINE
 from diskname.streams import JsonRpcClient, RpcError, close_writer
 
+from .conftest import started
+
 REPO = Path(__file__).resolve().parent.parent
 BY_ID = operator.itemgetter("vmId")
 
@@ -37,22 +39,12 @@ def short_dir() -> Iterator[Path]:
 @contextlib.asynccontextmanager
 async def running_host(root: Path, **overrides: Any) -> AsyncIterator[HostService]:
     config = HostConfig(
-        listen_port=0, state_dir=root / "state", channels_dir=root / "ch", **overrides
+        listen_port=0, state_dir=root / "state", channels_dir=root / "ch",
+        **{"channel_mode": "listen", **overrides},
     )
     host = HostService(config)
-    ready = asyncio.Event()
-    task = asyncio.create_task(host.run(ready))
-    waiter = asyncio.create_task(ready.wait())
-    await asyncio.wait({task, waiter}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
-    waiter.cancel()
-    if task.done():
-        task.result()
-    try:
+    async with started(host):
         yield host
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 @contextlib.asynccontextmanager

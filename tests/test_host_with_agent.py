@@ -22,10 +22,7 @@ from diskname.host.service import GuestLauncher, HostConfig, HostService
 from diskname.protocol import jsonrpc
 from diskname.streams import JsonRpcClient
 
-try:
-    from .conftest import wait_until
-except ImportError:  # tests/ is not a package in every checkout
-    from conftest import wait_until  # type: ignore[no-redef]
+from .conftest import started, wait_until
 
 
 @pytest.fixture
@@ -57,21 +54,12 @@ def sim_guests(name_delay: float = 0.0, started: list[str] | None = None,
 async def running_host(
     root: Path, launcher: GuestLauncher | None = None
 ) -> AsyncIterator[HostService]:
-    config = HostConfig(listen_port=0, state_dir=root / "state", channels_dir=root / "ch")
+    config = HostConfig(
+        listen_port=0, state_dir=root / "state", channels_dir=root / "ch", channel_mode="listen"
+    )
     host = HostService(config, launcher)
-    ready = asyncio.Event()
-    task = asyncio.create_task(host.run(ready))
-    waiter = asyncio.create_task(ready.wait())
-    await asyncio.wait({task, waiter}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
-    waiter.cancel()
-    if task.done():
-        task.result()
-    try:
+    async with started(host):
         yield host
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 class Engine:

@@ -38,9 +38,9 @@ class HostConfig:
     listen_port: int = 54321
     state_dir: Path = Path("state/host")
     channels_dir: Path = Path("state/channels")
-    # The CLI defaults to "connect" (QEMU serves the socket, SPEC §4); dev mode
-    # and tests run the agent in-process, which connects to us, hence "listen".
-    channel_mode: str = "listen"
+    # "connect" (SPEC §4): QEMU serves the socket. Dev mode and tests run the
+    # agent themselves and it connects to us, so they pass "listen".
+    channel_mode: str = "connect"
     hypervisor: str = "sim"
     host_id: str | None = None
     # Three missed 5-second heartbeats make an agent unresponsive.

@@ -12,11 +12,19 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
-from conftest import wait_until
-from engine_fakehost import FakeHost
+from aiohttp import web
 
 from diskname.engine import EngineConfig, EngineService
+from diskname.engine.actions import Actions
+from diskname.engine.api import EngineContext, make_app
+from diskname.engine.events import EventHub
+from diskname.engine.metrics import Metrics
+from diskname.engine.monitor import Monitors
+from diskname.engine.store import Store
 from diskname.protocol import jsonrpc
+
+from .conftest import wait_until
+from .engine_fakehost import FakeHost
 
 TOKEN = "s3cret"
 
@@ -27,6 +35,7 @@ class Api:
     base: str
     fake: FakeHost
     engine: EngineService
+    task: asyncio.Task[None]
 
     async def call(
         self,
@@ -100,7 +109,7 @@ async def engine(pg_dsn: str, token: str | None = None) -> AsyncIterator[Api]:
             task.result()
         assert ready.is_set()
         async with aiohttp.ClientSession(headers=headers) as http:
-            yield Api(http, f"http://127.0.0.1:{service.http_port}", fake, service)
+            yield Api(http, f"http://127.0.0.1:{service.http_port}", fake, service, task)
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -295,3 +304,37 @@ async def test_token_is_required_on_the_api(pg_dsn: str) -> None:
             url = f"{api.base}/api/events?access_token={TOKEN}"
             async with anonymous.get(url) as resp:
                 assert resp.status == 200
+
+
+async def test_engine_stops_promptly_with_an_event_stream_open(pg_dsn: str) -> None:
+    async with engine(pg_dsn) as api, api.http.get(api.base + "/api/events") as resp:
+        assert (await resp.content.readline()).startswith(b":")
+        api.task.cancel()
+        done, _ = await asyncio.wait([api.task], timeout=10)
+        assert done, "the engine did not stop"
+        await asyncio.wait_for(resp.content.read(), 5)  # the stream was ended, not cut
+
+
+async def test_healthz_is_503_without_a_database(pg_dsn: str) -> None:
+    metrics, hub = Metrics(), EventHub()
+    store = await Store.open(pg_dsn, metrics)
+    await store.close()
+    config = EngineConfig(dsn=pg_dsn)
+    monitors = Monitors(store, metrics, hub, config)
+    ctx = EngineContext(
+        config, store, monitors, metrics, hub, Actions(store, monitors, metrics, hub)
+    )
+    runner = web.AppRunner(make_app(ctx))
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{port}/healthz") as resp,
+        ):
+            assert resp.status == 503
+            assert (await resp.json())["error"]["code"] == 503
+    finally:
+        await runner.cleanup()

@@ -10,8 +10,6 @@ from dataclasses import dataclass
 
 import asyncpg
 import pytest
-from conftest import wait_until
-from engine_fakehost import FakeHost
 
 from diskname.engine.config import EngineConfig
 from diskname.engine.events import EventHub
@@ -19,6 +17,9 @@ from diskname.engine.matching import disk_serial
 from diskname.engine.metrics import Metrics
 from diskname.engine.monitor import HostMonitor
 from diskname.engine.store import Store
+
+from .conftest import wait_until
+from .engine_fakehost import FakeHost
 
 DISK = "1a2b3c4d-5e6f-4a8b-9c0d-112233445566"
 DISK2 = "2b3c4d5e-6f7a-4b8c-9d0e-223344556677"
@@ -219,4 +220,19 @@ async def test_host_errors_do_not_stop_the_monitor(pg_dsn: str, method: str) -> 
         r.plug(DISK, "/dev/vdb")
         await wait_until(lambda: r.fake.calls[method] >= 2)
         del r.fake.fail[method]
+        assert await wait_until(lambda: r.name()) == "/dev/vdb"
+
+
+async def test_host_back_at_an_old_hash_is_still_read_after_an_engine_unplug(pg_dsn: str) -> None:
+    # FACTS §4: unplug then quick re-plug left the host at the hash the engine
+    # had stored, so the engine never looked again and the name stayed empty.
+    async with rig(pg_dsn, refresh_interval=60) as r:
+        r.plug(DISK, "/dev/vdb")
+        await wait_until(lambda: r.name())
+        old_hash = r.fake.vms[r.vm_id].hash
+        async with r.monitor.vm_action(r.vm_id):
+            await r.store.mark_unplugged(r.vm_id, DISK)
+        assert await r.name() is None
+        assert r.fake.vms[r.vm_id].hash == old_hash
+        r.fake.notify(r.vm_id)  # the host is back where it was
         assert await wait_until(lambda: r.name()) == "/dev/vdb"

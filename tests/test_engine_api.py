@@ -338,3 +338,11 @@ async def test_healthz_is_503_without_a_database(pg_dsn: str) -> None:
             assert (await resp.json())["error"]["code"] == 503
     finally:
         await runner.cleanup()
+
+
+async def test_vm_can_be_created_right_after_its_host_is_registered(api: Api) -> None:
+    host = await api.call(
+        "POST", "/api/hosts", {"name": "h1", "address": "127.0.0.1", "port": api.fake.port}
+    )
+    vm = await api.call("POST", "/api/vms", {"name": "v", "host": {"id": host["id"]}}, status=201)
+    assert vm["id"] in api.fake.vms

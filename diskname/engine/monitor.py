@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 MIN_BACKOFF = 0.1
 MAX_BACKOFF = 5.0
+FIRST_CONNECT_WAIT = 5.0
 VM_STATUS_PREFIX = "|virt|VM_status|"
 
 
@@ -57,6 +58,9 @@ class HostMonitor:
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._generation: Counter[str] = Counter()
         self.connected = asyncio.Event()
+        # Set once the first connection attempt is over, either way: a call made
+        # right after the host was registered waits for it instead of failing.
+        self._first_attempt = asyncio.Event()
 
     # -- connection --------------------------------------------------------
 
@@ -83,12 +87,14 @@ class HostMonitor:
             )
         except ConnectionLost as exc:
             log.debug("host %s unreachable: %s", self.host.name, exc)
+            self._first_attempt.set()
             return
         try:
             await self._serve(client)
         finally:
             self._client = None
             self.connected.clear()
+            self._first_attempt.set()
             await client.close()
 
     async def _serve(self, client: JsonRpcClient) -> None:
@@ -99,6 +105,7 @@ class HostMonitor:
         self._client = client
         await self._set_status("up")
         self.connected.set()
+        self._first_attempt.set()
         log.info("connected to host %s at %s:%s", self.host.name, self.host.address, self.host.port)
         try:
             async with asyncio.TaskGroup() as tg:
@@ -233,6 +240,10 @@ class HostMonitor:
 
     async def call(self, method: str, params: jsonrpc.Params = None) -> Any:
         """Call the host over the monitor's connection."""
+        if self._client is None and not self._first_attempt.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(FIRST_CONNECT_WAIT):
+                    await self._first_attempt.wait()
         client = self._client
         if client is None:
             raise HostUnavailable(f"host {self.host.name} is not connected")

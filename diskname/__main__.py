@@ -156,9 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tier = TIERS[tier_name]()
     try:
         flags = _flags(args) if args.command != "config" else {}
-        cfg = resolve(
-            tier.config_class(), tier_name, file=args.config, env=os.environ, flags=flags
-        )
+        cfg = resolve(tier.config_class(), tier_name, file=args.config, env=os.environ, flags=flags)
     except ConfigError as exc:
         print(f"diskname: configuration error: {exc}", file=sys.stderr)
         return 2

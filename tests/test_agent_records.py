@@ -63,8 +63,8 @@ def test_the_mapping_survives_the_wire() -> None:
 
 
 @pytest.mark.parametrize(
-    ("index", "letters"), [(0, "a"), (1, "b"), (25, "z"), (26, "aa"), (27, "ab"), (701, "zz"),
-                           (702, "aaa")]
+    ("index", "letters"),
+    [(0, "a"), (1, "b"), (25, "z"), (26, "aa"), (27, "ab"), (701, "zz"), (702, "aaa")],
 )
 def test_disk_letters_follow_the_kernel(index: int, letters: str) -> None:
     assert disk_letters(index) == letters
@@ -76,8 +76,10 @@ def disk(n: int, iface: str) -> VirtualDisk:
 
 def test_sim_kernel_names_each_driver_family_with_the_lowest_free_index() -> None:
     kernel = SimKernel()
-    names = [kernel.plug(disk(n, iface)).name for n, iface in enumerate(
-        ["virtio", "virtio", "virtio_scsi", "sata", "nvme", "nvme"])]
+    names = [
+        kernel.plug(disk(n, iface)).name
+        for n, iface in enumerate(["virtio", "virtio", "virtio_scsi", "sata", "nvme", "nvme"])
+    ]
     assert names == ["/dev/vda", "/dev/vdb", "/dev/sda", "/dev/sdb", "/dev/nvme0n1", "/dev/nvme1n1"]
     kernel.unplug("dev0")
     kernel.unplug("dev2")

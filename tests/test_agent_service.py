@@ -122,9 +122,7 @@ async def host(short_dir: Path) -> AsyncIterator[FakeHost]:
 
 @contextlib.asynccontextmanager
 async def running_agent(fake: FakeHost, **overrides: Any) -> AsyncIterator[AgentService]:
-    config = AgentConfig(
-        connect=fake.connect, source="sim", sim_hw=f"unix:{fake.hw}", **overrides
-    )
+    config = AgentConfig(connect=fake.connect, source="sim", sim_hw=f"unix:{fake.hw}", **overrides)
     agent = AgentService(config)
     task = asyncio.create_task(agent.run())
     try:
@@ -180,8 +178,9 @@ async def test_an_unplug_is_reported_at_once(host: FakeHost) -> None:
 
 
 async def test_a_burst_of_plugs_is_coalesced(host: FakeHost) -> None:
-    disks = [VirtualDisk(f"d{i}", f"serial-{i}", "virtio", f"0000:00:{6 + i:02x}.0")
-             for i in range(5)]
+    disks = [
+        VirtualDisk(f"d{i}", f"serial-{i}", "virtio", f"0000:00:{6 + i:02x}.0") for i in range(5)
+    ]
     async with running_agent(host, coalesce=0.2):
         await wait_mapping(host, {ROOT.serial: "/dev/vda"})
         for n in range(1, 6):

@@ -27,7 +27,7 @@ def test_file_then_environment_then_flags(tmp_path: Path) -> None:
     path = write(
         tmp_path,
         'refresh_interval = 7\nhttp_port = 9000\n[engine]\napi_token = "from-file"\n'
-        '[host]\nlisten_port = 1\n',
+        "[host]\nlisten_port = 1\n",
     )
     env = {"DISKNAME_HTTP_PORT": "9100", "DISKNAME_API_TOKEN": "from-env", "HOME": "/x"}
     cfg = resolve(EngineConfig, "engine", file=path, env=env, flags={"http_port": 9200})
@@ -82,14 +82,24 @@ def test_show_masks_secrets() -> None:
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "diskname", *args],
-        capture_output=True, text=True, timeout=60, env=env, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
     )
 
 
 def test_config_show_command(tmp_path: Path) -> None:
     path = write(tmp_path, "[engine]\nrefresh_interval = 2.5\napi_token = 'tok'\n")
-    out = run_cli("config", "--show", "engine", "--config", str(path),
-                  env={"PATH": "/usr/bin:/bin", "DISKNAME_HTTP_PORT": "8181"})
+    out = run_cli(
+        "config",
+        "--show",
+        "engine",
+        "--config",
+        str(path),
+        env={"PATH": "/usr/bin:/bin", "DISKNAME_HTTP_PORT": "8181"},
+    )
     assert out.returncode == 0, out.stderr
     shown = orjson.loads(out.stdout)
     assert shown["refresh_interval"] == 2.5

@@ -26,8 +26,17 @@ from .rest import Rest
 @asynccontextmanager
 async def dev_cluster(dsn: str, **overrides: Any) -> AsyncIterator[Rest]:
     state = Path(tempfile.mkdtemp(prefix="dn"))
-    cfg = DevConfig(**{"hosts": 1, "vms": 2, "http_port": 0, "state_dir": state, "dsn": dsn,
-                       "name_delay": 0.05, **overrides})
+    cfg = DevConfig(
+        **{
+            "hosts": 1,
+            "vms": 2,
+            "http_port": 0,
+            "state_dir": state,
+            "dsn": dsn,
+            "name_delay": 0.05,
+            **overrides,
+        }
+    )
     cluster = DevCluster(cfg)
     ready = asyncio.Event()
     task = asyncio.create_task(cluster.run(ready))
@@ -81,7 +90,7 @@ async def test_root_disk_is_named_and_other_vm_untouched(cluster: Callable[..., 
             assert name == "/dev/vda"
         disk = await rest.hotplug(vms[0]["id"], "virtio")
         await rest.wait_name(vms[0]["id"], disk)
-        other = (await rest.ok("GET", f"/api/vms/{vms[1]['id']}/diskattachments"))
+        other = await rest.ok("GET", f"/api/vms/{vms[1]['id']}/diskattachments")
         assert [a["logical_name"] for a in other["disk_attachment"]] == ["/dev/vda"]
 
 
@@ -126,9 +135,7 @@ async def test_polling_alone_names_disks_without_notifications(pg_dsn: str) -> N
         ("/api/vms/{vm}/diskattachments", "not an object"),
     ],
 )
-async def test_bad_requests_get_json_4xx(
-    cluster: Callable[..., Any], path: str, body: Any
-) -> None:
+async def test_bad_requests_get_json_4xx(cluster: Callable[..., Any], path: str, body: Any) -> None:
     async with cluster(vms=1) as rest:
         vm = await rest.first_vm()
         status, data = await rest.call("POST", path.format(vm=vm), body)

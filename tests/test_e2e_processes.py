@@ -39,9 +39,14 @@ class Procs:
         self.procs: list[tuple[str, asyncio.subprocess.Process]] = []
 
     async def start(self, name: str, *args: str) -> asyncio.subprocess.Process:
-        log = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+        log = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115, ASYNC230 - closed below
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "diskname", *args, stdout=log, stderr=log,
+            sys.executable,
+            "-m",
+            "diskname",
+            *args,
+            stdout=log,
+            stderr=log,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         log.close()
@@ -121,12 +126,28 @@ async def test_engine_host_and_agent_as_three_processes(pg_dsn: str) -> None:
         http_port, rpc_port = free_port(), free_port()
         channels = tmp / "ch"
         await procs.start(
-            "engine", "engine", "--dsn", pg_dsn, "--http", f"127.0.0.1:{http_port}",
-            "--state-dir", str(tmp / "engine"), "--refresh-interval", "1",
+            "engine",
+            "engine",
+            "--dsn",
+            pg_dsn,
+            "--http",
+            f"127.0.0.1:{http_port}",
+            "--state-dir",
+            str(tmp / "engine"),
+            "--refresh-interval",
+            "1",
         )
         await procs.start(
-            "host", "host", "--listen", f"127.0.0.1:{rpc_port}", "--channel-mode", "listen",
-            "--channels-dir", str(channels), "--state-dir", str(tmp / "host"),
+            "host",
+            "host",
+            "--listen",
+            f"127.0.0.1:{rpc_port}",
+            "--channel-mode",
+            "listen",
+            "--channels-dir",
+            str(channels),
+            "--state-dir",
+            str(tmp / "host"),
         )
         base = f"http://127.0.0.1:{http_port}"
         await healthy(base)
@@ -135,12 +156,22 @@ async def test_engine_host_and_agent_as_three_processes(pg_dsn: str) -> None:
             rest = Rest(http)
             body = {"name": "h1", "address": "127.0.0.1", "port": rpc_port}
             host = await rest.ok("POST", "/api/hosts", body, status=201)
-            vm = (await rest.ok("POST", "/api/vms", {"name": "vm1", "host": {"id": host["id"]}},
-                                status=201))["id"]
+            vm = (
+                await rest.ok(
+                    "POST", "/api/vms", {"name": "vm1", "host": {"id": host["id"]}}, status=201
+                )
+            )["id"]
             await procs.start(
-                "agent", "agent", "--source", "sim", "--name-delay", "0.05",
-                "--connect", f"unix:{channels}/{vm}.ovirt-guest-agent.0",
-                "--sim-hw", f"unix:{channels}/{vm}.sim-hw",
+                "agent",
+                "agent",
+                "--source",
+                "sim",
+                "--name-delay",
+                "0.05",
+                "--connect",
+                f"unix:{channels}/{vm}.ovirt-guest-agent.0",
+                "--sim-hw",
+                f"unix:{channels}/{vm}.sim-hw",
             )
             root = (await rest.ok("GET", f"/api/vms/{vm}/diskattachments"))["disk_attachment"][0]
             assert (await rest.wait_name(vm, root["id"], timeout=20))[0] == "/dev/vda"
@@ -151,8 +182,14 @@ async def test_dev_mode_command_on_embedded_postgres() -> None:
     async with processes() as (procs, tmp):
         port = free_port()
         await procs.start(
-            "dev", "dev", "--http", f"127.0.0.1:{port}", "--state-dir", str(tmp / "state"),
-            "--vms", "1",
+            "dev",
+            "dev",
+            "--http",
+            f"127.0.0.1:{port}",
+            "--state-dir",
+            str(tmp / "state"),
+            "--vms",
+            "1",
         )
         base = f"http://127.0.0.1:{port}"
         await healthy(base, timeout=90)

@@ -43,7 +43,9 @@ def short_dir() -> Iterator[Path]:
 @contextlib.asynccontextmanager
 async def running_host(root: Path, **overrides: Any) -> AsyncIterator[HostService]:
     config = HostConfig(
-        listen_port=0, state_dir=root / "state", channels_dir=root / "ch",
+        listen_port=0,
+        state_dir=root / "state",
+        channels_dir=root / "ch",
         **{"channel_mode": "listen", **overrides},
     )
     host = HostService(config)
@@ -89,11 +91,17 @@ HOSTILE: list[tuple[str, bytes, str]] = [
     ("numbers in mapping", disks_usage_line({"s": 5}), "bad_mapping"),
     ("number as name", disks_usage_line({"s": {"name": 5}}), "bad_field"),
     ("10 KB name", disks_usage_line({"s": {"name": "/dev/" + "v" * 10_000}}), "field_too_long"),
-    ("5,000 entries", disks_usage_line({str(i): {"name": "/dev/vdb"} for i in range(5000)}),
-     "too_many_entries"),
+    (
+        "5,000 entries",
+        disks_usage_line({str(i): {"name": "/dev/vdb"} for i in range(5000)}),
+        "too_many_entries",
+    ),
     # 100,000 entries do not even fit in one line.
-    ("100,000 entries", disks_usage_line({str(i): {"name": "/dev/vdb"} for i in range(100_000)}),
-     "oversized"),
+    (
+        "100,000 entries",
+        disks_usage_line({str(i): {"name": "/dev/vdb"} for i in range(100_000)}),
+        "oversized",
+    ),
     ("unknown message", b'{"__name__": "host-name", "name": "guest"}\n', "unknown_message"),
     ("host command", b'{"__name__": "refresh", "apiVersion": 3}\n', "unexpected_message"),
     ("NUL bytes", b'{"__name__": "heartbeat"}\x00\x00\n', "nul_byte"),
@@ -271,8 +279,23 @@ def drain(decoder: LineDecoder, protocol: GuestProtocol) -> None:
 
 
 FRAGMENTS = [
-    b"\n", b"\x00", b"\xff", b"{", b"}", b'"__name__"', b":", b'"disks-usage"', b'"heartbeat"',
-    b'"mapping"', b"{}", b"[]", b"5", b'"name"', b'"/dev/vdb"', b",", b"\r\n",
+    b"\n",
+    b"\x00",
+    b"\xff",
+    b"{",
+    b"}",
+    b'"__name__"',
+    b":",
+    b'"disks-usage"',
+    b'"heartbeat"',
+    b'"mapping"',
+    b"{}",
+    b"[]",
+    b"5",
+    b'"name"',
+    b'"/dev/vdb"',
+    b",",
+    b"\r\n",
 ]
 
 

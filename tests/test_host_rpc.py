@@ -39,7 +39,9 @@ def short_dir() -> Iterator[Path]:
 @contextlib.asynccontextmanager
 async def running_host(root: Path, **overrides: Any) -> AsyncIterator[HostService]:
     config = HostConfig(
-        listen_port=0, state_dir=root / "state", channels_dir=root / "ch",
+        listen_port=0,
+        state_dir=root / "state",
+        channels_dir=root / "ch",
         **{"channel_mode": "listen", **overrides},
     )
     host = HostService(config)
@@ -48,8 +50,9 @@ async def running_host(root: Path, **overrides: Any) -> AsyncIterator[HostServic
 
 
 @contextlib.asynccontextmanager
-async def client(host: HostService, notes: list[jsonrpc.Notification] | None = None
-                 ) -> AsyncIterator[JsonRpcClient]:
+async def client(
+    host: HostService, notes: list[jsonrpc.Notification] | None = None
+) -> AsyncIterator[JsonRpcClient]:
     on_note = notes.append if notes is not None else None
     async with await JsonRpcClient.connect("127.0.0.1", host.port, on_notification=on_note) as c:
         yield c
@@ -70,8 +73,8 @@ async def test_vm_lifecycle_and_device_json(short_dir: Path) -> None:
     vm_id, root, data = new_id(), new_id(), new_id()
     async with running_host(short_dir) as host, client(host) as c:
         created = await c.call(
-            "VM.create", {"vmId": vm_id, "name": "web", "devices": [
-                {"diskId": root, "iface": "virtio"}]}
+            "VM.create",
+            {"vmId": vm_id, "name": "web", "devices": [{"diskId": root, "iface": "virtio"}]},
         )
         assert created["vmId"] == vm_id and created["guestDiskMapping"] == {}
         (dev,) = created["devices"]
@@ -113,17 +116,33 @@ async def test_addresses_come_from_shared_pci_and_scsi_pools(short_dir: Path) ->
     [
         ("No.such", None, jsonrpc.METHOD_NOT_FOUND),
         ("VM.create", {"vmId": "../../etc/passwd", "name": "x"}, jsonrpc.INVALID_PARAMS),
-        ("VM.create", {"vmId": "4F2A9C1E-0000-4000-8000-000000000000", "name": "x"},
-         jsonrpc.INVALID_PARAMS),
+        (
+            "VM.create",
+            {"vmId": "4F2A9C1E-0000-4000-8000-000000000000", "name": "x"},
+            jsonrpc.INVALID_PARAMS,
+        ),
         ("VM.create", {"vmId": str(uuid.uuid4()), "name": ""}, jsonrpc.INVALID_PARAMS),
-        ("VM.create", {"vmId": str(uuid.uuid4()), "name": "x", "devices": {}},
-         jsonrpc.INVALID_PARAMS),
-        ("VM.create", {"vmId": str(uuid.uuid4()), "name": "x", "devices": [
-            {"diskId": str(uuid.uuid4()), "iface": "floppy"}]}, jsonrpc.INVALID_PARAMS),
+        (
+            "VM.create",
+            {"vmId": str(uuid.uuid4()), "name": "x", "devices": {}},
+            jsonrpc.INVALID_PARAMS,
+        ),
+        (
+            "VM.create",
+            {
+                "vmId": str(uuid.uuid4()),
+                "name": "x",
+                "devices": [{"diskId": str(uuid.uuid4()), "iface": "floppy"}],
+            },
+            jsonrpc.INVALID_PARAMS,
+        ),
         ("VM.create", ["positional"], jsonrpc.INVALID_PARAMS),
         ("VM.destroy", {"vmId": str(uuid.uuid4())}, jsonrpc.UNKNOWN_VM),
-        ("VM.hotplugDisk", {"vmId": str(uuid.uuid4()), "drive": {
-            "diskId": str(uuid.uuid4()), "iface": "virtio"}}, jsonrpc.UNKNOWN_VM),
+        (
+            "VM.hotplugDisk",
+            {"vmId": str(uuid.uuid4()), "drive": {"diskId": str(uuid.uuid4()), "iface": "virtio"}},
+            jsonrpc.UNKNOWN_VM,
+        ),
         ("VM.hotplugDisk", {"vmId": str(uuid.uuid4())}, jsonrpc.INVALID_PARAMS),
         ("Host.getVmStats", {"vmId": str(uuid.uuid4())}, jsonrpc.UNKNOWN_VM),
         ("Host.getVMFullList", {"vmList": "all"}, jsonrpc.INVALID_PARAMS),
@@ -154,11 +173,17 @@ GARBAGE = [
     (b"[1, 2, 3]\n", jsonrpc.INVALID_REQUEST, None),
     (b'{"jsonrpc": "1.0", "id": 7, "method": "Host.ping"}\n', jsonrpc.INVALID_REQUEST, 7),
     (b'{"jsonrpc": "2.0", "id": 8, "method": 5}\n', jsonrpc.INVALID_REQUEST, 8),
-    (b'{"jsonrpc": "2.0", "id": 9, "method": "Host.ping", "params": 3}\n',
-     jsonrpc.INVALID_PARAMS, 9),
+    (
+        b'{"jsonrpc": "2.0", "id": 9, "method": "Host.ping", "params": 3}\n',
+        jsonrpc.INVALID_PARAMS,
+        9,
+    ),
     (b'{"jsonrpc": "2.0", "id": 10, "method": "Nope"}\n', jsonrpc.METHOD_NOT_FOUND, 10),
-    (b'{"jsonrpc": "2.0", "id": "a' + b"x" * (MAX_LINE + 1) + b'"}\n',
-     jsonrpc.INVALID_REQUEST, None),
+    (
+        b'{"jsonrpc": "2.0", "id": "a' + b"x" * (MAX_LINE + 1) + b'"}\n',
+        jsonrpc.INVALID_REQUEST,
+        None,
+    ),
 ]
 
 
@@ -187,13 +212,15 @@ async def test_hash_changes_are_notified_to_every_client(short_dir: Path) -> Non
     second: list[jsonrpc.Notification] = []
     async with running_host(short_dir) as host, client(host, first) as c, client(host, second):
         created = await c.call("VM.create", {"vmId": vm_id, "name": "a"})
-        await c.call("VM.hotplugDisk", {"vmId": vm_id, "drive": {
-            "diskId": new_id(), "iface": "virtio"}})
+        await c.call(
+            "VM.hotplugDisk", {"vmId": vm_id, "drive": {"diskId": new_id(), "iface": "virtio"}}
+        )
         (stats,) = await c.call("Host.getAllVmStats")
         for notes in (first, second):
             assert [n.method for n in notes] == [f"|virt|VM_status|{vm_id}"] * 2
             assert [n.params for n in notes] == [
-                {"vmId": vm_id, "hash": created["hash"]}, {"vmId": vm_id, "hash": stats["hash"]}
+                {"vmId": vm_id, "hash": created["hash"]},
+                {"vmId": vm_id, "hash": stats["hash"]},
             ]
 
 
@@ -203,8 +230,9 @@ async def test_a_restarted_host_reports_the_same_vms_and_hashes(short_dir: Path)
         for vm_id in vm_ids:
             await c.call("VM.create", {"vmId": vm_id, "name": vm_id[:4]})
             for iface in ("virtio", "virtio_scsi"):
-                await c.call("VM.hotplugDisk", {"vmId": vm_id, "drive": {
-                    "diskId": new_id(), "iface": iface}})
+                await c.call(
+                    "VM.hotplugDisk", {"vmId": vm_id, "drive": {"diskId": new_id(), "iface": iface}}
+                )
         # A guest mapping is part of the hash and must survive too.
         vm = host.registry.get(vm_ids[0])
         vm.set_mapping({"s": {"name": "/dev/vdb", "diskseq": 3}})
@@ -226,8 +254,12 @@ def hash_elsewhere(definition: dict[str, Any]) -> str:
         "print(Vm.from_definition(orjson.loads(sys.stdin.buffer.read())).hash)"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], input=orjson.dumps(definition), capture_output=True,
-        check=True, timeout=30, cwd=REPO,
+        [sys.executable, "-c", code],
+        input=orjson.dumps(definition),
+        capture_output=True,
+        check=True,
+        timeout=30,
+        cwd=REPO,
     )
     return out.stdout.decode().strip()
 
@@ -239,8 +271,9 @@ async def test_the_hash_is_the_same_in_another_process_and_any_key_order(
     async with running_host(short_dir) as host, client(host) as c:
         await c.call("VM.create", {"vmId": vm_id, "name": "a"})
         for iface in ("virtio", "nvme", "sata"):
-            await c.call("VM.hotplugDisk", {"vmId": vm_id, "drive": {
-                "diskId": new_id(), "iface": iface}})
+            await c.call(
+                "VM.hotplugDisk", {"vmId": vm_id, "drive": {"diskId": new_id(), "iface": iface}}
+            )
         (full,) = await c.call("Host.getVMFullList")
     shuffled = {
         "guestDiskMapping": {"b": {"diskseq": 2, "name": "/dev/sda"}, "a": {"name": "/dev/vda"}},
@@ -248,8 +281,10 @@ async def test_the_hash_is_the_same_in_another_process_and_any_key_order(
         "name": "a",
         "vmId": vm_id,
     }
-    ordered = {**shuffled, "guestDiskMapping": {
-        "a": {"name": "/dev/vda"}, "b": {"name": "/dev/sda", "diskseq": 2}}}
+    ordered = {
+        **shuffled,
+        "guestDiskMapping": {"a": {"name": "/dev/vda"}, "b": {"name": "/dev/sda", "diskseq": 2}},
+    }
     hashes = {await asyncio.to_thread(hash_elsewhere, d) for d in (shuffled, ordered)}
     in_process = Vm.from_definition(ordered)
     assert hashes == {in_process.hash}

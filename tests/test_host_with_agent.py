@@ -32,15 +32,17 @@ def short_dir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def sim_guests(name_delay: float = 0.0, started: list[str] | None = None,
-               stopped: list[str] | None = None) -> GuestLauncher:
+def sim_guests(
+    name_delay: float = 0.0, started: list[str] | None = None, stopped: list[str] | None = None
+) -> GuestLauncher:
     """A guest launcher like dev mode's: the real agent on the sim source."""
 
     async def launch(vm_id: str, channel: Path, hw: Path) -> None:
         if started is not None:
             started.append(vm_id)
-        config = AgentConfig(connect=f"unix:{channel}", source="sim", sim_hw=f"unix:{hw}",
-                             name_delay=name_delay)
+        config = AgentConfig(
+            connect=f"unix:{channel}", source="sim", sim_hw=f"unix:{hw}", name_delay=name_delay
+        )
         try:
             await AgentService(config).run()
         finally:
@@ -80,8 +82,10 @@ class Engine:
         return {"vmId": vm_id, "hash": vm_hash} in [n.params for n in self.notes]
 
     async def create(self, vm_id: str, root: str) -> None:
-        await self.rpc.call("VM.create", {"vmId": vm_id, "name": "guest", "devices": [
-            {"diskId": root, "iface": "virtio"}]})
+        await self.rpc.call(
+            "VM.create",
+            {"vmId": vm_id, "name": "guest", "devices": [{"diskId": root, "iface": "virtio"}]},
+        )
         await wait_until(lambda: self.name_of(vm_id, root[:20]))
 
 
@@ -104,8 +108,9 @@ async def test_a_hotplug_is_named_by_the_guest_and_notified(short_dir: Path) -> 
         await eng.create(vm_id, root)
         assert await eng.name_of(vm_id, root[:20]) == "/dev/vda"
         before = (await eng.full(vm_id))["hash"]
-        await eng.rpc.call("VM.hotplugDisk", {"vmId": vm_id, "drive": {
-            "diskId": data, "iface": "virtio_scsi"}})
+        await eng.rpc.call(
+            "VM.hotplugDisk", {"vmId": vm_id, "drive": {"diskId": data, "iface": "virtio_scsi"}}
+        )
         assert await wait_until(lambda: eng.name_of(vm_id, data[:20])) == "/dev/sda"
         full = await eng.full(vm_id)
         assert full["hash"] != before
@@ -122,8 +127,9 @@ async def test_the_device_shows_before_the_guest_names_it(short_dir: Path) -> No
     async with running_host(short_dir, sim_guests(name_delay=0.4)) as host, engine(host) as eng:
         await eng.create(vm_id, root)
         plugged_at = loop.time()
-        await eng.rpc.call("VM.hotplugDisk", {"vmId": vm_id, "drive": {
-            "diskId": data, "iface": "nvme"}})
+        await eng.rpc.call(
+            "VM.hotplugDisk", {"vmId": vm_id, "drive": {"diskId": data, "iface": "nvme"}}
+        )
         early = await eng.full(vm_id)
         assert data in [d["diskId"] for d in early["devices"]]
         assert data[:20] not in early["guestDiskMapping"]
@@ -163,8 +169,9 @@ async def test_the_agent_reconnects_when_the_host_restarts(short_dir: Path) -> N
         await host.create_vm(vm_id, "guest", [{"diskId": root, "iface": "virtio"}])
         channel = host.config.channels_dir / f"{vm_id}.ovirt-guest-agent.0"
         hw = host.config.channels_dir / f"{vm_id}.sim-hw"
-        agent = AgentService(AgentConfig(connect=f"unix:{channel}", source="sim",
-                                         sim_hw=f"unix:{hw}"))
+        agent = AgentService(
+            AgentConfig(connect=f"unix:{channel}", source="sim", sim_hw=f"unix:{hw}")
+        )
         guest = asyncio.create_task(agent.run())
         vm = host.registry.get(vm_id)
         await wait_until(lambda: root[:20] in vm.mapping)

@@ -14,7 +14,9 @@ UNITS = sorted((Path(__file__).parent.parent / "packaging" / "systemd").glob("*.
 
 def test_there_is_a_unit_per_service() -> None:
     assert [u.name for u in UNITS] == [
-        "diskname-agent.service", "diskname-engine.service", "diskname-host.service"
+        "diskname-agent.service",
+        "diskname-engine.service",
+        "diskname-host.service",
     ]
 
 
@@ -33,6 +35,9 @@ def test_unit_is_notify_with_watchdog_and_restart(unit: Path) -> None:
 def test_systemd_analyze_verify() -> None:
     out = subprocess.run(
         ["systemd-analyze", "verify", *map(str, UNITS)],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert out.returncode == 0, out.stderr

@@ -47,8 +47,13 @@ async def run_with_notify(args: list[str], tmp: Path) -> list[str]:
     async with notify_socket() as (path, sock):
         env = {**os.environ, "NOTIFY_SOCKET": path, "WATCHDOG_USEC": "200000"}
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "diskname", *args, env=env,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+            sys.executable,
+            "-m",
+            "diskname",
+            *args,
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
         )
         try:
             seen = [await next_state(sock)]
@@ -81,19 +86,38 @@ async def test_engine_notifies(pg_dsn: str, tmp_path: Path) -> None:
 
 async def test_host_notifies() -> None:
     with tempfile.TemporaryDirectory(prefix="dn") as tmp:
-        args = ["host", "--listen", "127.0.0.1:0", "--state-dir", f"{tmp}/s",
-                "--channels-dir", f"{tmp}/c", "--channel-mode", "listen"]
+        args = [
+            "host",
+            "--listen",
+            "127.0.0.1:0",
+            "--state-dir",
+            f"{tmp}/s",
+            "--channels-dir",
+            f"{tmp}/c",
+            "--channel-mode",
+            "listen",
+        ]
         assert_order(await run_with_notify(args, Path(tmp)))
 
 
 async def test_agent_notifies_once_its_channel_is_open() -> None:
     with tempfile.TemporaryDirectory(prefix="dn") as tmp:
         channel = f"{tmp}/chan"
-        server = await asyncio.start_unix_server(lambda r, w: None, channel)
+        accepted: list[asyncio.StreamWriter] = []
+        server = await asyncio.start_unix_server(lambda r, w: accepted.append(w), channel)
         async with server:
-            args = ["agent", "--source", "sim", "--connect", f"unix:{channel}",
-                    "--sim-hw", f"unix:{tmp}/hw"]
+            args = [
+                "agent",
+                "--source",
+                "sim",
+                "--connect",
+                f"unix:{channel}",
+                "--sim-hw",
+                f"unix:{tmp}/hw",
+            ]
             assert_order(await run_with_notify(args, Path(tmp)))
+            for writer in accepted:
+                writer.close()
 
 
 def test_notifier_is_silent_without_systemd() -> None:

@@ -106,8 +106,11 @@ class HostApi:
 
     async def get_capabilities(self, params: dict[str, Any]) -> dict[str, Any]:
         owner = self._owner
-        return {"hostId": owner.host_id, "version": __version__,
-                "hypervisor": owner.hypervisor_name}
+        return {
+            "hostId": owner.host_id,
+            "version": __version__,
+            "hypervisor": owner.hypervisor_name,
+        }
 
     async def get_all_vm_stats(self, params: dict[str, Any]) -> list[dict[str, Any]]:
         return [vm_stats(self._owner, vm) for vm in self._owner.registry]

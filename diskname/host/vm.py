@@ -133,8 +133,12 @@ class Vm:
 
     def to_definition(self) -> dict[str, Any]:
         """What survives a restart."""
-        return {"vmId": self.id, "name": self.name, "devices": self.devices,
-                "guestDiskMapping": self.mapping}
+        return {
+            "vmId": self.id,
+            "name": self.name,
+            "devices": self.devices,
+            "guestDiskMapping": self.mapping,
+        }
 
     @classmethod
     def from_definition(cls, data: dict[str, Any]) -> Vm:

@@ -81,9 +81,7 @@ class SimKernel:
 class SimSource:
     """A :class:`~.base.Source` fed by the host's sim hardware port."""
 
-    def __init__(
-        self, hw_address: str, name_delay: float = 0.0, boot_timeout: float = 1.0
-    ) -> None:
+    def __init__(self, hw_address: str, name_delay: float = 0.0, boot_timeout: float = 1.0) -> None:
         self._endpoint = parse_endpoint(hw_address)
         self._boot_timeout = boot_timeout
         self._boot = asyncio.Event()

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
+# pgserver logs every pg_ctl command with its output at INFO; keep it for -v.
+logging.getLogger("pgserver").setLevel(logging.WARNING)
 
 
 class EmbeddedPostgres:

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from .logctx import current_ids
 from .sdnotify import Notifier
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,8 @@ def _stop(task: asyncio.Task[None], sig: signal.Signals, notifier: Notifier) -> 
     task.cancel()
 
 
-# Attributes callers may attach with ``extra=`` and that JSON logs carry.
+# Attributes callers may attach with ``extra=`` and that JSON logs carry, on top
+# of the VM/host ids of the current task (diskname.logctx).
 CONTEXT_KEYS = ("vm_id", "host_id", "disk_id", "reason")
 
 
@@ -75,6 +77,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        out.update(current_ids())
         for key in CONTEXT_KEYS:
             value = getattr(record, key, None)
             if value is not None:

@@ -52,6 +52,23 @@ def _engine_tier() -> Tier:
     return Tier(lambda: EngineConfig, lambda cfg: m.EngineService(cfg).run)
 
 
+def _bench_tier() -> Tier:
+    from .bench import run as m
+
+    return Tier(lambda: m.BenchConfig, _bench_main)
+
+
+def _bench_main(cfg: Any) -> ServiceMain:
+    from .bench.run import Bench
+
+    async def main(ready: asyncio.Event) -> None:
+        ready.set()
+        result = await Bench(cfg).run()
+        print(orjson.dumps(result).decode(), flush=True)
+
+    return main
+
+
 def _dev_tier() -> Tier:
     from . import dev as m
 
@@ -63,6 +80,7 @@ TIERS: dict[str, Callable[[], Tier]] = {
     "host": _host_tier,
     "engine": _engine_tier,
     "dev": _dev_tier,
+    "bench": _bench_tier,
 }
 
 
@@ -99,6 +117,12 @@ def _add_engine(p: argparse.ArgumentParser) -> None:
     p.add_argument("--refresh-interval", default=S, help="seconds between host polls (3)")
     p.add_argument("--api-token", default=S, help="require 'Authorization: Bearer TOKEN'")
     p.add_argument("--no-events", action="store_true", default=S, help="poll only")
+    p.add_argument(
+        "--no-hash-gate",
+        action="store_true",
+        default=S,
+        help="fetch every VM fully every cycle (a naive poller; for benchmarks)",
+    )
 
 
 def _add_dev(p: argparse.ArgumentParser) -> None:
@@ -112,12 +136,32 @@ def _add_dev(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-events", action="store_true", default=S, help="poll only")
 
 
-ADDERS = {"agent": _add_agent, "host": _add_host, "engine": _add_engine, "dev": _add_dev}
+def _add_bench(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--hosts", default=S, help="hosts (2)")
+    p.add_argument("--vms-per-host", default=S, help="simulated VMs per host (10)")
+    p.add_argument("--hotplugs", default=S, help="hot-plugs timed one after another (20)")
+    p.add_argument("--burst", default=S, help="hot-plugs fired at once (min(1000, VMs))")
+    p.add_argument("--no-events", action="store_true", default=S, help="engine polls only")
+    p.add_argument("--refresh-interval", default=S, help="engine poll interval, seconds (3)")
+    p.add_argument("--quiet-seconds", default=S, help="length of the quiet window (15)")
+    p.add_argument("--no-baseline", action="store_true", default=S, help="skip the baseline")
+    p.add_argument("--dsn", default=S, help="PostgreSQL to use (default: an embedded one)")
+    p.add_argument("--chart", default=S, help="write an SVG of the latency distribution")
+
+
+ADDERS = {
+    "agent": _add_agent,
+    "host": _add_host,
+    "engine": _add_engine,
+    "dev": _add_dev,
+    "bench": _add_bench,
+}
 HELP = {
     "agent": "run inside a guest: report disk names to the host",
     "host": "run on a hypervisor: VM state and JSON-RPC for the engine",
     "engine": "run management: monitor hosts, store names, serve REST and the web page",
     "dev": "everything in one process, simulated guests, embedded PostgreSQL",
+    "bench": "measure the whole system (SPEC §9); prints one JSON object last",
 }
 
 
@@ -129,8 +173,9 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
         flags["listen_host"], flags["listen_port"] = flags.pop("listen")
     if "http" in flags:
         flags["http_host"], flags["http_port"] = flags.pop("http")
-    if flags.pop("no_events", False):
-        flags["events"] = False
+    for key in [k for k in flags if k.startswith("no_")]:
+        if flags.pop(key):
+            flags[key[3:]] = False
     return flags
 
 

@@ -95,7 +95,7 @@ def load_file(path: Path, section: str) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    sections = {"agent", "host", "engine", "dev"}
+    sections = {"agent", "host", "engine", "dev", "bench"}
     flat = {k: v for k, v in data.items() if k not in sections}
     own = data.get(section, {})
     if not isinstance(own, dict):

@@ -1,0 +1,1 @@
+"""``python -m diskname bench``: the whole system measured at fleet scale (SPEC §9)."""

@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 from collections.abc import AsyncIterator
@@ -21,16 +20,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from diskname.bench.run import free_port
+
 from .conftest import wait_until
 from .rest import Rest
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Procs:

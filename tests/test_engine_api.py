@@ -320,7 +320,7 @@ async def test_healthz_is_503_without_a_database(pg_dsn: str) -> None:
     store = await Store.open(pg_dsn, metrics)
     await store.close()
     config = EngineConfig(dsn=pg_dsn)
-    monitors = Monitors(store, metrics, hub, config)
+    monitors = Monitors(store, metrics, hub, config, pg_dsn)
     ctx = EngineContext(
         config, store, monitors, metrics, hub, Actions(store, monitors, metrics, hub)
     )

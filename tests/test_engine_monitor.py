@@ -69,6 +69,7 @@ async def rig(pg_dsn: str, **config: object) -> AsyncIterator[Rig]:
     hub = EventHub()
     cfg = EngineConfig(dsn=pg_dsn, **config)  # type: ignore[arg-type]
     monitor = HostMonitor(host, store, metrics, hub, cfg)
+    monitor.grant()  # a lone engine owns every host
     task = asyncio.create_task(monitor.run())
     try:
         yield Rig(fake, store, metrics, monitor, hub, vm_id)

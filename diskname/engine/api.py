@@ -166,7 +166,7 @@ async def add_host(request: web.Request) -> web.Response:
         host = await ctx.store.add_host(host_id, name, address, port)
     except Conflict as exc:
         raise ApiError(409, str(exc)) from None
-    ctx.monitors.add(host)
+    await ctx.monitors.register(host)
     return json_response(host.to_json(), 201)
 
 

@@ -44,6 +44,8 @@ class Metrics:
         self.db_writes = 0
         self.rejected: Counter[str] = Counter()
         self.name_latency = Histogram(LATENCY_BUCKETS)
+        # host name -> 1 while this engine holds the host's lease, else 0
+        self.hosts_owned: dict[str, int] = {}
         self._plugged_at: dict[tuple[str, str], float] = {}
 
     def plug_requested(self, vm_id: str, disk_id: str, at: float | None = None) -> None:
@@ -81,9 +83,18 @@ class Metrics:
             "# HELP diskname_engine_name_latency_seconds hot-plug request to stored name",
             "# TYPE diskname_engine_name_latency_seconds histogram",
             *self.name_latency.render("diskname_engine_name_latency_seconds"),
+            "# HELP diskname_engine_host_owned 1 when this engine monitors the host",
+            "# TYPE diskname_engine_host_owned gauge",
         ]
+        for host, owned in sorted(self.hosts_owned.items()):
+            lines.append(f'diskname_engine_host_owned{{host="{_label(host)}"}} {owned}')
         return "\n".join(lines) + "\n"
 
 
 def _counter(name: str, help_text: str, value: int) -> list[str]:
     return [f"# HELP {name} {help_text}", f"# TYPE {name} counter", f"{name} {value}"]
+
+
+def _label(value: str) -> str:
+    """A label value escaped as the text format requires (host names are user input)."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

@@ -16,14 +16,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
+
+import asyncpg
 
 from ..protocol import jsonrpc
 from ..streams import ConnectionLost, JsonRpcClient, RpcError
 from .config import EngineConfig
 from .events import EventHub
+from .leases import Leases, LeasesLost
 from .matching import match_names
 from .metrics import Metrics
 from .models import BadReport, HostRow, VmReport, canonical_uuid, parse_report
@@ -45,10 +49,21 @@ class HostMonitor:
     """Keeps the database in step with one host, and carries the engine's calls to it."""
 
     def __init__(
-        self, host: HostRow, store: Store, metrics: Metrics, hub: EventHub, config: EngineConfig
+        self,
+        host: HostRow,
+        store: Store,
+        metrics: Metrics,
+        hub: EventHub,
+        config: EngineConfig,
+        announce: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self.host = host
         self._store, self._metrics, self._hub, self._config = store, metrics, hub, config
+        self._announce = announce
+        # Set while this engine owns the host (diskname.engine.leases): only the
+        # owner polls, fetches and stores; any engine may call the host.
+        self.owned = asyncio.Event()
+        self._stale = True
         self._client: JsonRpcClient | None = None
         self._hashes: dict[str, str | None] = {}
         self._statuses: dict[str, str] = {}
@@ -97,11 +112,31 @@ class HostMonitor:
             self._first_attempt.set()
             await client.close()
 
-    async def _serve(self, client: JsonRpcClient) -> None:
+    def grant(self) -> None:
+        """This engine now owns the host: reload what the database knows, then poll."""
+        if not self.owned.is_set():
+            self._stale = True
+            self.owned.set()
+
+    def revoke(self) -> None:
+        self.owned.clear()
+        self._dirty.clear()
+
+    def invalidate(self, vm_id: str) -> None:
+        """Another engine acted on this VM: fetch it whatever its hash says."""
+        if self.owned.is_set() and vm_id in self._statuses:
+            self._hashes[vm_id] = None
+            self._mark(vm_id, None)
+
+    async def _load_states(self) -> None:
         states = await self._store.vm_states(self.host.id)
         self._hashes = {vm: h for vm, (h, _) in states.items()}
         self._statuses = {vm: s for vm, (_, s) in states.items()}
         self._dirty.clear()
+        self._stale = False
+
+    async def _serve(self, client: JsonRpcClient) -> None:
+        self._stale = True
         self._client = client
         await self._set_status("up")
         self.connected.set()
@@ -116,6 +151,8 @@ class HostMonitor:
             log.info("lost connection to host %s", self.host.name)
 
     async def _set_status(self, status: str) -> None:
+        if not self.owned.is_set():
+            return
         try:
             await self._store.set_host_status(self.host.id, status)
         except Exception:
@@ -125,6 +162,11 @@ class HostMonitor:
 
     async def _poll_loop(self, client: JsonRpcClient) -> None:
         while True:
+            if not self.owned.is_set():
+                await self.owned.wait()
+                await self._set_status("up")
+            if self._stale:
+                await self._load_states()
             await self._poll_once(client)
             await asyncio.sleep(self._config.refresh_interval)
 
@@ -167,6 +209,8 @@ class HostMonitor:
     def _on_notification(self, note: jsonrpc.Notification) -> None:
         if not self._config.events or not note.method.startswith(VM_STATUS_PREFIX):
             return
+        if not self.owned.is_set() or self._stale:
+            return  # not ours, or the next poll reloads and sees every change
         params = note.params if isinstance(note.params, dict) else {}
         try:
             vm_id = canonical_uuid(note.method[len(VM_STATUS_PREFIX) :])
@@ -205,8 +249,8 @@ class HostMonitor:
     async def _apply(self, report: VmReport, generation: int | None) -> None:
         vm_id = report.vm_id
         async with self._locks[vm_id]:
-            if generation is None:
-                return  # not asked for
+            if generation is None or not self.owned.is_set():
+                return  # not asked for, or no longer ours to store
             if generation != self._generation[vm_id]:
                 self._mark(vm_id, None)  # an action overlapped the fetch: fetch again
                 return
@@ -237,6 +281,8 @@ class HostMonitor:
                 self._generation[vm_id] += 1
                 # Whatever the host's hash becomes, even an old one, fetch it again.
                 self._hashes[vm_id] = None
+                if not self.owned.is_set() and self._announce is not None:
+                    await self._announce(vm_id)  # the owning engine must fetch it
 
     async def call(self, method: str, params: jsonrpc.Params = None) -> Any:
         """Call the host over the monitor's connection."""
@@ -259,25 +305,40 @@ async def _until_closed(client: JsonRpcClient) -> None:
 
 
 class Monitors:
-    """The monitors of every registered host, as tasks of the engine's TaskGroup."""
+    """A monitor per registered host, as tasks of the engine's TaskGroup.
 
-    def __init__(self, store: Store, metrics: Metrics, hub: EventHub, config: EngineConfig) -> None:
+    Every engine connects to every host (any engine answers the REST API and
+    may call any host), but a host is polled only by the engine that holds its
+    lease (:mod:`diskname.engine.leases`); a balancing round runs twice per
+    refresh interval, also picking up hosts other engines registered.
+    """
+
+    def __init__(
+        self, store: Store, metrics: Metrics, hub: EventHub, config: EngineConfig, dsn: str
+    ) -> None:
         self._store, self._metrics, self._hub, self._config = store, metrics, hub, config
+        self._leases = Leases(dsn, str(uuid.uuid4()), self._on_foreign_action)
         self._by_host: dict[str, HostMonitor] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._tg: asyncio.TaskGroup | None = None
+        self.balanced = asyncio.Event()
 
     async def start(self, tg: asyncio.TaskGroup) -> None:
         self._tg = tg
         for host in await self._store.list_hosts():
             self.add(host)
+        await self.rebalance()
+        task = tg.create_task(self._balance_loop(), name="leases")
+        self._tasks.add(task)
 
     def add(self, host: HostRow) -> HostMonitor:
         if host.id in self._by_host:
             return self._by_host[host.id]
         if self._tg is None:
             raise RuntimeError("monitors are not started")
-        monitor = HostMonitor(host, self._store, self._metrics, self._hub, self._config)
+        monitor = HostMonitor(
+            host, self._store, self._metrics, self._hub, self._config, self._leases.announce_action
+        )
         self._by_host[host.id] = monitor
         task = self._tg.create_task(monitor.run(), name=f"monitor-{host.name}")
         self._tasks.add(task)
@@ -287,10 +348,42 @@ class Monitors:
     def get(self, host_id: str) -> HostMonitor | None:
         return self._by_host.get(host_id)
 
+    async def register(self, host: HostRow) -> HostMonitor:
+        """A host just added through this engine's API: monitor it, claim it if due."""
+        monitor = self.add(host)
+        await self.rebalance()
+        return monitor
+
+    async def rebalance(self) -> None:
+        try:
+            for host in await self._store.list_hosts():
+                self.add(host)
+            owned = await self._leases.balance(self._by_host)
+        except (LeasesLost, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("host leases lost, pausing all monitoring: %s", exc)
+            owned = set()
+        for host_id, monitor in self._by_host.items():
+            if host_id in owned:
+                monitor.grant()
+            else:
+                monitor.revoke()
+            self._metrics.hosts_owned[monitor.host.name] = int(host_id in owned)
+        self.balanced.set()
+
+    async def _balance_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._config.refresh_interval / 2)
+            await self.rebalance()
+
+    def _on_foreign_action(self, vm_id: str) -> None:
+        for monitor in self._by_host.values():
+            monitor.invalidate(vm_id)
+
     async def stop(self) -> None:
-        """Cancel every monitor and wait for them to close their connections."""
+        """Cancel every monitor, wait for their connections to close, free the leases."""
         self._tg = None
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self._leases.close()

@@ -40,7 +40,7 @@ class EngineService:
     async def run(self, ready: asyncio.Event | None = None) -> None:
         async with self._database() as dsn, self._store(dsn) as store:
             hub = EventHub()
-            monitors = Monitors(store, self.metrics, hub, self.config)
+            monitors = Monitors(store, self.metrics, hub, self.config, dsn)
             actions = Actions(store, monitors, self.metrics, hub)
             ctx = EngineContext(self.config, store, monitors, self.metrics, hub, actions)
             async with asyncio.TaskGroup() as tg:

@@ -28,16 +28,17 @@ from ..streams import ConnectionLost, JsonRpcClient, RpcError
 from .config import EngineConfig
 from .events import EventHub
 from .leases import Leases, LeasesLost
-from .matching import match_names
+from .matching import MatchResult, match_names
 from .metrics import Metrics
-from .models import BadReport, HostRow, VmReport, canonical_uuid, parse_report
-from .store import Store
+from .models import BadReport, HostRow, NameChange, VmReport, canonical_uuid, parse_report
+from .store import UNAVAILABLE, Store
 
 log = logging.getLogger(__name__)
 
 MIN_BACKOFF = 0.1
 MAX_BACKOFF = 5.0
 FIRST_CONNECT_WAIT = 5.0
+MAX_BATCH = 500  # VMs stored per transaction
 VM_STATUS_PREFIX = "|virt|VM_status|"
 
 
@@ -165,9 +166,14 @@ class HostMonitor:
             if not self.owned.is_set():
                 await self.owned.wait()
                 await self._set_status("up")
-            if self._stale:
-                await self._load_states()
-            await self._poll_once(client)
+            try:
+                if self._stale:
+                    await self._load_states()
+                await self._poll_once(client)
+            except UNAVAILABLE as exc:
+                # Keep the host connection; reload what the database knows once it is back.
+                log.warning("database unavailable while polling %s: %s", self.host.name, exc)
+                self._stale = True
             await asyncio.sleep(self._config.refresh_interval)
 
     async def _poll_once(self, client: JsonRpcClient) -> None:
@@ -238,35 +244,71 @@ class HostMonitor:
         except RpcError as exc:
             log.warning("Host.getVMFullList failed on %s: %s", self.host.name, exc)
             return
+        reports: dict[str, VmReport] = {}
         for raw in result if isinstance(result, list) else []:
             try:
                 report = parse_report(raw)
             except BadReport as exc:
                 log.warning("host %s sent a bad VM: %s", self.host.name, exc)
                 continue
-            await self._apply(report, generations.get(report.vm_id))
+            if report.vm_id in generations:  # never store what was not asked for
+                reports[report.vm_id] = report
+        ordered = [reports[vm] for vm in sorted(reports)]
+        for start in range(0, len(ordered), MAX_BATCH):
+            await self._apply(ordered[start : start + MAX_BATCH], generations)
 
-    async def _apply(self, report: VmReport, generation: int | None) -> None:
-        vm_id = report.vm_id
-        async with self._locks[vm_id]:
-            if generation is None or not self.owned.is_set():
-                return  # not asked for, or no longer ours to store
-            if generation != self._generation[vm_id]:
-                self._mark(vm_id, None)  # an action overlapped the fetch: fetch again
-                return
-            match = match_names([d.as_vm_disk() for d in report.devices], report.mapping)
-            self._metrics.rejected.update(match.rejected)
-            try:
-                changes = await self._store.apply_report(self.host.id, report, match)
-            except Exception:
-                log.exception("cannot store VM %s from host %s", vm_id, self.host.name)
-                return
-            self._hashes[vm_id] = report.hash
-            self._statuses[vm_id] = report.status
+    async def _apply(self, reports: list[VmReport], generations: dict[str, int]) -> None:
+        """Match and store a batch in one transaction, under the locks of its VMs."""
+        async with contextlib.AsyncExitStack() as stack:
+            for report in reports:  # sorted by VM id: one lock order, no deadlock
+                await stack.enter_async_context(self._locks[report.vm_id])
+            if not self.owned.is_set():
+                return  # no longer ours to store
+            items = []
+            for report in reports:
+                if generations[report.vm_id] != self._generation[report.vm_id]:
+                    self._mark(report.vm_id, None)  # an action overlapped the fetch: again
+                    continue
+                match = match_names([d.as_vm_disk() for d in report.devices], report.mapping)
+                self._metrics.rejected.update(match.rejected)
+                items.append((report, match))
+            stored, changes = await self._store_items(items)
+            for report in stored:
+                self._hashes[report.vm_id] = report.hash
+                self._statuses[report.vm_id] = report.status
         for change in changes:
             self._hub.publish(change.to_json())
             if change.new is not None:
                 self._metrics.name_stored(change.vm_id, change.disk_id)
+
+    async def _store_items(
+        self, items: list[tuple[VmReport, MatchResult]]
+    ) -> tuple[list[VmReport], list[NameChange]]:
+        """The VMs stored and their name changes; the others keep their old hashes.
+
+        A batch that PostgreSQL refuses is retried VM by VM, so one bad VM cannot
+        hold back the others. When the database is away nothing is stored, and
+        the next poll, seeing the old hashes, fetches the VMs again.
+        """
+        if not items:
+            return [], []
+        try:
+            changes = await self._store.apply_reports(self.host.id, items)
+            return [report for report, _ in items], changes
+        except UNAVAILABLE as exc:
+            log.warning("database unavailable, %d VM(s) left for later: %s", len(items), exc)
+            return [], []
+        except asyncpg.PostgresError:
+            if len(items) == 1:
+                log.exception("cannot store VM %s from host %s", items[0][0].vm_id, self.host.name)
+                return [], []
+        stored: list[VmReport] = []
+        all_changes: list[NameChange] = []
+        for item in items:
+            done, changes = await self._store_items([item])
+            stored += done
+            all_changes += changes
+        return stored, all_changes
 
     # -- engine-initiated actions -------------------------------------------
 

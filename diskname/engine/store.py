@@ -20,11 +20,20 @@ from .matching import MatchResult
 from .metrics import Metrics
 from .migrations import apply_migrations
 from .models import Attachment, HostRow, NameChange, VmReport, VmRow
-from .names import DeviceRow, compat_keeps_names, plan_update
+from .names import DeviceRow, UpdatePlan, compat_keeps_names, plan_update
 
 log = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT = 5.0
+CONNECT_TIMEOUT = 5.0
+
+# The database is down, restarting or unreachable: retry later, this is no bug.
+UNAVAILABLE: tuple[type[Exception], ...] = (
+    OSError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+)
 
 
 class Conflict(Exception):
@@ -56,7 +65,9 @@ class Store:
 
     @classmethod
     async def open(cls, dsn: str, metrics: Metrics, *, max_size: int = 10) -> Store:
-        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=max_size)
+        pool = await asyncpg.create_pool(
+            dsn, min_size=1, max_size=max_size, timeout=CONNECT_TIMEOUT
+        )
         return cls(pool, metrics)
 
     async def close(self) -> None:
@@ -75,7 +86,7 @@ class Store:
         try:
             async with asyncio.timeout(2.0):
                 return bool(await self._pool.fetchval("SELECT 1"))
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        except (TimeoutError, asyncpg.PostgresError, *UNAVAILABLE):
             return False
 
     async def _exec(self, conn: Any, sql: str, *args: Any) -> int:
@@ -277,31 +288,48 @@ class Store:
     async def apply_report(
         self, host_id: str, report: VmReport, match: MatchResult
     ) -> list[NameChange]:
-        """Store one VM's devices and names in one transaction, its hash last."""
-        async with self._pool.acquire() as conn, conn.transaction():
-            await self._upsert_vm(conn, host_id, report)
-            version = await conn.fetchval(_COMPAT_SQL, report.vm_id)
-            current = await conn.fetch(_CURRENT_SQL, report.vm_id)
-            plan = plan_update(
-                report,
-                match,
-                [DeviceRow(*r.values()) for r in current],
-                keep_names=compat_keeps_names(version),
-                now=datetime.now(UTC),
-            )
-            if plan.new_disks:
-                await self._exec(conn, _NEW_DISKS_SQL, *zip(*plan.new_disks, strict=True))
-            if plan.rows:
-                columns = list(zip(*plan.rows, strict=True))
-                await self._exec(conn, _UPSERT_SQL, report.vm_id, *columns)
-            await self._insert_history(conn, plan.changes)
-            await self._exec(conn, _HASH_SQL, report.vm_id, report.hash)
-        return plan.changes
+        """Store one VM's devices and names (see :meth:`apply_reports`)."""
+        return await self.apply_reports(host_id, [(report, match)])
 
-    async def _upsert_vm(self, conn: Any, host_id: str, report: VmReport) -> None:
-        await self._exec(
-            conn, _UPSERT_VM_SQL, report.vm_id, report.name or report.vm_id, host_id, report.status
-        )
+    async def apply_reports(
+        self, host_id: str, items: Sequence[tuple[VmReport, MatchResult]]
+    ) -> list[NameChange]:
+        """Store a batch of VMs of one host in one transaction, their hashes last.
+
+        A fixed number of statements whatever the batch size: each takes its
+        rows as arrays (``unnest``), so a fleet costs no round trip per VM or
+        per disk. If anything fails, every VM keeps its old hash and is fetched
+        again.
+        """
+        reports = list({r.vm_id: (r, m) for r, m in items}.values())
+        if not reports:
+            return []
+        vm_ids = [r.vm_id for r, _ in reports]
+        now = datetime.now(UTC)
+        async with self._pool.acquire() as conn, conn.transaction():
+            current: dict[str, list[DeviceRow]] = {vm: [] for vm in vm_ids}
+            for row in await conn.fetch(_CURRENT_SQL, vm_ids):
+                current[row["vm_id"]].append(DeviceRow(*list(row.values())[1:]))
+            await self._exec(
+                conn,
+                _UPSERT_VMS_SQL,
+                host_id,
+                vm_ids,
+                [r.name or r.vm_id for r, _ in reports],
+                [r.status for r, _ in reports],
+            )
+            keep = compat_keeps_names(await conn.fetchval(_COMPAT_SQL, host_id))
+            batch = _Batch()
+            for report, match in reports:
+                plan = plan_update(report, match, current[report.vm_id], keep_names=keep, now=now)
+                batch.add(report.vm_id, plan)
+            if batch.new_disks:
+                await self._exec(conn, _NEW_DISKS_SQL, *zip(*batch.new_disks.items(), strict=True))
+            if batch.rows:
+                await self._exec(conn, _UPSERT_SQL, *zip(*batch.rows, strict=True))
+            await self._insert_history(conn, batch.changes)
+            await self._exec(conn, _HASH_SQL, vm_ids, [r.hash for r, _ in reports])
+        return batch.changes
 
     async def history(self, vm_id: str, disk_id: str) -> list[tuple[str | None, str | None]]:
         rows = await self._pool.fetch(
@@ -313,20 +341,36 @@ class Store:
         return [(r["old_name"], r["new_name"]) for r in rows]
 
 
-_UPSERT_VM_SQL = """
-INSERT INTO vms (id, name, host_id, status) VALUES ($1, $2, $3, $4)
+class _Batch:
+    """The plans of a batch of VMs, merged into the columns the statements take."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[Any, ...]] = []
+        self.new_disks: dict[str, str] = {}
+        self.changes: list[NameChange] = []
+
+    def add(self, vm_id: str, plan: UpdatePlan) -> None:
+        self.rows += [(vm_id, *row) for row in plan.rows]
+        self.new_disks.update(plan.new_disks)
+        self.changes += plan.changes
+
+
+_UPSERT_VMS_SQL = """
+INSERT INTO vms (id, name, host_id, status)
+SELECT u.id, u.name, $1::uuid, u.status FROM unnest($2::uuid[], $3::text[], $4::text[])
+    AS u(id, name, status)
 ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status
 WHERE vms.status IS DISTINCT FROM EXCLUDED.status
 """
 _COMPAT_SQL = """
-SELECT c.compatibility_version FROM vms v
-JOIN hosts h ON h.id = v.host_id JOIN clusters c ON c.id = h.cluster_id
-WHERE v.id = $1
+SELECT c.compatibility_version FROM hosts h JOIN clusters c ON c.id = h.cluster_id
+WHERE h.id = $1
 """
+# Rows are locked in one order (vm, disk) so that two writers cannot deadlock.
 _CURRENT_SQL = """
-SELECT disk_id::text, device_id::text, interface, is_plugged, address,
+SELECT vm_id::text, disk_id::text, device_id::text, interface, is_plugged, address,
        logical_name, logical_name_source, logical_name_seen_at
-FROM vm_device WHERE vm_id = $1 FOR UPDATE
+FROM vm_device WHERE vm_id = ANY($1::uuid[]) ORDER BY vm_id, disk_id FOR UPDATE
 """
 _NEW_DISKS_SQL = """
 INSERT INTO disks (id, serial) SELECT * FROM unnest($1::uuid[], $2::text[])
@@ -335,12 +379,15 @@ ON CONFLICT (id) DO NOTHING
 _UPSERT_SQL = """
 INSERT INTO vm_device (vm_id, disk_id, device_id, interface, is_plugged, address,
                        logical_name, logical_name_source, logical_name_seen_at)
-SELECT $1::uuid, * FROM unnest($2::uuid[], $3::uuid[], $4::text[], $5::bool[], $6::text[],
-                         $7::text[], $8::text[], $9::timestamptz[])
+SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::bool[], $6::text[],
+                     $7::text[], $8::text[], $9::timestamptz[])
 ON CONFLICT (vm_id, disk_id) DO UPDATE SET
     device_id = EXCLUDED.device_id, interface = EXCLUDED.interface,
     is_plugged = EXCLUDED.is_plugged, address = EXCLUDED.address,
     logical_name = EXCLUDED.logical_name, logical_name_source = EXCLUDED.logical_name_source,
     logical_name_seen_at = EXCLUDED.logical_name_seen_at
 """
-_HASH_SQL = "UPDATE vms SET hash = $2 WHERE id = $1 AND hash IS DISTINCT FROM $2"
+_HASH_SQL = """
+UPDATE vms SET hash = u.hash FROM unnest($1::uuid[], $2::text[]) AS u(id, hash)
+WHERE vms.id = u.id AND vms.hash IS DISTINCT FROM u.hash
+"""

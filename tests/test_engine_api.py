@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import orjson
@@ -238,37 +239,119 @@ async def _next_event(resp: aiohttp.ClientResponse, disk_id: str) -> dict[str, A
     raise AssertionError("stream ended")
 
 
-async def test_client_errors_are_json(api: Api) -> None:
+BAD_JSON = b"{not json"
+# (method, path, body (bytes are sent raw), status): every way a client can be wrong.
+# {vm} is a VM with a root disk {root}, {host} its host, {missing} an id nothing has.
+ERROR_CASES: list[tuple[str, str, Any, int]] = [
+    # bad JSON, or JSON that is no object
+    ("POST", "/api/hosts", BAD_JSON, 400),
+    ("POST", "/api/hosts", b"", 400),
+    ("POST", "/api/hosts", b"[1, 2]", 400),
+    ("POST", "/api/vms", BAD_JSON, 400),
+    ("POST", "/api/vms/{vm}/diskattachments", BAD_JSON, 400),
+    ("PUT", "/api/vms/{vm}/diskattachments/{root}", b"\xff\xfe", 400),
+    # missing fields
+    ("POST", "/api/hosts", {"name": "x", "address": "a"}, 400),
+    ("POST", "/api/vms", {"name": "v"}, 400),
+    ("POST", "/api/vms", {"host": {"id": "{host}"}}, 400),
+    ("POST", "/api/vms", {"name": "v", "host": {}}, 400),
+    ("POST", "/api/vms/{vm}/diskattachments", {"active": True}, 400),
+    ("PUT", "/api/vms/{vm}/diskattachments/{root}", {}, 400),
+    # wrong types and values
+    ("POST", "/api/hosts", {"name": "x", "address": "a", "port": "80"}, 400),
+    ("POST", "/api/hosts", {"name": "x", "address": "a", "port": True}, 400),
+    ("POST", "/api/hosts", {"name": "x", "address": "a", "port": 0}, 400),
+    ("POST", "/api/hosts", {"name": " ", "address": "a", "port": 80}, 400),
+    ("POST", "/api/hosts", {"name": 5, "address": "a", "port": 80}, 400),
+    ("POST", "/api/vms", {"name": "v", "host": "{host}"}, 400),
+    ("POST", "/api/vms/{vm}/diskattachments", {"interface": 1}, 400),
+    ("POST", "/api/vms/{vm}/diskattachments", {"interface": "virtio", "active": "yes"}, 400),
+    ("POST", "/api/vms/{vm}/diskattachments", {"interface": "virtio", "disk": "x"}, 400),
+    ("PUT", "/api/vms/{vm}/diskattachments/{root}", {"active": 1}, 400),
+    # wrong interface
+    ("POST", "/api/vms/{vm}/diskattachments", {"interface": "ide"}, 400),
+    ("POST", "/api/vms/{vm}/diskattachments", {"interface": "VIRTIO"}, 400),
+    # bad UUIDs
+    ("GET", "/api/vms/not-a-uuid", None, 400),
+    ("DELETE", "/api/vms/not-a-uuid", None, 400),
+    ("GET", "/api/hosts/not-a-uuid", None, 400),
+    ("GET", "/api/vms/not-a-uuid/diskattachments", None, 400),
+    ("GET", "/api/vms/{vm}/diskattachments/not-a-uuid", None, 400),
+    ("PUT", "/api/vms/{vm}/diskattachments/not-a-uuid", {"active": False}, 400),
+    ("POST", "/api/vms", {"name": "v", "host": {"id": "nope"}}, 400),
+    ("POST", "/api/vms/{vm}/diskattachments", {"interface": "virtio", "disk": {"id": "x"}}, 400),
+    # unknown host
+    ("GET", "/api/hosts/{missing}", None, 404),
+    ("POST", "/api/vms", {"name": "v", "host": {"id": "{missing}"}}, 404),
+    # unknown VM, disk or attachment
+    ("GET", "/api/vms/{missing}", None, 404),
+    ("DELETE", "/api/vms/{missing}", None, 404),
+    ("GET", "/api/vms/{missing}/diskattachments", None, 404),
+    ("POST", "/api/vms/{missing}/diskattachments", {"interface": "virtio"}, 404),
+    ("GET", "/api/vms/{missing}/diskattachments/{root}", None, 404),
+    ("GET", "/api/vms/{vm}/diskattachments/{missing}", None, 404),
+    ("PUT", "/api/vms/{vm}/diskattachments/{missing}", {"active": False}, 404),
+    ("DELETE", "/api/vms/{vm}/diskattachments/{missing}", None, 404),
+    (
+        "POST",
+        "/api/vms/{vm}/diskattachments",
+        {"interface": "virtio", "disk": {"id": "{missing}"}},
+        404,
+    ),
+    # taken names and ids
+    ("POST", "/api/hosts", {"name": "h1", "address": "a", "port": 1}, 409),
+    ("POST", "/api/hosts", {"id": "{host}", "name": "h2", "address": "a", "port": 1}, 409),
+    ("POST", "/api/vms", {"id": "{vm}", "name": "v", "host": {"id": "{host}"}}, 409),
+    (
+        "POST",
+        "/api/vms/{vm}/diskattachments",
+        {"interface": "virtio", "disk": {"id": "{root}"}},
+        409,
+    ),
+    # no such route or method
+    ("GET", "/api/nothing-here", None, 404),
+    ("PATCH", "/api/hosts", {}, 405),
+    ("PUT", "/api/vms", {}, 405),
+]
+
+
+def _fill(value: Any, names: dict[str, str]) -> Any:
+    if isinstance(value, str):
+        return value.format(**names)
+    if isinstance(value, dict):
+        return {k: _fill(v, names) for k, v in value.items()}
+    return value
+
+
+async def test_every_bad_request_is_a_json_4xx(api: Api) -> None:
     vm_id = await api.vm()
-    base = f"/api/vms/{vm_id}/diskattachments"
-    missing = str(uuid.uuid4())
-    await api.error("POST", "/api/hosts", 400, raw=b"{not json")
-    await api.error("POST", "/api/hosts", 400, raw=b"[1, 2]")
-    await api.error("POST", "/api/hosts", 400, {"name": "x", "address": "a"})
-    await api.error("POST", "/api/hosts", 400, {"name": "x", "address": "a", "port": "80"})
-    await api.error("POST", "/api/hosts", 400, {"name": "x", "address": "a", "port": 0})
-    await api.error("POST", "/api/hosts", 409, {"name": "h1", "address": "a", "port": 1})
-    await api.error("GET", f"/api/hosts/{missing}", 404)
-    await api.error("POST", "/api/vms", 400, {"name": "v"})
-    await api.error("POST", "/api/vms", 400, {"name": "v", "host": {"id": "nope"}})
-    await api.error("POST", "/api/vms", 404, {"name": "v", "host": {"id": missing}})
-    await api.error("GET", "/api/vms/not-a-uuid", 400)
-    await api.error("GET", f"/api/vms/{missing}", 404)
-    await api.error("GET", f"/api/vms/{missing}/diskattachments", 404)
-    await api.error("GET", f"{base}/not-a-uuid", 400)
-    await api.error("GET", f"{base}/{missing}", 404)
-    await api.error("POST", base, 400, {"interface": "ide"})
-    await api.error("POST", base, 400, {"active": True})
-    await api.error("POST", base, 400, {"interface": "virtio", "active": "yes"})
-    await api.error("POST", base, 404, {"interface": "virtio", "disk": {"id": missing}})
-    await api.error("POST", f"/api/vms/{missing}/diskattachments", 404, {"interface": "virtio"})
-    root = (await api.call("GET", base))["disk_attachment"][0]["id"]
-    await api.error("POST", base, 409, {"interface": "virtio", "disk": {"id": root}})
-    await api.error("PUT", f"{base}/{root}", 400, {})
-    await api.error("PUT", f"{base}/{missing}", 404, {"active": False})
-    await api.error("DELETE", f"{base}/{missing}", 404)
-    await api.error("GET", "/api/nothing-here", 404)
-    await api.error("PATCH", "/api/hosts", 405, {})
+    host_id = (await api.call("GET", "/api/hosts"))["host"][0]["id"]
+    root = (await api.call("GET", f"/api/vms/{vm_id}/diskattachments"))["disk_attachment"][0]
+    names = {"vm": vm_id, "host": host_id, "root": root["id"], "missing": str(uuid.uuid4())}
+    failures = []
+    for method, path, body, status in ERROR_CASES:
+        url = api.base + path.format(**names)
+        data = (
+            body
+            if isinstance(body, bytes)
+            else None
+            if body is None
+            else orjson.dumps(_fill(body, names))
+        )
+        async with api.http.request(method, url, data=data) as resp:
+            payload = await resp.read()
+            try:
+                answer = orjson.loads(payload)
+                shaped = set(answer) == {"error"} and answer["error"]["code"] == status
+                shaped = shaped and isinstance(answer["error"]["message"], str)
+            except (orjson.JSONDecodeError, TypeError, KeyError):
+                shaped = False
+            if resp.status != status or resp.content_type != "application/json" or not shaped:
+                failures.append((method, path, body, status, resp.status, payload[:200]))
+    assert failures == []
+    # Nothing was left behind by the refused requests.
+    assert len((await api.call("GET", "/api/vms"))["vm"]) == 1
+    assert len((await api.call("GET", f"/api/vms/{vm_id}/diskattachments"))["disk_attachment"]) == 1
 
 
 async def test_host_failures_are_502_and_leave_nothing_behind(api: Api) -> None:
@@ -291,19 +374,57 @@ async def test_unreachable_host_is_502(api: Api) -> None:
     await api.error("POST", f"/api/vms/{vm_id}/diskattachments", 502, {"interface": "virtio"})
 
 
-async def test_token_is_required_on_the_api(pg_dsn: str) -> None:
+async def test_token_is_required_on_every_api_route(pg_dsn: str) -> None:
     async with engine(pg_dsn, token=TOKEN) as api:
         assert (await api.call("GET", "/api/hosts", status=200)) == {"host": []}
+        routes = _routes()
+        assert len([r for r in routes if r[1].startswith("/api/")]) >= 14
+        missing = str(uuid.uuid4())
         async with aiohttp.ClientSession() as anonymous:
-            for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
-                async with anonymous.get(api.base + "/api/hosts", headers=headers) as resp:
-                    assert resp.status == 401
-                    assert (await resp.json())["error"]["code"] == 401
-            async with anonymous.get(api.base + "/healthz") as resp:
-                assert resp.status == 200
+            for method, path in routes:
+                url = api.base + path.replace("{vm_id}", missing).replace("{disk_id}", missing)
+                url = url.replace("{host_id}", missing)
+                for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
+                    async with anonymous.request(method, url, headers=headers, json={}) as resp:
+                        expected = 401 if path.startswith("/api/") else 200
+                        assert resp.status == expected, (method, path, headers, resp.status)
+                        if expected == 401:
+                            assert (await resp.json())["error"]["code"] == 401
             url = f"{api.base}/api/events?access_token={TOKEN}"
             async with anonymous.get(url) as resp:
                 assert resp.status == 200
+            async with anonymous.get(f"{api.base}/api/events?access_token=wrong") as resp:
+                assert resp.status == 401
+
+
+def _routes() -> list[tuple[str, str]]:
+    """(method, path) of every route the engine's aiohttp application serves."""
+    app = make_app(cast(EngineContext, None))
+    return sorted(
+        (route.method, route.resource.canonical)
+        for route in app.router.routes()
+        if route.method != "HEAD" and route.resource is not None
+    )
+
+
+async def test_openapi_document_covers_every_route(api: Api) -> None:
+    doc = await api.call("GET", "/api/openapi.json", status=200)
+    assert doc["openapi"].startswith("3.1")
+    documented = {
+        (method.upper(), path)
+        for path, item in doc["paths"].items()
+        for method in item
+        if method in {"get", "post", "put", "delete", "patch"}
+    }
+    assert set(_routes()) == documented
+    # Every $ref resolves, every operation documents its answers.
+    text = orjson.dumps(doc).decode()
+    for ref in set(re.findall(r'"\$ref":"#/components/(\w+)/(\w+)"', text)):
+        assert ref[1] in doc["components"][ref[0]], ref
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            if method != "parameters":
+                assert op["responses"], (method, path)
 
 
 async def test_engine_stops_promptly_with_an_event_stream_open(pg_dsn: str) -> None:

@@ -22,7 +22,7 @@ from .events import EventHub
 from .metrics import Metrics
 from .models import canonical_uuid
 from .monitor import Monitors
-from .store import Conflict, Store
+from .store import UNAVAILABLE, Conflict, Store
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,9 @@ async def errors_middleware(request: web.Request, handler: Any) -> web.StreamRes
         if exc.status < 400:
             raise
         return error_response(exc.status, exc.reason)
+    except UNAVAILABLE as exc:
+        log.warning("%s %s: database unavailable: %s", request.method, request.path, exc)
+        return error_response(503, "database unavailable, try again")
     except Exception:
         log.exception("%s %s failed", request.method, request.path)
         return error_response(500, "internal error")
@@ -261,9 +264,16 @@ async def metrics(request: web.Request) -> web.Response:
     )
 
 
+async def openapi(request: web.Request) -> web.Response:
+    return web.Response(body=_resource("openapi.json"), content_type="application/json")
+
+
+def _resource(name: str) -> bytes:
+    return resources.files(__package__).joinpath("web", name).read_bytes()
+
+
 async def index(request: web.Request) -> web.Response:
-    page = resources.files(__package__).joinpath("web", "index.html").read_bytes()
-    return web.Response(body=page, content_type="text/html", charset="utf-8")
+    return web.Response(body=_resource("index.html"), content_type="text/html", charset="utf-8")
 
 
 async def _close_events(app: web.Application) -> None:
@@ -281,6 +291,7 @@ def make_app(ctx: EngineContext) -> web.Application:
             web.get("/healthz", healthz),
             web.get("/metrics", metrics),
             web.get("/api/events", events),
+            web.get("/api/openapi.json", openapi),
             web.get("/api/hosts", list_hosts),
             web.post("/api/hosts", add_host),
             web.get("/api/hosts/{host_id}", get_host),

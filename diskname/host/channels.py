@@ -17,8 +17,8 @@ from pathlib import Path
 from ..protocol import agent_wire as aw
 from ..protocol.errors import RemoteProtocolError
 from ..protocol.lines import MAX_LINE, LineDecoder, LineEvent, Oversized, Truncated
-from ..streams import close_writer, read_lines
-from .serving import Connections
+from ..streams import read_lines
+from .serving import Connections, dial_forever
 from .vm import AGENT_API_VERSION, Vm
 
 log = logging.getLogger(__name__)
@@ -99,20 +99,7 @@ class AgentChannel:
         await self._connections.serve(writer, self._serve(reader, writer))
 
     async def _connect_forever(self) -> None:
-        delay = BACKOFF_INITIAL
-        while True:
-            try:
-                reader, writer = await asyncio.open_unix_connection(str(self.path))
-            except OSError:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, BACKOFF_CAP)
-                continue
-            delay = BACKOFF_INITIAL
-            try:
-                await self._serve(reader, writer)
-            finally:
-                await close_writer(writer)
-            await asyncio.sleep(delay)
+        await dial_forever(self.path, self._serve, BACKOFF_INITIAL, BACKOFF_CAP)
 
     async def _close_all(self) -> None:
         if self._current is not None:

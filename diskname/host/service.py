@@ -23,6 +23,7 @@ from .api import HostApi
 from .channels import AgentChannel, channel_path
 from .hypervisors.base import Hypervisor
 from .hypervisors.sim import SimHypervisor, hw_path
+from .qga import QgaChannel, qga_path
 from .registry import Registry
 from .rpc import RpcServer
 from .vm import UnknownDevice, Vm
@@ -47,6 +48,10 @@ class HostConfig:
     agent_timeout: float = 15.0
     # Messages per second a guest may send before the excess is dropped.
     agent_rate_limit: int = 1000
+    # qemu-guest-agent as a second source (<vm_id>.org.qemu.guest_agent.0):
+    # asked after every hot-plug and then every qga_interval seconds.
+    qemu_ga: bool = True
+    qga_interval: float = 30.0
 
 
 def make_hypervisor(config: HostConfig) -> Hypervisor:
@@ -60,6 +65,7 @@ class _Running:
     """The live parts of one VM."""
 
     channel: AgentChannel
+    qga: QgaChannel | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
@@ -134,6 +140,7 @@ class HostService:
         device = vm.plug(drive)
         self.registry.changed(vm)
         await self.hypervisor.hotplug(vm, device)
+        self._poke_qga(vm_id)
         await self.registry.flush()  # acknowledged means it survives a restart
         return device
 
@@ -144,6 +151,7 @@ class HostService:
             raise UnknownDevice(disk_id)
         self.registry.changed(vm)
         await self.hypervisor.hotunplug(vm, device)
+        self._poke_qga(vm_id)
         await self.registry.flush()
 
     # -- per-VM runtime ------------------------------------------------------
@@ -163,6 +171,11 @@ class HostService:
         )
         running = _Running(channel)
         running.tasks.append(tg.create_task(_guarded(f"channel {vm.id}", channel.run())))
+        if self.config.qemu_ga:
+            running.qga = QgaChannel(
+                vm, qga_path(channels, vm.id), self.registry.changed, self.config.qga_interval
+            )
+            running.tasks.append(tg.create_task(_guarded(f"qemu-ga {vm.id}", running.qga.run())))
         if self._launcher is not None:
             guest = self._launcher(vm.id, channel.path, hw_path(channels, vm.id))
             running.tasks.append(tg.create_task(_guarded(f"guest {vm.id}", guest)))
@@ -175,6 +188,11 @@ class HostService:
                 task.cancel()
             await asyncio.wait(running.tasks, timeout=5.0)
         await self.hypervisor.stop_vm(vm_id)
+
+    def _poke_qga(self, vm_id: str) -> None:
+        running = self._running.get(vm_id)
+        if running is not None and running.qga is not None:
+            running.qga.poke()
 
     def _hash_changed(self, vm: Vm) -> None:
         self.rpc.notify(jsonrpc.vm_status_event(vm.id, vm.hash))

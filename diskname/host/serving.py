@@ -8,9 +8,36 @@ finish, cancel what is left.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from ..streams import close_writer
+
+Session = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def dial_forever(path: Path, session: Session, initial: float, cap: float) -> None:
+    """Connect to the UNIX socket QEMU serves at ``path``, run ``session``, repeat.
+
+    The socket comes and goes with the VM: retry with back-off from
+    ``initial`` doubling up to ``cap`` seconds; reset after each connection.
+    """
+    delay = initial
+    while True:
+        try:
+            reader, writer = await asyncio.open_unix_connection(str(path))
+        except OSError:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, cap)
+            continue
+        delay = initial
+        try:
+            await session(reader, writer)
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            await close_writer(writer)
+        await asyncio.sleep(delay)
 
 
 class Connections:

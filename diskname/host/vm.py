@@ -23,6 +23,23 @@ LAST_PCI_SLOT = 0x1F
 SERIAL_CHARS = 20
 MAX_TEXT = 256
 AGENT_API_VERSION = 3
+AGENT = "agent"
+QEMU_GA = "qemu-ga"
+
+
+def merge_mappings(sources: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """One mapping from both guest sources, as a pure function of the two.
+
+    The oVirt agent wins; qemu-ga fills in disks the agent does not name.
+    Because the result depends only on each source's latest report (never on
+    which arrived last), two sources cannot make the mapping, and so the
+    hash, flip-flop (FACTS §4).
+    """
+    agent = sources.get(AGENT, {})
+    named = {entry.get("name") for entry in agent.values()}
+    merged = {k: v for k, v in sources.get(QEMU_GA, {}).items() if v.get("name") not in named}
+    merged.update(agent)
+    return merged
 
 
 class InvalidDevice(ValueError):
@@ -54,6 +71,8 @@ class Vm:
     name: str
     devices: list[dict[str, Any]] = field(default_factory=list)
     mapping: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Each source's latest mapping; ``mapping`` is their merge.
+    sources: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     api_version: int | None = None
     last_heartbeat: float | None = None
     rejected: Counter[str] = field(default_factory=Counter)
@@ -77,10 +96,13 @@ class Vm:
         self.api_version = max(0, min(reported_version, AGENT_API_VERSION))
         return self.api_version
 
-    def set_mapping(self, mapping: dict[str, dict[str, Any]]) -> bool:
-        if mapping == self.mapping:
+    def set_mapping(self, mapping: dict[str, dict[str, Any]], source: str = AGENT) -> bool:
+        """Record ``source``'s latest mapping; True if the merged mapping changed."""
+        self.sources[source] = mapping
+        merged = merge_mappings(self.sources)
+        if merged == self.mapping:
             return False
-        self.mapping = mapping
+        self.mapping = merged
         self._hash = None
         return True
 
@@ -138,13 +160,18 @@ class Vm:
             "name": self.name,
             "devices": self.devices,
             "guestDiskMapping": self.mapping,
+            "mappingSources": self.sources,
         }
 
     @classmethod
     def from_definition(cls, data: dict[str, Any]) -> Vm:
+        mapping = dict(data.get("guestDiskMapping", {}))
+        # State written before there were two sources holds the agent's mapping only.
+        sources = data.get("mappingSources") or ({AGENT: mapping} if mapping else {})
         return cls(
             id=str(data["vmId"]),
             name=str(data["name"]),
             devices=list(data.get("devices", [])),
-            mapping=dict(data.get("guestDiskMapping", {})),
+            mapping=mapping,
+            sources=dict(sources),
         )

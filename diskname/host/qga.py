@@ -1,0 +1,157 @@
+"""qemu-guest-agent as a second source of a VM's guest disk mapping.
+
+For a VM whose QEMU serves ``<channels-dir>/<vm_id>.org.qemu.guest_agent.0``
+the host connects (retrying while the VM is down), resynchronises with
+``guest-sync-delimited``, and asks ``guest-get-disks`` (``guest-get-fsinfo``
+when that fails). qemu-ga is pull only, so the host asks right after every
+hot-plug or unplug, a few more times while the guest settles, and then every
+``interval`` seconds. Its answers are as untrusted as the agent's: anything
+bad is counted in ``Vm.rejected`` under ``qga_<reason>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+from ..protocol import qga
+from ..protocol.errors import RemoteProtocolError
+from ..protocol.lines import NeedData
+from ..streams import READ_CHUNK
+from .serving import dial_forever
+from .vm import QEMU_GA, Vm
+
+log = logging.getLogger(__name__)
+
+QGA_SUFFIX = ".org.qemu.guest_agent.0"
+# After a hot-plug the guest names the disk within ~0.1-0.2 s (FACTS §2);
+# later re-checks catch a slow guest (VDSM re-checked once, after 10 s).
+HOTPLUG_RECHECKS = (0.1, 0.5, 2.0, 10.0)
+REPLY_TIMEOUT = 5.0
+BACKOFF_INITIAL = 0.2
+BACKOFF_CAP = 5.0
+
+
+def qga_path(channels_dir: Path, vm_id: str) -> Path:
+    return channels_dir / f"{vm_id}{QGA_SUFFIX}"
+
+
+class QgaWire:
+    """One qemu-ga connection: send a command, wait for its reply."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.conn = qga.QgaConnection()
+        self._ids = itertools.count(random.randrange(1, 2**31))
+
+    async def sync(self) -> None:
+        event = await self._exchange(self.conn.sync(next(self._ids)))
+        if not isinstance(event, qga.Synced):
+            raise RemoteProtocolError("qemu-ga did not sync", reason="bad_reply")
+
+    async def call(self, name: str) -> qga.Return | qga.Error:
+        event = await self._exchange(qga.command(name))
+        if isinstance(event, qga.Synced):
+            raise RemoteProtocolError("an unexpected sync reply", reason="bad_reply")
+        return event
+
+    async def _exchange(self, data: bytes) -> qga.Synced | qga.Return | qga.Error:
+        self.writer.write(data)
+        await self.writer.drain()
+        eof = False
+        async with asyncio.timeout(REPLY_TIMEOUT):
+            while isinstance(event := self.conn.next_event(), NeedData):
+                if eof:
+                    raise ConnectionResetError("qemu-ga closed the connection")
+                chunk = await self.reader.read(READ_CHUNK)
+                self.conn.receive_data(chunk)
+                eof = not chunk
+            return event
+
+
+class QgaChannel:
+    """Polls one VM's qemu-ga and keeps its ``qemu-ga`` mapping source current.
+
+    ``on_change(vm)`` is called after the VM's merged mapping changed.
+    """
+
+    def __init__(
+        self,
+        vm: Vm,
+        path: Path,
+        on_change: Callable[[Vm], None],
+        interval: float = 30.0,
+        rechecks: tuple[float, ...] = HOTPLUG_RECHECKS,
+    ) -> None:
+        self.vm, self.path, self.interval = vm, path, interval
+        self._on_change, self._rechecks = on_change, rechecks
+        self._due: list[float] = []
+        self._wake = asyncio.Event()
+        self.connected = asyncio.Event()
+        self.queries = 0
+
+    def poke(self) -> None:
+        """The VM's disks changed: ask now, then again while the guest settles."""
+        now = asyncio.get_running_loop().time()
+        self._due = [now + delay for delay in self._rechecks]
+        self._wake.set()
+
+    async def run(self) -> None:
+        await dial_forever(self.path, self._session, BACKOFF_INITIAL, BACKOFF_CAP)
+
+    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        wire = QgaWire(reader, writer)
+        try:
+            await wire.sync()
+            self.connected.set()
+            while True:
+                await self._query(wire)
+                await self._wait_due()
+        except RemoteProtocolError as exc:
+            # The stream is out of step: count it, reconnect and resync.
+            self._reject(exc.reason)
+        except TimeoutError:
+            self._reject("timeout")
+        finally:
+            self.connected.clear()
+
+    async def _query(self, wire: QgaWire) -> None:
+        build = qga.mapping_from_disks
+        reply = await wire.call("guest-get-disks")
+        if isinstance(reply, qga.Error):
+            # QEMU before 5.2, or the command disabled in this guest.
+            build = qga.mapping_from_fsinfo
+            reply = await wire.call("guest-get-fsinfo")
+        if isinstance(reply, qga.Error):
+            self._reject("error_reply")
+            return
+        try:
+            mapping = build(reply.value)
+        except RemoteProtocolError as exc:
+            self._reject(exc.reason)
+            return
+        self.queries += 1
+        if self.vm.set_mapping(mapping, QEMU_GA):
+            self._on_change(self.vm)
+
+    async def _wait_due(self) -> None:
+        loop = asyncio.get_running_loop()
+        periodic = loop.time() + self.interval
+        while True:
+            now = loop.time()
+            due = min([*self._due, periodic])
+            if now >= due:
+                self._due = [t for t in self._due if t > now]
+                return
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(due - now):
+                    await self._wake.wait()
+
+    def _reject(self, reason: str) -> None:
+        self.vm.rejected[f"qga_{reason}"] += 1

@@ -99,6 +99,19 @@ def _add_agent(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report-interval", default=S, help="seconds between full reports (60)")
     p.add_argument("--heartbeat-interval", default=S, help="seconds (5)")
     p.add_argument("--name-delay", default=S, help="sim source: seconds until a disk shows")
+    p.add_argument(
+        "--uevents", choices=["udev", "kernel"], default=S, help="default: udev if udevd runs"
+    )
+    p.add_argument(
+        "--print",
+        dest="print_only",
+        action="store_true",
+        default=S,
+        help="print each changed mapping as a JSON line instead of sending it",
+    )
+    p.add_argument(
+        "--once", action="store_true", default=S, help="print the current mapping and exit"
+    )
 
 
 def _add_host(p: argparse.ArgumentParser) -> None:

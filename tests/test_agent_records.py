@@ -44,9 +44,39 @@ def test_mapping_is_keyed_by_trimmed_serial_with_present_extensions_only() -> No
     }
 
 
-def test_records_without_a_serial_are_left_out_for_now() -> None:
-    records = [DeviceRecord("/dev/vdc", address="0000:00:06.0"), DeviceRecord("/dev/vdd", "  ")]
-    assert build_mapping(records) == {}
+def test_records_without_a_serial_are_keyed_by_address_then_name() -> None:
+    records = [
+        DeviceRecord("/dev/vdc", address="0000:00:06.0"),
+        DeviceRecord("/dev/sdb", " ", address="0000:00:04.0", scsi_address="2:0:0:1"),
+        DeviceRecord("/dev/vdd", "  "),
+    ]
+    assert mapping_json(build_mapping(records)) == {
+        "address:0000:00:06.0": {"name": "/dev/vdc", "address": "0000:00:06.0"},
+        "address:2:0:0:1": {
+            "name": "/dev/sdb",
+            "address": {"pci": "0000:00:04.0", "scsi": "2:0:0:1"},
+        },
+        "name:/dev/vdd": {"name": "/dev/vdd"},
+    }
+
+
+def test_the_engine_names_a_serial_less_disk_by_its_address() -> None:
+    # Only the engine's pure matcher, to pin the seam the address key relies on.
+    from diskname.engine.matching import VmDisk, match_names
+
+    records = [DeviceRecord("/dev/sdb", address="0000:00:04.0", scsi_address="0:0:0:1")]
+    disks = [VmDisk("d1", "1a2b3c4d-5e6f-7a8b-9", address="0:0:0:1")]
+    result = match_names(disks, mapping_json(build_mapping(records)))
+    assert result.names == {"d1": "/dev/sdb"}
+    assert result.sources == {"d1": "address"}
+
+
+def test_original_agent_keys_match_the_engine() -> None:
+    from diskname.engine.matching import VmDisk, match_names
+
+    serial = "1a2b3c4d-5e6f-7a8b-9"
+    mapping = {f"0QEMU_QEMU_HARDDISK_{serial}": {"name": "/dev/sda"}}
+    assert match_names([VmDisk("d1", serial)], mapping).names == {"d1": "/dev/sda"}
 
 
 def test_a_shared_serial_goes_to_the_first_name() -> None:
@@ -107,16 +137,25 @@ def test_parse_endpoint() -> None:
             parse_endpoint(bad)
 
 
-def test_virtio_serial_channels_are_a_clear_not_yet() -> None:
-    with pytest.raises(TransportUnavailable, match="not supported yet"):
-        resolve_endpoint(None, "/dev/virtio-ports/ovirt-guest-agent.0")
+def test_the_transport_is_connect_then_channel_then_the_two_virtio_ports() -> None:
+    assert resolve_endpoint("unix:/s", "/dev/x") == Endpoint(kind="unix", path="/s")
+    assert resolve_endpoint(None, "/dev/x") == Endpoint(kind="chardev", paths=("/dev/x",))
+    assert resolve_endpoint(None, None).paths == (
+        "/dev/virtio-ports/ovirt-guest-agent.0",
+        "/dev/virtio-ports/com.redhat.rhevm.vdsm",
+    )
 
 
-def test_only_the_sim_source_exists_yet() -> None:
-    with pytest.raises(SourceUnavailable, match="not available yet"):
-        make_source(AgentConfig(connect="unix:/x"))
+def test_sources_by_name() -> None:
+    from diskname.agent.sources.udev import UdevSource
+
+    assert isinstance(make_source(AgentConfig(connect="unix:/x")), UdevSource)
     with pytest.raises(SourceUnavailable, match="--sim-hw"):
         make_source(AgentConfig(connect="unix:/x", source="sim"))
+    with pytest.raises(SourceUnavailable, match="uevents"):
+        make_source(AgentConfig(connect="unix:/x", uevents="both"))
+    with pytest.raises(SourceUnavailable, match="unknown source"):
+        make_source(AgentConfig(connect="unix:/x", source="wmi"))
 
 
 def test_backoff_doubles_to_a_cap_and_resets() -> None:

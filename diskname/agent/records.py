@@ -1,6 +1,6 @@
 """Device records and the mapping the agent reports, without I/O.
 
-Every source (sim now, udev later) produces :class:`DeviceRecord` values; one
+Every source (sim, udev) produces :class:`DeviceRecord` values; one
 function turns them into the ``disks-usage`` mapping, so the serial rules live
 in one place.
 """
@@ -22,7 +22,10 @@ class DeviceRecord:
     name: str
     serial: str | None = None
     bus: str | None = None
+    # The PCI function (or, for the sim source, whatever the host gave), and
+    # for disks behind a SCSI host also the SCSI ``h:c:t:l``.
     address: str | None = None
+    scsi_address: str | None = None
     diskseq: int | None = None
     by_id: tuple[str, ...] = ()
     by_path: str | None = None
@@ -32,22 +35,37 @@ class DeviceRecord:
     mountpoints: tuple[str, ...] = ()
 
 
-def mapping_key(record: DeviceRecord) -> str | None:
-    """The key a record is reported under, or None to leave it out.
+def mapping_key(record: DeviceRecord) -> str:
+    """The key a record is reported under.
 
-    Serials are trimmed of the padding ATA and NVMe add. A disk without a
-    serial is skipped for now; keying it by its address is the seam for the
-    address fallback (SPEC §2), to be filled in here.
+    The bare serial, trimmed of the padding ATA and NVMe add. The original
+    agent used udev's ``ID_SERIAL`` (bus-prefixed for SCSI and SATA); the
+    engine accepts both, since it matches a key that equals or ends with the
+    disk's serial. The bare one is what sysfs gives too, so the key (and the
+    host's hash) stays the same whether or not udevd is running.
+
+    A disk without a serial is still reported, under ``address:<address>``
+    (or ``name:<name>`` when even that is unknown): no disk serial ends that
+    way, so the engine falls back to the entry's ``address`` field (SPEC §2).
     """
     serial = (record.serial or "").strip()
-    return serial or None
+    if serial:
+        return serial
+    where = record.scsi_address or record.address
+    return f"address:{where}" if where else f"name:{record.name}"
+
+
+def _address(record: DeviceRecord) -> str | dict[str, str] | None:
+    if record.address and record.scsi_address:
+        return {"pci": record.address, "scsi": record.scsi_address}
+    return record.address or record.scsi_address
 
 
 def _extras(record: DeviceRecord) -> dict[str, Any]:
     scalars = {
         "diskseq": record.diskseq,
         "bus": record.bus,
-        "address": record.address,
+        "address": _address(record),
         "by_path": record.by_path,
         "size": record.size,
     }
@@ -68,7 +86,7 @@ def to_entry(record: DeviceRecord) -> DiskEntry:
 
 
 def build_mapping(records: Iterable[DeviceRecord]) -> dict[str, DiskEntry]:
-    """``{serial: DiskEntry}`` for every record with a usable serial.
+    """``{key: DiskEntry}`` for every record (see :func:`mapping_key`).
 
     Records are taken in name order and the first one wins a shared serial
     (NVMe namespaces share their controller's), so the result is stable.
@@ -76,7 +94,7 @@ def build_mapping(records: Iterable[DeviceRecord]) -> dict[str, DiskEntry]:
     mapping: dict[str, DiskEntry] = {}
     for record in sorted(records, key=lambda r: r.name):
         key = mapping_key(record)
-        if key is None or key in mapping or len(mapping) >= MAX_MAPPING_ENTRIES:
+        if key in mapping or len(mapping) >= MAX_MAPPING_ENTRIES:
             continue
         mapping[key] = to_entry(record)
     return mapping

@@ -4,6 +4,10 @@ One connection at a time to the host; on each (re)connect a heartbeat and the
 current mapping go out first. After that: a heartbeat every
 ``heartbeat_interval``, a ``disks-usage`` as soon as the mapping changes
 (bursts coalesced), on ``refresh`` and every ``report_interval``.
+
+``print_only`` writes each changed report to stdout instead of sending it;
+``once`` prints the current one and returns (what an admin runs first when a
+name looks wrong).
 """
 
 from __future__ import annotations
@@ -11,21 +15,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TextIO
+
+import orjson
 
 from ..protocol import agent_wire as aw
 from ..protocol.errors import RemoteProtocolError
-from ..streams import close_writer, read_lines
+from ..streams import read_lines
 from .records import build_mapping, mapping_json
 from .sources.base import Source, SourceUnavailable
 from .sources.sim import SimSource
-from .transport import Backoff, Endpoint, connect_forever, resolve_endpoint
+from .transport import Backoff, Endpoint, Link, connect_forever, resolve_endpoint
 
 log = logging.getLogger(__name__)
 
-# A session shorter than this does not earn a reset of the back-off, so a host
-# that accepts and drops at once is not hammered.
+# A session earns a reset of the back-off when the host spoke in it or it
+# lasted this long. A virtio-serial port opens even with no host behind it and
+# then reads end-of-file at once: such sessions keep backing off to the cap.
 _STABLE_SESSION = 1.0
 
 
@@ -39,6 +47,10 @@ class AgentConfig:
     heartbeat_interval: float = 5.0
     name_delay: float = 0.0
     coalesce: float = 0.02
+    # udev source: "udev" or "kernel" uevents; empty: udev when udevd runs.
+    uevents: str | None = None
+    once: bool = False
+    print_only: bool = False
 
 
 def make_source(config: AgentConfig) -> Source:
@@ -47,45 +59,72 @@ def make_source(config: AgentConfig) -> Source:
         if not config.sim_hw:
             raise SourceUnavailable("--source sim needs --sim-hw unix:PATH")
         return SimSource(config.sim_hw, config.name_delay)
-    raise SourceUnavailable(f"source {config.source!r} is not available yet (use sim)")
+    if config.source == "udev":
+        from .sources.udev import UdevSource
+
+        if config.uevents not in (None, "udev", "kernel"):
+            raise SourceUnavailable(f"uevents must be udev or kernel, not {config.uevents!r}")
+        return UdevSource(monitor_source=config.uevents)
+    raise SourceUnavailable(f"unknown source {config.source!r} (udev or sim)")
 
 
-class _Link:
-    """One live connection to the host; a failed write just ends it."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-
-    def send(self, msg: aw.Message) -> None:
-        if self.writer.is_closing():
-            return
-        try:
-            self.writer.write(aw.encode_message(msg))
-        except (ConnectionError, OSError):
-            self.writer.close()
+def _send(link: Link, msg: aw.Message) -> None:
+    link.write(aw.encode_message(msg))
 
 
 class AgentService:
-    def __init__(self, config: AgentConfig, source: Source | None = None) -> None:
+    def __init__(
+        self, config: AgentConfig, source: Source | None = None, out: TextIO | None = None
+    ) -> None:
         self.config = config
         self._endpoint: Endpoint = resolve_endpoint(config.connect, config.channel)
         self._source = source if source is not None else make_source(config)
+        self._out = out
         self._wake = asyncio.Event()
         self._force = False
+        self._host_spoke = False
         self.api_version = aw.AGENT_API_VERSION
         self.connections = 0
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
         await self._source.start()
         try:
+            if self.config.once:
+                self._print(self.report(), indent=True)
+                return
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._watch_source(), name="agent-source")
-                tg.create_task(self._connect_loop(ready), name="agent-link")
+                if self.config.print_only:
+                    tg.create_task(self._print_reports(ready), name="agent-print")
+                else:
+                    tg.create_task(self._connect_loop(ready), name="agent-link")
         finally:
             await self._source.close()
 
     def current_mapping(self) -> dict[str, dict[str, Any]]:
         return mapping_json(build_mapping(self._source.snapshot()))
+
+    def report(self) -> dict[str, Any]:
+        """What ``--print`` shows: the mapping and the filesystems, as sent."""
+        return {"mapping": self.current_mapping(), "disks": self._source.filesystems()}
+
+    def _print(self, report: dict[str, Any], indent: bool = False) -> None:
+        out = self._out or sys.stdout
+        option = orjson.OPT_INDENT_2 if indent else 0
+        out.write(orjson.dumps(report, option=option).decode() + "\n")
+        out.flush()
+
+    async def _print_reports(self, ready: asyncio.Event | None) -> None:
+        last = None
+        while True:
+            report = self.report()
+            if report["mapping"] != last:
+                self._print(report)
+                last = report["mapping"]
+            if ready is not None:
+                ready.set()
+            await self._wake.wait()
+            self._wake.clear()
 
     async def _watch_source(self) -> None:
         while True:
@@ -98,23 +137,25 @@ class AgentService:
         backoff = Backoff()
         loop = asyncio.get_running_loop()
         while True:
-            reader, writer = await connect_forever(self._endpoint, backoff)
+            link = await connect_forever(self._endpoint, backoff)
             self.connections += 1
             log.info("connected to host at %s", self._endpoint)
             if ready is not None:
                 ready.set()
             started = loop.time()
+            self._host_spoke = False
             try:
-                await self._session(_Link(reader, writer))
+                await self._session(link)
             finally:
-                await close_writer(writer)
-            if loop.time() - started >= _STABLE_SESSION:
+                link.close()
+                await link.wait_closed()
+            if self._host_spoke or loop.time() - started >= _STABLE_SESSION:
                 backoff.reset()
             await asyncio.sleep(backoff.next())
 
-    async def _session(self, link: _Link) -> None:
+    async def _session(self, link: Link) -> None:
         self.api_version = aw.AGENT_API_VERSION
-        link.send(aw.Heartbeat(api_version=aw.AGENT_API_VERSION))
+        _send(link, aw.Heartbeat(api_version=aw.AGENT_API_VERSION))
         async with asyncio.TaskGroup() as tg:
             tasks = [
                 tg.create_task(self._heartbeats(link)),
@@ -124,18 +165,18 @@ class AgentService:
             for task in tasks:
                 task.cancel()
 
-    async def _heartbeats(self, link: _Link) -> None:
+    async def _heartbeats(self, link: Link) -> None:
         while True:
             await asyncio.sleep(self.config.heartbeat_interval)
-            link.send(aw.Heartbeat(api_version=aw.AGENT_API_VERSION))
+            _send(link, aw.Heartbeat(api_version=aw.AGENT_API_VERSION))
 
-    async def _reports(self, link: _Link) -> None:
+    async def _reports(self, link: Link) -> None:
         last: dict[str, dict[str, Any]] | None = None
         while True:
             mapping = self.current_mapping()
             if self._force or mapping != last:
                 self._force = False
-                link.send(self._usage(mapping))
+                _send(link, self._usage(mapping))
                 last = mapping
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.config.report_interval):
@@ -148,9 +189,10 @@ class AgentService:
         if self.api_version < 1:
             # A legacy host: send only what the original agent sent.
             mapping = {key: {"name": entry["name"]} for key, entry in mapping.items()}
-        return aw.DisksUsage(mapping=aw.parse_mapping(mapping))
+        disks = tuple(self._source.filesystems())
+        return aw.DisksUsage(mapping=aw.parse_mapping(mapping), disks=disks)
 
-    async def _read_commands(self, link: _Link) -> None:
+    async def _read_commands(self, link: Link) -> None:
         async for line in read_lines(link.reader):
             if not isinstance(line, bytes):
                 continue
@@ -159,6 +201,7 @@ class AgentService:
             except RemoteProtocolError as exc:
                 log.warning("ignoring a bad line from the host: %s", exc.reason)
                 continue
+            self._host_spoke = True
             self._handle(msg)
 
     def _handle(self, msg: aw.Message) -> None:

@@ -1,1 +1,1 @@
-"""Where device records come from: the sim guest kernel now, udev later."""
+"""Where device records come from: udev on a real guest, the sim guest kernel in tests."""

@@ -1,8 +1,8 @@
-"""The seam every device source plugs into (sim now, udev in a later issue)."""
+"""The seam every device source plugs into (sim, udev)."""
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..records import DeviceRecord
 
@@ -18,6 +18,10 @@ class Source(Protocol):
 
     def snapshot(self) -> list[DeviceRecord]:
         """The disks visible right now."""
+        ...
+
+    def filesystems(self) -> list[dict[str, Any]]:
+        """Usage of the mounted filesystems on those disks: ``{path, fs, total, used}``."""
         ...
 
     async def wait_changed(self) -> None:

@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
 from ...protocol.errors import RemoteProtocolError
 from ...protocol.simhw import HardwareState, VirtualDisk, decode_state
-from ...streams import close_writer, read_lines
+from ...streams import read_lines
 from ..records import DeviceRecord
 from ..transport import Backoff, connect_forever, parse_endpoint
 
@@ -120,6 +121,9 @@ class SimSource:
     def snapshot(self) -> list[DeviceRecord]:
         return sorted(self._visible.values(), key=lambda r: r.name)
 
+    def filesystems(self) -> list[dict[str, Any]]:
+        return []  # simulated disks hold no filesystems
+
     async def wait_changed(self) -> None:
         await self._changed.wait()
         self._changed.clear()
@@ -127,13 +131,15 @@ class SimSource:
     async def _follow(self) -> None:
         backoff = Backoff()
         while True:
-            reader, writer = await connect_forever(self._endpoint, backoff)
+            link = await connect_forever(self._endpoint, backoff)
+            backoff.reset()  # a socket that accepts is the host itself
             self.connected.set()
             try:
-                await self._read_states(reader)
+                await self._read_states(link.reader)
             finally:
                 self.connected.clear()
-                await close_writer(writer)
+                link.close()
+                await link.wait_closed()
             await asyncio.sleep(backoff.next())
 
     async def _read_states(self, reader: asyncio.StreamReader) -> None:

@@ -1,0 +1,1 @@
+"""Real-VM test support: the guest image and QEMU launch."""

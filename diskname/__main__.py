@@ -121,6 +121,12 @@ def _add_host(p: argparse.ArgumentParser) -> None:
     p.add_argument("--channel-mode", choices=["connect", "listen"], default=S)
     p.add_argument("--hypervisor", choices=["sim"], default=S)
     p.add_argument("--host-id", default=S)
+    p.add_argument("--no-qemu-ga", action="store_true", default=S, help="ignore qemu-ga channels")
+    p.add_argument("--qga-interval", default=S, help="seconds between qemu-ga polls (30)")
+    p.add_argument("--tls-cert", default=S, help="serve JSON-RPC over TLS with this certificate")
+    p.add_argument("--tls-key", default=S, help="the private key of --tls-cert")
+    p.add_argument("--tls-ca", default=S, help="require client certificates signed by this CA")
+    p.add_argument("--rpc-token", default=S, help="clients must call Host.authenticate {token}")
 
 
 def _add_engine(p: argparse.ArgumentParser) -> None:

@@ -3,13 +3,21 @@
 Transport only: the methods come from :mod:`.api`. A bad client gets an error
 reply for every bad frame and keeps its connection; a client that stops
 reading loses its notifications (and then its connection), not our memory.
+
+Optionally TLS (with client certificates required when a CA is given) and a
+shared token: with a token set, a connection must first call
+``Host.authenticate {"token": ...}``; until then every other call is answered
+with ``UNAUTHORIZED`` and no notifications are sent to it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
+import ssl
 from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from ..protocol import jsonrpc
@@ -21,6 +29,28 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 MAX_UNREAD = 4 * 1024 * 1024
+AUTHENTICATE = "Host.authenticate"
+TLS_HANDSHAKE_TIMEOUT = 10.0
+
+
+def server_ssl_context(
+    cert: Path | None, key: Path | None, ca: Path | None
+) -> ssl.SSLContext | None:
+    """TLS for the JSON-RPC server, or None for plain TCP.
+
+    ``ca`` set: a client must present a certificate that ``ca`` signed.
+    """
+    if cert is None and key is None and ca is None:
+        return None
+    if cert is None or key is None:
+        raise ValueError("TLS needs both tls_cert and tls_key")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert, key)
+    if ca is not None:
+        context.load_verify_locations(cafile=ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
 
 
 class MethodError(Exception):
@@ -40,14 +70,29 @@ def _params(params: jsonrpc.Params) -> dict[str, Any]:
 
 
 class RpcServer:
-    def __init__(self, methods: Mapping[str, Handler]) -> None:
+    def __init__(
+        self,
+        methods: Mapping[str, Handler],
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        token: str | None = None,
+    ) -> None:
         self._methods = dict(methods)
+        self._ssl = ssl_context
+        self._token = token.encode() if token else None
         self._server: asyncio.Server | None = None
         self._connections = Connections()
+        self._authenticated: set[asyncio.StreamWriter] = set()
         self.port = 0
 
     async def start(self, host: str, port: int) -> int:
-        self._server = await asyncio.start_server(self._accepted, host, port)
+        self._server = await asyncio.start_server(
+            self._accepted,
+            host,
+            port,
+            ssl=self._ssl,
+            ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT if self._ssl else None,
+        )
         self.port = self._server.sockets[0].getsockname()[1]
         return self.port
 
@@ -55,7 +100,7 @@ class RpcServer:
         """Send a notification to every connected client."""
         line = jsonrpc.encode_frame(frame)
         for writer in self._connections.writers:
-            if writer.is_closing():
+            if writer.is_closing() or not self._may_talk(writer):
                 continue
             if writer.transport.get_write_buffer_size() > MAX_UNREAD:
                 log.warning("dropping a JSON-RPC client that does not read")
@@ -72,14 +117,30 @@ class RpcServer:
     async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await self._connections.serve(writer, self._client(reader, writer))
 
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        async for event in read_lines(reader, LineDecoder(MAX_LINE)):
-            reply = await self._reply_to(event)
-            if reply is not None and not writer.is_closing():
-                writer.write(jsonrpc.encode_frame(reply))
-                await writer.drain()
+    def _may_talk(self, writer: asyncio.StreamWriter) -> bool:
+        return self._token is None or writer in self._authenticated
 
-    async def _reply_to(self, event: object) -> jsonrpc.Frame | None:
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async for event in read_lines(reader, LineDecoder(MAX_LINE)):
+                reply = await self._reply_to(event, writer)
+                if reply is not None and not writer.is_closing():
+                    writer.write(jsonrpc.encode_frame(reply))
+                    await writer.drain()
+        finally:
+            self._authenticated.discard(writer)
+
+    def _authenticate(
+        self, request: jsonrpc.Request, writer: asyncio.StreamWriter
+    ) -> jsonrpc.Frame:
+        given = request.params.get("token") if isinstance(request.params, dict) else None
+        if self._token is not None:
+            if not isinstance(given, str) or not hmac.compare_digest(given.encode(), self._token):
+                return jsonrpc.ErrorResponse(request.id, jsonrpc.UNAUTHORIZED, "wrong token")
+            self._authenticated.add(writer)
+        return jsonrpc.Response(request.id, True)
+
+    async def _reply_to(self, event: object, writer: asyncio.StreamWriter) -> jsonrpc.Frame | None:
         if isinstance(event, Oversized):
             return jsonrpc.ErrorResponse(None, jsonrpc.INVALID_REQUEST, "request line too long")
         if not isinstance(event, bytes) or not event.strip():
@@ -88,9 +149,15 @@ class RpcServer:
             frame = jsonrpc.parse_frame(event)
         except jsonrpc.JsonRpcError as exc:
             return exc.to_response()
-        if isinstance(frame, jsonrpc.Request):
-            return await self._call(frame)
-        return None  # notifications and responses from a client need no answer
+        if not isinstance(frame, jsonrpc.Request):
+            return None
+        if frame.method == AUTHENTICATE:
+            return self._authenticate(frame, writer)
+        if not self._may_talk(writer):
+            return jsonrpc.ErrorResponse(
+                frame.id, jsonrpc.UNAUTHORIZED, f"call {AUTHENTICATE} with the token first"
+            )
+        return await self._call(frame)  # notifications and responses from a client need no answer
 
     async def _call(self, request: jsonrpc.Request) -> jsonrpc.Frame:
         handler = self._methods.get(request.method)

@@ -25,7 +25,7 @@ from .hypervisors.base import Hypervisor
 from .hypervisors.sim import SimHypervisor, hw_path
 from .qga import QgaChannel, qga_path
 from .registry import Registry
-from .rpc import RpcServer
+from .rpc import RpcServer, server_ssl_context
 from .vm import UnknownDevice, Vm
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,13 @@ class HostConfig:
     # asked after every hot-plug and then every qga_interval seconds.
     qemu_ga: bool = True
     qga_interval: float = 30.0
+    # JSON-RPC over TLS when tls_cert/tls_key are set; with tls_ca, clients
+    # must present a certificate signed by it.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
+    # When set, a connection must call Host.authenticate {token} first.
+    rpc_token: str | None = None
 
 
 def make_hypervisor(config: HostConfig) -> Hypervisor:
@@ -78,7 +85,11 @@ class HostService:
         self.registry = Registry(config.state_dir)
         self.hypervisor = make_hypervisor(config)
         self.hypervisor_name = config.hypervisor
-        self.rpc = RpcServer(HostApi(self).methods())
+        self.rpc = RpcServer(
+            HostApi(self).methods(),
+            ssl_context=server_ssl_context(config.tls_cert, config.tls_key, config.tls_ca),
+            token=config.rpc_token,
+        )
         self.registry.add_listener(self._hash_changed)
         self._launcher = guest_launcher
         self._running: dict[str, _Running] = {}

@@ -68,6 +68,7 @@ class AgentChannel:
         self.vm, self.path, self.mode = vm, path, mode
         self.protocol = GuestProtocol(vm, on_change, RateLimit(rate_limit))
         self._current: asyncio.StreamWriter | None = None
+        self._decoder: LineDecoder | None = None
         self._connections = Connections()
         self.connected = asyncio.Event()
 
@@ -101,6 +102,11 @@ class AgentChannel:
     async def _connect_forever(self) -> None:
         await dial_forever(self.path, self._serve, BACKOFF_INITIAL, BACKOFF_CAP)
 
+    @property
+    def buffered(self) -> int:
+        """Bytes held for the current connection's unfinished line (bounded)."""
+        return self._decoder.buffered if self._decoder is not None else 0
+
     async def _close_all(self) -> None:
         if self._current is not None:
             self._current.close()
@@ -110,9 +116,10 @@ class AgentChannel:
         self._current = writer
         self.connected.set()
         loop = asyncio.get_running_loop()
+        self._decoder = decoder = LineDecoder(MAX_LINE)
         try:
             self._send(writer, self.protocol.connected())
-            async for event in read_lines(reader, LineDecoder(MAX_LINE)):
+            async for event in read_lines(reader, decoder):
                 self._send(writer, self.protocol.receive(event, loop.time()))
         finally:
             if self._current is writer:

@@ -119,7 +119,7 @@ def _add_host(p: argparse.ArgumentParser) -> None:
     p.add_argument("--state-dir", default=S, help="VM definitions survive restarts here")
     p.add_argument("--channels-dir", default=S, help="per-VM agent channel sockets")
     p.add_argument("--channel-mode", choices=["connect", "listen"], default=S)
-    p.add_argument("--hypervisor", choices=["sim"], default=S)
+    p.add_argument("--hypervisor", choices=["sim", "qemu"], default=S)
     p.add_argument("--host-id", default=S)
     p.add_argument("--no-qemu-ga", action="store_true", default=S, help="ignore qemu-ga channels")
     p.add_argument("--qga-interval", default=S, help="seconds between qemu-ga polls (30)")

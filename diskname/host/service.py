@@ -64,7 +64,11 @@ class HostConfig:
 def make_hypervisor(config: HostConfig) -> Hypervisor:
     if config.hypervisor == "sim":
         return SimHypervisor(config.channels_dir)
-    raise ValueError(f"hypervisor {config.hypervisor!r} is not available yet (use sim)")
+    if config.hypervisor == "qemu":
+        from .hypervisors.qemu import QemuHypervisor
+
+        return QemuHypervisor(config.channels_dir, config.state_dir)
+    raise ValueError(f"hypervisor {config.hypervisor!r} is not available (use sim or qemu)")
 
 
 @dataclass

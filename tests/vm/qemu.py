@@ -40,31 +40,57 @@ def hotplug_buses() -> list[str]:
     return [*args, "-device", f"virtio-scsi-pci,id={SCSI_CONTROLLER},bus=pcie.0"]
 
 
-def bare_machine(qmp: Path) -> list[str]:
-    """A q35 machine with hot-plug buses and no guest, stopped (-S): fast, no boot."""
+def qmp_monitor(path: Path) -> list[str]:
+    return ["-qmp", f"unix:{path},server=on,wait=off"]
+
+
+def bare_machine(*qmp: Path) -> list[str]:
+    """A q35 machine with hot-plug buses and no guest, stopped (-S): fast, no boot.
+
+    One QMP monitor per path (QEMU serves one client per monitor at a time).
+    """
+    monitors = [arg for path in qmp for arg in qmp_monitor(path)]
     return [
         QEMU, "-machine", "q35", "-accel", "tcg", "-nodefaults", "-display", "none", "-S",
-        "-qmp", f"unix:{qmp},server=on,wait=off", *hotplug_buses(),
+        *monitors, *hotplug_buses(),
     ]  # fmt: skip
+
+
+def _remove(path: Path) -> None:
+    path.unlink(missing_ok=True)
+
+
+def _tail(log: Path, chars: int = 3000) -> str:
+    return log.read_text(errors="replace")[-chars:]
+
+
+async def _accepts(path: Path) -> bool:
+    try:
+        _, writer = await asyncio.open_unix_connection(str(path))
+    except OSError:
+        return False
+    writer.close()
+    return True
 
 
 @contextlib.asynccontextmanager
 async def running(
-    args: Sequence[str], log: Path, qmp: Path
+    args: Sequence[str], log: Path, qmp: Path, timeout: float = 30.0
 ) -> AsyncIterator[asyncio.subprocess.Process]:
-    """Run QEMU until the block ends (then kill it); enter once its QMP socket exists."""
+    """Run QEMU until the block ends (then kill it); enter once ``qmp`` accepts connections."""
+    _remove(qmp)  # a socket left by an earlier run would look ready
     with open(log, "ab") as out:  # noqa: ASYNC230 - a local log file
         proc = await asyncio.create_subprocess_exec(
             *args, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out
         )
     try:
 
-        def ready() -> bool:
+        async def ready() -> bool:
             if proc.returncode is not None:
-                raise AssertionError(f"QEMU exited {proc.returncode}: {log.read_text()[-2000:]}")
-            return qmp.exists()
+                raise AssertionError(f"QEMU exited {proc.returncode}: {_tail(log)}")
+            return await _accepts(qmp)
 
-        await wait_until(ready, timeout=30, interval=0.02)
+        await wait_until(ready, timeout=timeout, interval=0.02)
         yield proc
     finally:
         if proc.returncode is None:

@@ -234,3 +234,24 @@ async def test_without_qemu_ga_no_channel_runs(short_dir: Path) -> None:
     async with running_host(short_dir, qemu_ga=False) as host:
         vm: Vm = await host.create_vm(str(uuid.uuid4()), "plain", [])
         assert host._running[vm.id].qga is None
+
+
+async def test_a_silent_qemu_ga_is_asked_again_on_the_same_connection(
+    short_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("diskname.host.qga.REPLY_TIMEOUT", 0.2)
+    syncs: list[int] = []
+
+    async def late(cmd: dict[str, Any]) -> bytes:
+        if cmd["execute"] == "guest-sync-delimited":
+            syncs.append(cmd["arguments"]["id"])
+            # qemu-ga not running yet: the first sync goes unanswered.
+            return sync_reply(cmd) if len(syncs) > 1 else b""
+        return answer([{"name": "/dev/vda", "partition": False}])
+
+    async with running_host(short_dir) as host:
+        vm = await host.create_vm(str(uuid.uuid4()), "late", [])
+        async with fake_qemu_ga(qga_path(host.config.channels_dir, vm.id), late):
+            await wait_until(lambda: vm.mapping)
+        assert len(syncs) == 2 and syncs[0] != syncs[1]
+        assert vm.rejected == {}

@@ -33,6 +33,9 @@ QGA_SUFFIX = ".org.qemu.guest_agent.0"
 # later re-checks catch a slow guest (VDSM re-checked once, after 10 s).
 HOTPLUG_RECHECKS = (0.1, 0.5, 2.0, 10.0)
 REPLY_TIMEOUT = 5.0
+# A VM whose qemu-ga is not running (yet) leaves the socket silent: keep the
+# connection and ask again, less and less often.
+SYNC_WAIT_CAP = 60.0
 BACKOFF_INITIAL = 0.2
 BACKOFF_CAP = 5.0
 
@@ -50,9 +53,17 @@ class QgaWire:
         self._ids = itertools.count(random.randrange(1, 2**31))
 
     async def sync(self) -> None:
-        event = await self._exchange(self.conn.sync(next(self._ids)))
-        if not isinstance(event, qga.Synced):
-            raise RemoteProtocolError("qemu-ga did not sync", reason="bad_reply")
+        """Resynchronise; waits as long as the guest's qemu-ga takes to start."""
+        wait = REPLY_TIMEOUT
+        while True:
+            try:
+                event = await self._exchange(self.conn.sync(next(self._ids)), wait)
+            except TimeoutError:
+                wait = min(wait * 2, SYNC_WAIT_CAP)
+                continue
+            if not isinstance(event, qga.Synced):
+                raise RemoteProtocolError("qemu-ga did not sync", reason="bad_reply")
+            return
 
     async def call(self, name: str) -> qga.Return | qga.Error:
         event = await self._exchange(qga.command(name))
@@ -60,11 +71,13 @@ class QgaWire:
             raise RemoteProtocolError("an unexpected sync reply", reason="bad_reply")
         return event
 
-    async def _exchange(self, data: bytes) -> qga.Synced | qga.Return | qga.Error:
+    async def _exchange(
+        self, data: bytes, timeout: float = REPLY_TIMEOUT
+    ) -> qga.Synced | qga.Return | qga.Error:
         self.writer.write(data)
         await self.writer.drain()
         eof = False
-        async with asyncio.timeout(REPLY_TIMEOUT):
+        async with asyncio.timeout(timeout):
             while isinstance(event := self.conn.next_event(), NeedData):
                 if eof:
                     raise ConnectionResetError("qemu-ga closed the connection")

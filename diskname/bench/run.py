@@ -75,6 +75,10 @@ class Bench:
                 await self._start_fleets(state)
                 try:
                     return await self._measure(state, dsn)
+                except BaseException:
+                    for log in sorted(state.glob("*.log")):
+                        progress(f"--- last lines of {log.name}\n{log.read_text()[-2500:]}")
+                    raise
                 finally:
                     for fleet in self.fleets:
                         await fleet.stop()

@@ -29,9 +29,11 @@ from .vm import QEMU_GA, Vm
 log = logging.getLogger(__name__)
 
 QGA_SUFFIX = ".org.qemu.guest_agent.0"
-# After a hot-plug the guest names the disk within ~0.1-0.2 s (FACTS §2);
-# later re-checks catch a slow guest (VDSM re-checked once, after 10 s).
-HOTPLUG_RECHECKS = (0.1, 0.5, 2.0, 10.0)
+# After a hot-plug the guest names the disk within ~0.1-0.2 s (FACTS §2), a
+# loaded or emulated (TCG) guest later: ask often for the first seconds so
+# the name still lands within SPEC's 2 s, then a last time after 10 s (VDSM
+# re-checked once, after 10 s). Each ask is one small qemu-ga command.
+HOTPLUG_RECHECKS = (0.1, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
 REPLY_TIMEOUT = 5.0
 # A VM whose qemu-ga is not running (yet) leaves the socket silent: keep the
 # connection and ask again, less and less often.

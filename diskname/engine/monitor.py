@@ -143,13 +143,26 @@ class HostMonitor:
         self.connected.set()
         self._first_attempt.set()
         log.info("connected to host %s at %s:%s", self.host.name, self.host.address, self.host.port)
+        # Not a TaskGroup: on Python 3.11 a group whose child fails while the
+        # monitor is being cancelled swallows that cancellation, and leaves the
+        # task's cancel count raised, which turns later timeouts into cancels.
+        tasks = [
+            asyncio.create_task(self._poll_loop(client)),
+            asyncio.create_task(self._fetch_loop(client)),
+            asyncio.create_task(_until_closed(client)),
+        ]
         try:
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._poll_loop(client))
-                tg.create_task(self._fetch_loop(client))
-                tg.create_task(_until_closed(client))
-        except* (ConnectionLost, TimeoutError):
-            log.info("lost connection to host %s", self.host.name)
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for task in done:
+            exc = task.exception()
+            if isinstance(exc, ConnectionLost | TimeoutError):
+                log.info("lost connection to host %s: %s", self.host.name, exc)
+            elif exc is not None:
+                raise exc
 
     async def _set_status(self, status: str) -> None:
         if not self.owned.is_set():

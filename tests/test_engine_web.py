@@ -1,0 +1,255 @@
+"""The web page in a real headless Chromium, driven over the DevTools protocol.
+
+A dev cluster (engine, a host, simulated guests) serves the page; the test
+clicks "Hot-plug a new disk" with real mouse events and waits, polling the DOM
+with a deadline, for the guest's name of the new disk to appear on the page
+without a reload (it arrives through ``/api/events``). A screenshot is left
+in ``/tmp/diskname-web.png`` for people to look at.
+
+Chromium comes from the Debian packages ``chromium`` and ``chromium-driver``
+(installed by ``.ci/run``); without it the test is skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import itertools
+import re
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from diskname.dev import DevCluster, DevConfig
+
+from .conftest import started, wait_until
+from .rest import Rest
+
+CHROMIUM = next(
+    (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None
+)
+pytestmark = [
+    pytest.mark.skipif(CHROMIUM is None, reason="no chromium (apt-get install chromium)"),
+    pytest.mark.timeout(90),
+]
+SCREENSHOT = Path("/tmp/diskname-web.png")
+
+
+class DevTools:
+    """A minimal Chrome DevTools Protocol client over one websocket (flat sessions)."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self._ws = ws
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self.console: list[str] = []
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        async for message in self._ws:
+            data = message.json()
+            future = self._pending.pop(data.get("id", -1), None)
+            if future is not None and not future.done():
+                future.set_result(data)
+            elif data.get("method") == "Runtime.exceptionThrown":
+                self.console.append(str(data["params"]["exceptionDetails"]))
+            elif data.get("method") == "Runtime.consoleAPICalled":
+                args = data["params"]["args"]
+                self.console.append(" ".join(str(a.get("value", a)) for a in args))
+
+    async def call(self, method: str, session: str | None = None, **params: Any) -> Any:
+        message_id = next(self._ids)
+        future = asyncio.get_running_loop().create_future()
+        self._pending[message_id] = future
+        message: dict[str, Any] = {"id": message_id, "method": method, "params": params}
+        if session is not None:
+            message["sessionId"] = session
+        await self._ws.send_json(message)
+        answer = await asyncio.wait_for(future, 20)
+        if "error" in answer:
+            raise RuntimeError(f"{method}: {answer['error']}")
+        return answer.get("result", {})
+
+    async def close(self) -> None:
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader
+
+
+class Page:
+    def __init__(self, tools: DevTools, session: str) -> None:
+        self.tools, self.session = tools, session
+
+    async def js(self, expression: str) -> Any:
+        result = await self.tools.call(
+            "Runtime.evaluate",
+            self.session,
+            expression=expression,
+            returnByValue=True,
+            awaitPromise=True,
+        )
+        if "exceptionDetails" in result:
+            raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
+        return result["result"].get("value")
+
+    async def click(self, selector: str) -> None:
+        """A real mouse click in the middle of the element (press, release)."""
+        box = await self.js(
+            f"(() => {{ const e = document.querySelector({selector!r});"
+            " e.scrollIntoView({block: 'center'}); const r = e.getBoundingClientRect();"
+            " return [r.x + r.width / 2, r.y + r.height / 2]; })()"
+        )
+        for kind in ("mousePressed", "mouseReleased"):
+            await self.tools.call(
+                "Input.dispatchMouseEvent",
+                self.session,
+                type=kind,
+                x=box[0],
+                y=box[1],
+                button="left",
+                clickCount=1,
+            )
+
+    async def screenshot(self, path: Path) -> None:
+        shot = await self.tools.call("Page.captureScreenshot", self.session, format="png")
+        await asyncio.to_thread(path.write_bytes, base64.b64decode(shot["data"]))
+
+
+@contextlib.asynccontextmanager
+async def chromium(profile: Path) -> AsyncIterator[str]:
+    """A headless Chromium; yields its browser-level DevTools websocket URL."""
+    assert CHROMIUM is not None
+    proc = await asyncio.create_subprocess_exec(
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--remote-debugging-port=0",
+        "about:blank",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stderr is not None
+        url = await asyncio.wait_for(_devtools_url(proc.stderr), 30)
+        drain = asyncio.create_task(proc.stderr.read())  # keep the pipe from filling
+        yield url
+        drain.cancel()
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+
+async def _devtools_url(stderr: asyncio.StreamReader) -> str:
+    seen = []
+    while line := await stderr.readline():
+        seen.append(line.decode(errors="replace"))
+        if found := re.search(r"DevTools listening on (ws://\S+)", seen[-1]):
+            return found.group(1)
+    raise AssertionError("chromium exited without a DevTools URL:\n" + "".join(seen[-20:]))
+
+
+@contextlib.asynccontextmanager
+async def open_page(ws_url: str, url: str) -> AsyncIterator[Page]:
+    async with aiohttp.ClientSession() as http, http.ws_connect(ws_url, max_msg_size=0) as ws:
+        tools = DevTools(ws)
+        try:
+            target = await tools.call("Target.createTarget", url="about:blank")
+            attached = await tools.call(
+                "Target.attachToTarget", targetId=target["targetId"], flatten=True
+            )
+            page = Page(tools, attached["sessionId"])
+            for domain in ("Page.enable", "Runtime.enable"):
+                await tools.call(domain, page.session)
+            await tools.call(
+                "Emulation.setDeviceMetricsOverride",
+                page.session,
+                width=1280,
+                height=720,
+                deviceScaleFactor=1,
+                mobile=False,
+            )
+            await tools.call("Page.navigate", page.session, url=url)
+            yield page
+        finally:
+            await tools.close()
+
+
+@pytest.fixture
+def stack() -> Iterator[contextlib.ExitStack]:
+    with contextlib.ExitStack() as stack:
+        yield stack
+
+
+async def test_hot_plug_from_the_page_shows_the_name_without_reload(
+    pg_dsn: str, tmp_path: Path, stack: contextlib.ExitStack
+) -> None:
+    # A short state dir: the agent channels are UNIX sockets (a path has ~100 bytes).
+    state = stack.enter_context(tempfile.TemporaryDirectory(prefix="dnw"))
+    cluster = DevCluster(DevConfig(hosts=1, vms=2, http_port=0, state_dir=Path(state), dsn=pg_dsn))
+    async with (
+        started(cluster),
+        aiohttp.ClientSession(base_url=cluster.base_url) as http,
+        chromium(tmp_path / "profile") as ws_url,
+        open_page(ws_url, cluster.base_url + "/") as page,
+    ):
+        rest = Rest(http)
+        vms = sorted((await rest.ok("GET", "/api/vms"))["vm"], key=lambda vm: vm["name"])
+        vm = vms[0]["id"]
+        root = (await rest.ok("GET", f"/api/vms/{vm}/diskattachments"))["disk_attachment"][0]
+        await rest.wait_name(vm, root["id"])
+
+        async def shows(expression: str) -> Any:
+            try:
+                return await page.js(expression)
+            except RuntimeError:
+                return None  # the page is still loading
+
+        root_cell = f"document.getElementById('name-{vm}-{root['id']}')?.textContent"
+        await wait_until(lambda: shows(f"{root_cell} === '/dev/vda'"), timeout=10)
+        await wait_until(lambda: shows("document.getElementById('live').textContent === 'live'"))
+        await page.js("window.notReloaded = true")
+
+        await page.click(f'button[data-action="hotplug"][data-vm="{vm}"]')
+
+        async def new_disk() -> str | None:
+            atts = (await rest.ok("GET", f"/api/vms/{vm}/diskattachments"))["disk_attachment"]
+            return next((a["id"] for a in atts if a["id"] != root["id"]), None)
+
+        disk = await wait_until(new_disk, timeout=5)
+        cell = f"document.getElementById('name-{vm}-{disk}')?.textContent"
+        loop = asyncio.get_running_loop()
+        clicked = loop.time()
+        await wait_until(lambda: shows(f"{cell} === '/dev/vdb'"), timeout=5, interval=0.02)
+        print(f"name on the page {1000 * (loop.time() - clicked):.0f} ms after the click")
+        assert (await rest.attachment(vm, disk))["logical_name"] == "/dev/vdb"
+        assert await page.js("window.notReloaded === true"), "the page was reloaded"
+        summary = await page.js("document.getElementById('summary').textContent")
+        assert summary == "2 VMs · 3 plugged disks · 3 named", summary
+        await page.screenshot(SCREENSHOT)
+
+        # Unplug from the page: the name goes, the row offers to plug it again.
+        await page.click(f'button[data-action="unplug"][data-disk="{disk}"]')
+        await wait_until(lambda: shows(f"{cell} === '—'"), timeout=5)
+        plug = f'!!document.querySelector(\'button[data-action="plug"][data-disk="{disk}"]\')'
+        await wait_until(lambda: shows(plug), timeout=5)
+        assert await page.js("window.notReloaded === true")
+        assert page.tools.console == [], page.tools.console

@@ -229,7 +229,7 @@ async def hotplug_kernel_uevents() -> None:
 async def burst_of_50() -> None:
     guest = Guest(Testbed(), udev=False)
     guest.virtio_blk("0000:00:05.0", 2, "vda", S_VIRTIO)
-    async with agent_and_host(coalesce=0.05) as (agent, host):
+    async with agent_and_host(coalesce=0.2) as (agent, host):
         await host.next()
         for n in range(50):
             guest.virtio_blk(f"0000:01:{n:02x}.0", 10 + n, f"vdx{n}", f"serial-{n:04d}")

@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 # lasted this long. A virtio-serial port opens even with no host behind it and
 # then reads end-of-file at once: such sessions keep backing off to the cap.
 _STABLE_SESSION = 1.0
+# A burst is coalesced for at most this many `coalesce` periods.
+_SETTLE_MAX = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,10 +129,20 @@ class AgentService:
             self._wake.clear()
 
     async def _watch_source(self) -> None:
+        loop = asyncio.get_running_loop()
+        quiet = self.config.coalesce
         while True:
             await self._source.wait_changed()
-            # Let a burst of plugs settle into one report.
-            await asyncio.sleep(self.config.coalesce)
+            # Let a burst of plugs settle into one report: wait until the source
+            # has been quiet for `coalesce`, but never longer than _SETTLE_MAX of
+            # those, so a guest that keeps changing is still reported.
+            give_up = loop.time() + quiet * _SETTLE_MAX
+            while loop.time() < give_up:
+                try:
+                    async with asyncio.timeout(quiet):
+                        await self._source.wait_changed()
+                except TimeoutError:
+                    break
             self._wake.set()
 
     async def _connect_loop(self, ready: asyncio.Event | None) -> None:

@@ -60,7 +60,7 @@ async def errors_middleware(request: web.Request, handler: Any) -> web.StreamRes
             raise
         return error_response(exc.status, exc.reason)
     except UNAVAILABLE as exc:
-        log.warning("%s %s: database unavailable: %s", request.method, request.path, exc)
+        log.info("%s %s: database unavailable: %s", request.method, request.path, exc)
         return error_response(503, "database unavailable, try again")
     except Exception:
         log.exception("%s %s failed", request.method, request.path)

@@ -1,0 +1,348 @@
+"""Acceptance 2 of issue 5: the engine survives its database and its own death.
+
+* PostgreSQL goes away under load (every connection cut, new ones refused, as
+  when it is stopped) and comes back: the engine keeps running, ``/healthz``
+  answers 503 meanwhile, and afterwards it converges with nothing lost, the
+  changes made during the outage included.
+* The engine process is killed with SIGKILL while names are being written and
+  started again: it converges, and no history row is lost or doubled.
+
+The outage is made the way asyncpg's own tests make theirs: a TCP proxy
+between the engine and PostgreSQL (whose embedded server listens on a UNIX
+socket only) that can be cut and restored, so it runs on any machine.
+
+The fleet changes through the hosts' own JSON-RPC (``VM.hotplugDisk``), as
+another tool or a guest would change it: that keeps working while the
+engine's database, or the engine itself, is away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import aiohttp
+import asyncpg
+import pytest
+
+from diskname.bench.run import free_port
+from diskname.engine import EngineConfig, EngineService
+from diskname.host.service import HostService
+from diskname.streams import JsonRpcClient
+
+from .conftest import started, wait_until
+from .rest import Rest
+from .test_engine_fleet import hosts
+
+pytestmark = pytest.mark.timeout(120)
+REFRESH = 0.2
+
+
+class PgProxy:
+    """127.0.0.1:port -> PostgreSQL's UNIX socket, with a switch to cut it."""
+
+    def __init__(self, socket_path: str) -> None:
+        self.socket_path = socket_path
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._pipes: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def cut(self) -> None:
+        """Refuse new connections and reset the open ones: the database is gone."""
+        assert self._server is not None
+        self._server.close()
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+        await self._server.wait_closed()
+
+    async def close(self) -> None:
+        if self._server is not None and self._server.is_serving():
+            await self.cut()
+        for pipe in list(self._pipes):
+            pipe.cancel()
+        await asyncio.gather(*self._pipes, return_exceptions=True)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_unix_connection(self.socket_path)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers |= {writer, up_writer}
+        for src, dst in ((reader, up_writer), (up_reader, writer)):
+            pipe = asyncio.create_task(self._pipe(src, dst))
+            self._pipes.add(pipe)
+            pipe.add_done_callback(self._pipes.discard)
+
+    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        try:
+            while data := await src.read(65536):
+                dst.write(data)
+                await dst.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            self._writers.discard(dst)
+            dst.transport.abort()
+
+
+def proxied(dsn: str, port: int) -> tuple[str, str]:
+    """(the UNIX socket behind ``dsn``, a DSN reaching the same database through port)."""
+    parts = urlsplit(dsn)
+    socket_dir = parse_qs(parts.query)["host"][0]
+    return f"{socket_dir}/.s.PGSQL.5432", f"postgresql://postgres@127.0.0.1:{port}{parts.path}"
+
+
+class Fleet:
+    """The hosts' JSON-RPC, the expected names, and checks against the engine's rows."""
+
+    def __init__(self, services: list[HostService], rest: Rest) -> None:
+        self.services, self.rest = services, rest
+        self.clients: list[JsonRpcClient] = []
+        self.vms: list[tuple[JsonRpcClient, str]] = []
+
+    async def register(self, vms_per_host: int) -> None:
+        for i, host in enumerate(self.services):
+            body = {"name": f"h{i}", "address": "127.0.0.1", "port": host.port}
+            host_id = (await self.rest.ok("POST", "/api/hosts", body, status=201))["id"]
+            client = await JsonRpcClient.connect("127.0.0.1", host.port)
+            self.clients.append(client)
+            for n in range(vms_per_host):
+                vm = {"name": f"h{i}-vm{n}", "host": {"id": host_id}}
+                created = await self.rest.ok("POST", "/api/vms", vm, status=201)
+                self.vms.append((client, created["id"]))
+
+    async def close(self) -> None:
+        for client in self.clients:
+            await client.close()
+
+    async def hotplug(self, index: int, *, named: bool = True) -> None:
+        """Plug a new disk into VM ``index`` behind the engine's back; wait for the guest."""
+        client, vm_id = self.vms[index % len(self.vms)]
+        disk = str(uuid.uuid4())
+        drive = {"diskId": disk, "iface": "virtio"}
+        await client.call("VM.hotplugDisk", {"vmId": vm_id, "drive": drive})
+        if named:
+            await wait_until(lambda: self._guest_named(client, vm_id, disk), timeout=10)
+
+    async def _guest_named(self, client: JsonRpcClient, vm_id: str, disk: str) -> bool:
+        return disk in (await self.expected_vm(client, vm_id))
+
+    @staticmethod
+    async def expected_vm(client: JsonRpcClient, vm_id: str) -> dict[str, str]:
+        """disk id -> the name the host's guest gives it, for every plugged disk."""
+        [vm] = await client.call("Host.getVMFullList", {"vmList": [vm_id]})
+        names = {k.strip(): v.get("name") for k, v in vm["guestDiskMapping"].items()}
+        return {
+            d["diskId"]: names[d["serial"]]
+            for d in vm["devices"]
+            if d.get("plugged", True) and d["serial"] in names
+        }
+
+    async def expected(self) -> dict[tuple[str, str], str]:
+        found = {}
+        for client, vm_id in self.vms:
+            for disk, name in (await self.expected_vm(client, vm_id)).items():
+                found[(vm_id, disk)] = name
+        return found
+
+
+async def stored_names(db: Any) -> dict[tuple[str, str], str]:
+    rows = await db.fetch(
+        "SELECT vm_id::text, disk_id::text, logical_name FROM vm_device WHERE is_plugged"
+    )
+    return {(r["vm_id"], r["disk_id"]): r["logical_name"] for r in rows}
+
+
+async def history(db: Any) -> dict[tuple[str, str], list[tuple[str | None, str | None]]]:
+    rows = await db.fetch(
+        """SELECT vm_id::text, disk_id::text, old_name, new_name
+           FROM logical_name_history ORDER BY id"""
+    )
+    found: dict[tuple[str, str], list[tuple[str | None, str | None]]] = {}
+    for r in rows:
+        found.setdefault((r["vm_id"], r["disk_id"]), []).append((r["old_name"], r["new_name"]))
+    return found
+
+
+async def converged(fleet: Fleet, db: Any) -> bool:
+    return await stored_names(db) == await fleet.expected()
+
+
+async def assert_exact_history(fleet: Fleet, db: Any) -> int:
+    """Every disk's history is exactly its one naming: nothing lost, nothing doubled."""
+    expected = await fleet.expected()
+    assert await history(db) == {key: [(None, name)] for key, name in expected.items()}
+    return len(expected)
+
+
+async def status(http: aiohttp.ClientSession, path: str) -> int:
+    try:
+        async with http.get(path) as resp:
+            return resp.status
+    except aiohttp.ClientError:
+        return 0
+
+
+@contextlib.asynccontextmanager
+async def fleet_of(
+    services: list[HostService], base: str, vms_per_host: int
+) -> AsyncIterator[tuple[Fleet, aiohttp.ClientSession]]:
+    async with aiohttp.ClientSession(base_url=base) as http:
+        fleet = Fleet(services, Rest(http))
+        try:
+            await fleet.register(vms_per_host)
+            yield fleet, http
+        finally:
+            await fleet.close()
+
+
+async def test_postgresql_outage_under_load(pg_dsn: str) -> None:
+    proxy = PgProxy(proxied(pg_dsn, 0)[0])
+    await proxy.start()
+    dsn = proxied(pg_dsn, proxy.port)[1]
+    engine = EngineService(EngineConfig(dsn=dsn, http_port=0, refresh_interval=REFRESH))
+    db = await asyncpg.connect(pg_dsn)  # the test's own view, not through the proxy
+    try:
+        async with (
+            hosts(2) as services,
+            started(engine),
+            fleet_of(services, f"http://127.0.0.1:{engine.http_port}", 5) as (fleet, http),
+        ):
+            await wait_until(lambda: converged(fleet, db), timeout=20, interval=0.05)
+            reads = asyncio.create_task(_keep_reading(http))
+
+            # Under load: plugs in flight when the database goes.
+            plugs = [asyncio.create_task(fleet.hotplug(i, named=False)) for i in range(10)]
+            await proxy.cut()
+            await asyncio.gather(*plugs)
+            await wait_until(lambda: _is(http, "/healthz", 503), timeout=10)
+            answer = await fleet.rest.call(
+                "POST", f"/api/vms/{fleet.vms[0][1]}/diskattachments", {"interface": "virtio"}
+            )
+            assert answer[0] == 503 and answer[1]["error"]["code"] == 503, answer
+            # Changes while it is away: the hosts notify, the engine cannot store.
+            for i in range(10):
+                await fleet.hotplug(i)
+            assert await status(http, "/metrics") == 200  # still running and serving
+            assert not await converged(fleet, db)
+
+            loop = asyncio.get_running_loop()
+            back = loop.time()
+            await proxy.start()
+            await wait_until(lambda: _is(http, "/healthz", 200), timeout=10)
+            healthy = loop.time() - back
+            await wait_until(lambda: converged(fleet, db), timeout=20, interval=0.02)
+            recovered = loop.time() - back
+            for i in range(10):  # and it goes on working
+                await fleet.hotplug(i)
+            await wait_until(lambda: converged(fleet, db), timeout=10, interval=0.02)
+            reads.cancel()
+            await asyncio.gather(reads, return_exceptions=True)
+            disks = await assert_exact_history(fleet, db)
+            assert disks == 10 + 30
+            print(
+                f"after the outage: healthy in {healthy * 1000:.0f} ms,"
+                f" converged in {recovered * 1000:.0f} ms"
+            )
+    finally:
+        await db.close()
+        await proxy.close()
+
+
+async def _keep_reading(http: aiohttp.ClientSession) -> None:
+    """Load on the API throughout: list VMs and their disks, again and again."""
+    while True:
+        for path in ("/api/vms", "/api/hosts", "/metrics"):
+            await status(http, path)
+
+
+async def _is(http: aiohttp.ClientSession, path: str, code: int) -> bool:
+    return await status(http, path) == code
+
+
+@contextlib.asynccontextmanager
+async def engine_process(dsn: str, port: int, state: Path) -> AsyncIterator[Any]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "diskname",
+        "engine",
+        "--dsn",
+        dsn,
+        "--http",
+        f"127.0.0.1:{port}",
+        "--refresh-interval",
+        str(REFRESH),
+        "--state-dir",
+        str(state),
+        "--log-level",
+        "WARNING",
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+
+
+async def test_engine_killed_while_writing_converges_without_lost_or_doubled_history(
+    pg_dsn: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    db = await asyncpg.connect(pg_dsn)
+    plugs = 60
+    try:
+        async with hosts(2) as services, engine_process(pg_dsn, port, tmp_path) as first:
+            await wait_until(lambda: _up(base), timeout=30, interval=0.05)
+            async with fleet_of(services, base, 10) as (fleet, _):
+                await wait_until(lambda: converged(fleet, db), timeout=20, interval=0.05)
+                roots = await db.fetchval("SELECT count(*) FROM logical_name_history")
+                # A steady stream of changes, one plug after another, while it dies.
+                load = asyncio.create_task(_plug_all(fleet, plugs))
+                await wait_until(
+                    lambda: _history_rows(db, roots + plugs // 4), timeout=20, interval=0.005
+                )
+                first.send_signal(signal.SIGKILL)
+                await first.wait()
+                at_kill = await db.fetchval("SELECT count(*) FROM logical_name_history")
+                assert at_kill < roots + plugs, "the kill came after the last write"
+                async with engine_process(pg_dsn, port, tmp_path):
+                    await load
+                    await wait_until(lambda: converged(fleet, db), timeout=30, interval=0.05)
+                    disks = await assert_exact_history(fleet, db)
+        assert disks == roots + plugs
+        print(f"killed with {at_kill - roots} of {plugs} names written; converged after restart")
+    finally:
+        await db.close()
+
+
+async def _plug_all(fleet: Fleet, count: int) -> None:
+    for i in range(count):
+        await fleet.hotplug(i)
+
+
+async def _history_rows(db: Any, at_least: int) -> bool:
+    return bool(await db.fetchval("SELECT count(*) FROM logical_name_history") >= at_least)
+
+
+async def _up(base: str) -> bool:
+    async with aiohttp.ClientSession() as http:
+        return await status(http, base + "/healthz") == 200

@@ -467,3 +467,22 @@ async def test_vm_can_be_created_right_after_its_host_is_registered(api: Api) ->
     )
     vm = await api.call("POST", "/api/vms", {"name": "v", "host": {"id": host["id"]}}, status=201)
     assert vm["id"] in api.fake.vms
+
+
+async def test_shutdown_runs_in_order(pg_dsn: str, caplog: pytest.LogCaptureFixture) -> None:
+    """STYLE.md: stop accepting, let connections finish, stop the monitors, close the pool."""
+    caplog.set_level("INFO", logger="diskname.engine.service")
+    async with engine(pg_dsn) as api:
+        await api.vm()
+        port = api.engine.http_port
+        api.task.cancel()
+        await asyncio.wait([api.task], timeout=10)
+        assert api.task.done()
+    steps = [r.getMessage() for r in caplog.records if "engine stopping" in r.getMessage()]
+    assert steps == [
+        "engine stopping: HTTP closed",
+        "engine stopping: host monitors stopped",
+        "engine stopping: database pool closed",
+    ]
+    with pytest.raises(OSError):
+        await asyncio.open_connection("127.0.0.1", port)

@@ -52,6 +52,7 @@ class EngineService:
                         await asyncio.Event().wait()  # until cancelled
                 finally:
                     await monitors.stop()
+                    log.info("engine stopping: host monitors stopped")
 
     @contextlib.asynccontextmanager
     async def _database(self) -> AsyncIterator[str]:
@@ -75,6 +76,7 @@ class EngineService:
             yield store
         finally:
             await store.close()
+            log.info("engine stopping: database pool closed")
 
     @contextlib.asynccontextmanager
     async def _http(self, app: web.Application) -> AsyncIterator[None]:
@@ -89,7 +91,10 @@ class EngineService:
             log.info("engine serving on http://%s:%s", self.config.http_host, self.http_port)
             yield
         finally:
+            # Stop accepting, end the event streams, let requests finish within
+            # the shutdown timeout, cancel what is left.
             await runner.cleanup()
+            log.info("engine stopping: HTTP closed")
 
 
 def _bound_port(runner: web.AppRunner) -> int:

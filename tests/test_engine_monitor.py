@@ -237,3 +237,35 @@ async def test_host_back_at_an_old_hash_is_still_read_after_an_engine_unplug(pg_
         assert r.fake.vms[r.vm_id].hash == old_hash
         r.fake.notify(r.vm_id)  # the host is back where it was
         assert await wait_until(lambda: r.name()) == "/dev/vdb"
+
+
+async def test_a_vm_the_database_refuses_holds_back_no_other(pg_dsn: str) -> None:
+    """The batch is retried VM by VM; the refused one is fetched again until it fits."""
+    async with rig(pg_dsn, refresh_interval=0.05, events=False) as r:
+        await wait_until(lambda: r.store.get_vm(r.vm_id))
+        other = str(uuid.uuid4())
+        r.fake.add_vm(other, "vm2")
+        conn = await asyncpg.connect(pg_dsn)
+        try:
+            await conn.execute(
+                f"""CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+                    BEGIN
+                      IF NEW.vm_id = '{other}' THEN RAISE EXCEPTION 'refused'; END IF;
+                      RETURN NEW;
+                    END $$;
+                    CREATE TRIGGER refuse_t BEFORE INSERT ON vm_device
+                      FOR EACH ROW EXECUTE FUNCTION refuse();"""
+            )
+            asked: list[list[str]] = []
+            full_list = r.fake._Host_getVMFullList
+            r.fake._Host_getVMFullList = lambda p: asked.append(p["vmList"]) or full_list(p)
+            r.plug(DISK, "/dev/vdb")
+            r.fake.vms[other].devices = [dict(r.fake.vms[r.vm_id].devices[0], diskId=DISK2)]
+            assert await wait_until(lambda: r.name()) == "/dev/vdb"
+            assert sorted(asked[0]) == sorted([r.vm_id, other])  # one batch, both VMs
+            await wait_until(lambda: len(asked) >= 3)  # the refused one, again and again
+            assert await r.store.get_attachment(other, DISK2) is None
+            await conn.execute("DROP TRIGGER refuse_t ON vm_device")
+            assert await wait_until(lambda: r.store.get_attachment(other, DISK2))
+        finally:
+            await conn.close()

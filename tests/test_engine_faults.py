@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import sys
 import uuid
@@ -33,7 +34,6 @@ import aiohttp
 import asyncpg
 import pytest
 
-from diskname.bench.run import free_port
 from diskname.engine import EngineConfig, EngineService
 from diskname.host.service import HostService
 from diskname.streams import JsonRpcClient
@@ -276,7 +276,8 @@ async def _is(http: aiohttp.ClientSession, path: str, code: int) -> bool:
 
 
 @contextlib.asynccontextmanager
-async def engine_process(dsn: str, port: int, state: Path) -> AsyncIterator[Any]:
+async def engine_process(dsn: str, state: Path) -> AsyncIterator[tuple[Any, str]]:
+    """``python -m diskname engine`` on a port of its choosing; yields it and its base URL."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -285,32 +286,42 @@ async def engine_process(dsn: str, port: int, state: Path) -> AsyncIterator[Any]
         "--dsn",
         dsn,
         "--http",
-        f"127.0.0.1:{port}",
+        "127.0.0.1:0",
         "--refresh-interval",
         str(REFRESH),
         "--state-dir",
         str(state),
-        "--log-level",
-        "WARNING",
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stderr=asyncio.subprocess.PIPE,
     )
+    assert proc.stderr is not None
     try:
-        yield proc
+        base = await asyncio.wait_for(_serving_url(proc.stderr), 30)
+        drain = asyncio.create_task(proc.stderr.read())  # keep the pipe from filling
+        yield proc, base
+        drain.cancel()
     finally:
         if proc.returncode is None:
             proc.kill()
         await proc.wait()
 
 
+async def _serving_url(stderr: asyncio.StreamReader) -> str:
+    seen = []
+    while line := await stderr.readline():
+        seen.append(line.decode(errors="replace"))
+        if found := re.search(r"engine serving on (http://\S+)", seen[-1]):
+            return found.group(1)
+    raise AssertionError("the engine exited before serving:\n" + "".join(seen[-30:]))
+
+
 async def test_engine_killed_while_writing_converges_without_lost_or_doubled_history(
     pg_dsn: str, tmp_path: Path
 ) -> None:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
     db = await asyncpg.connect(pg_dsn)
     plugs = 60
     try:
-        async with hosts(2) as services, engine_process(pg_dsn, port, tmp_path) as first:
+        async with hosts(2) as services, engine_process(pg_dsn, tmp_path) as (first, base):
             await wait_until(lambda: _up(base), timeout=30, interval=0.05)
             async with fleet_of(services, base, 10) as (fleet, _):
                 await wait_until(lambda: converged(fleet, db), timeout=20, interval=0.05)
@@ -324,12 +335,18 @@ async def test_engine_killed_while_writing_converges_without_lost_or_doubled_his
                 await first.wait()
                 at_kill = await db.fetchval("SELECT count(*) FROM logical_name_history")
                 assert at_kill < roots + plugs, "the kill came after the last write"
-                async with engine_process(pg_dsn, port, tmp_path):
+                restarted = asyncio.get_running_loop().time()
+                async with engine_process(pg_dsn, tmp_path) as (_, again):
+                    await wait_until(lambda: _up(again), timeout=30, interval=0.05)
                     await load
                     await wait_until(lambda: converged(fleet, db), timeout=30, interval=0.05)
+                    took = asyncio.get_running_loop().time() - restarted
                     disks = await assert_exact_history(fleet, db)
         assert disks == roots + plugs
-        print(f"killed with {at_kill - roots} of {plugs} names written; converged after restart")
+        print(
+            f"killed with {at_kill - roots} of {plugs} names written;"
+            f" converged {took:.2f} s after the restart began (process start included)"
+        )
     finally:
         await db.close()
 

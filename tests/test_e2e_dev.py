@@ -144,3 +144,13 @@ async def test_bad_requests_get_json_4xx(cluster: Callable[..., Any], path: str,
         missing = "/api/vms/00000000-0000-0000-0000-000000000000/diskattachments"
         status, data = await rest.call("GET", missing)
         assert status == 404 and data["error"]["message"]
+
+
+async def test_without_notifications_the_engine_follows_up_its_own_hotplug(pg_dsn: str) -> None:
+    # Polls are a minute apart and notifications are ignored: only the engine's
+    # short follow-up fetches after its own hot-plug can find the name in time.
+    async with dev_cluster(pg_dsn, name_delay=0.3, refresh_interval=60.0, events=False) as rest:
+        vm = await rest.first_vm()
+        disk = await rest.hotplug(vm, "virtio")
+        name, _ = await rest.wait_name(vm, disk, timeout=10)
+        assert name == "/dev/vdb"

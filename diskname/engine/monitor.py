@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 import uuid
 from collections import Counter, defaultdict
@@ -40,6 +41,10 @@ MAX_BACKOFF = 5.0
 FIRST_CONNECT_WAIT = 5.0
 MAX_BATCH = 500  # VMs stored per transaction
 VM_STATUS_PREFIX = "|virt|VM_status|"
+# Without host notifications, a VM the engine just changed is fetched again this
+# long after the change: the guest names a disk a moment after the hypervisor
+# plugged it, and the next regular poll may be a whole refresh interval away.
+FOLLOW_UP_DELAYS = (0.1, 0.25, 0.5, 1.0, 2.0)
 
 
 class HostUnavailable(Exception):
@@ -73,6 +78,8 @@ class HostMonitor:
         self._wake = asyncio.Event()
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._generation: Counter[str] = Counter()
+        self._follow_ups: list[tuple[float, str]] = []  # a heap of (when, vm id)
+        self._follow_ups_changed = asyncio.Event()
         self.connected = asyncio.Event()
         # Set once the first connection attempt is over, either way: a call made
         # right after the host was registered waits for it instead of failing.
@@ -149,6 +156,7 @@ class HostMonitor:
         tasks = [
             asyncio.create_task(self._poll_loop(client)),
             asyncio.create_task(self._fetch_loop(client)),
+            asyncio.create_task(self._follow_up_loop()),
             asyncio.create_task(_until_closed(client)),
         ]
         try:
@@ -338,6 +346,32 @@ class HostMonitor:
                 self._hashes[vm_id] = None
                 if not self.owned.is_set() and self._announce is not None:
                     await self._announce(vm_id)  # the owning engine must fetch it
+                elif not self._config.events:
+                    self._schedule_follow_ups(vm_id)
+
+    def _schedule_follow_ups(self, vm_id: str) -> None:
+        now = asyncio.get_running_loop().time()
+        for delay in FOLLOW_UP_DELAYS:
+            heapq.heappush(self._follow_ups, (now + delay, vm_id))
+        self._follow_ups_changed.set()
+
+    async def _follow_up_loop(self) -> None:
+        """One task per host (not a timer per VM) serves every scheduled re-fetch."""
+        loop = asyncio.get_running_loop()
+        while True:
+            self._follow_ups_changed.clear()
+            if not self._follow_ups:
+                await self._follow_ups_changed.wait()
+                continue
+            when, vm_id = self._follow_ups[0]
+            if when > loop.time():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(when - loop.time()):
+                        await self._follow_ups_changed.wait()
+                continue
+            heapq.heappop(self._follow_ups)
+            if self.owned.is_set():
+                self._mark(vm_id, None)
 
     async def call(self, method: str, params: jsonrpc.Params = None) -> Any:
         """Call the host over the monitor's connection."""

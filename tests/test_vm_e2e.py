@@ -223,7 +223,13 @@ async def test_the_diskname_agent_in_a_real_guest_names_hot_plugged_disks(
         _, sname, stook = await timed_plug(rest, vm, "virtio_scsi")
         assert re.fullmatch(r"/dev/sd[a-z]+", sname), sname
         assert stook < NAME_DEADLINE, stook
-        FIGURES["first_plug_s"] = {"virtio": round(took, 3), "virtio_scsi": round(stook, 3)}
+        _, nname, ntook = await timed_plug(rest, vm, "nvme")
+        assert re.fullmatch(r"/dev/nvme\d+n1", nname), nname
+        FIGURES["first_plug_s"] = {
+            "virtio": round(took, 3),
+            "virtio_scsi": round(stook, 3),
+            "nvme": round(ntook, 3),
+        }
 
         FIGURES["unplug_to_null_s"] = round(await timed_replug(rest, vm, disk, False), 3)
         FIGURES["unplug_to_guest_forgets_s"] = round(await guest_forgets(cluster, vm, disk), 3)

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from .. import __version__
 from ..protocol import jsonrpc
+from .hypervisors.base import HypervisorError
 from .registry import Registry, UnknownVm
 from .rpc import Handler, MethodError
 from .vm import MAX_TEXT, InvalidDevice, UnknownDevice, Vm
@@ -168,5 +169,7 @@ def _translated(fn: Handler) -> Handler:
             raise MethodError(jsonrpc.UNKNOWN_DEVICE, f"unknown disk {exc.args[0]}") from None
         except InvalidDevice as exc:
             raise _invalid(str(exc)) from None
+        except HypervisorError as exc:
+            raise MethodError(jsonrpc.HYPERVISOR_ERROR, str(exc)) from None
 
     return call

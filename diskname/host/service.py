@@ -151,23 +151,31 @@ class HostService:
             await self.registry.flush()
 
     async def hotplug(self, vm_id: str, drive: dict[str, Any]) -> dict[str, Any]:
+        """Plug through the hypervisor; the VM, its hash and its state change only
+        once the hypervisor confirmed (a refusal leaves everything as it was)."""
         vm = self.registry.get(vm_id)
-        device = vm.plug(drive)
-        self.registry.changed(vm)
+        device = vm.new_device(drive)
+        existing = vm.device(device["diskId"])
+        if existing is not None:
+            return existing
         await self.hypervisor.hotplug(vm, device)
-        self._poke_qga(vm_id)
-        await self.registry.flush()  # acknowledged means it survives a restart
+        vm.add_device(device)
+        await self._changed(vm)
         return device
 
     async def hotunplug(self, vm_id: str, disk_id: str) -> None:
         vm = self.registry.get(vm_id)
-        device = vm.unplug(disk_id)
+        device = vm.device(disk_id)
         if device is None:
             raise UnknownDevice(disk_id)
-        self.registry.changed(vm)
         await self.hypervisor.hotunplug(vm, device)
-        self._poke_qga(vm_id)
-        await self.registry.flush()
+        vm.unplug(disk_id)
+        await self._changed(vm)
+
+    async def _changed(self, vm: Vm) -> None:
+        self.registry.changed(vm)
+        self._poke_qga(vm.id)
+        await self.registry.flush()  # acknowledged means it survives a restart
 
     # -- per-VM runtime ------------------------------------------------------
 

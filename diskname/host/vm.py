@@ -111,14 +111,20 @@ class Vm:
 
     def plug(self, drive: dict[str, Any]) -> dict[str, Any]:
         """Add a disk (idempotent per diskId); returns its device JSON."""
-        disk_id = _text(drive, "diskId")
-        existing = self.device(disk_id)
+        existing = self.device(_text(drive, "diskId"))
         if existing is not None:
             return existing
-        device = self._new_device(disk_id, drive)
+        device = self.new_device(drive)
+        self.add_device(device)
+        return device
+
+    def new_device(self, drive: dict[str, Any]) -> dict[str, Any]:
+        """The device JSON a drive would get (validated, address allocated), not added yet."""
+        return self._new_device(_text(drive, "diskId"), drive)
+
+    def add_device(self, device: dict[str, Any]) -> None:
         self.devices.append(device)
         self._hash = None
-        return device
 
     def unplug(self, disk_id: str) -> dict[str, Any] | None:
         device = self.device(disk_id)

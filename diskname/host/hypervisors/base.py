@@ -21,10 +21,14 @@ class Hypervisor(Protocol):
         """Tear the VM's hardware down (idempotent)."""
 
     async def hotplug(self, vm: Vm, device: dict[str, Any]) -> None:
-        """Tell the guest's hardware that ``device`` (already in ``vm.devices``) is plugged."""
+        """Plug ``device`` (not yet in ``vm.devices``); raise if the hypervisor refuses.
+
+        The caller adds the device to the VM only after this returns."""
 
     async def hotunplug(self, vm: Vm, device: dict[str, Any]) -> None:
-        """Tell the guest's hardware that ``device`` (already removed) is gone."""
+        """Unplug ``device`` (still in ``vm.devices``); raise if it stays plugged.
+
+        The caller removes the device from the VM only after this returns."""
 
     async def close(self) -> None:
         """Stop every VM's hardware."""

@@ -24,9 +24,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from ...protocol import jsonrpc
 from ..qmp_client import QmpClient, QmpCommandError, QmpError
-from ..rpc import MethodError
 from ..vm import Vm
 from .base import HypervisorError
 
@@ -42,11 +40,9 @@ ROOT_PORT = "pcie-root-port"
 PERIPHERALS = "/machine/peripheral"
 
 
-class QemuError(HypervisorError, MethodError):
-    """QEMU (or qemu-img) refused; answered over JSON-RPC as ``HYPERVISOR_ERROR``."""
-
-    def __init__(self, message: str) -> None:
-        MethodError.__init__(self, jsonrpc.HYPERVISOR_ERROR, message)
+class QemuError(HypervisorError):
+    """QEMU (or qemu-img) refused; answered over JSON-RPC as ``HYPERVISOR_ERROR``
+    with QEMU's own message."""
 
 
 def qmp_path(channels_dir: Path, vm_id: str) -> Path:
@@ -108,20 +104,12 @@ class QemuHypervisor:
             await self.stop_vm(vm_id)
 
     async def hotplug(self, vm: Vm, device: dict[str, Any]) -> None:
-        try:
-            async with self._locks.setdefault(vm.id, asyncio.Lock()):
-                await self._plug(vm.id, device)
-        except BaseException:
-            vm.unplug(device["diskId"])  # QEMU did not confirm: the VM never had it
-            raise
+        async with self._locks.setdefault(vm.id, asyncio.Lock()):
+            await self._plug(vm.id, device)
 
     async def hotunplug(self, vm: Vm, device: dict[str, Any]) -> None:
-        try:
-            async with self._locks.setdefault(vm.id, asyncio.Lock()):
-                await self._unplug(vm.id, device)
-        except BaseException:
-            vm.plug(device)  # still in the guest: keep it in the VM's devices
-            raise
+        async with self._locks.setdefault(vm.id, asyncio.Lock()):
+            await self._unplug(vm.id, device)
 
     # -- QMP transactions ------------------------------------------------
 

@@ -28,13 +28,13 @@ def hw_path(channels_dir: Path, vm_id: str) -> Path:
     return channels_dir / f"{vm_id}{HW_SUFFIX}"
 
 
-def hardware_state(vm: Vm) -> HardwareState:
+def hardware_state(devices: list[dict[str, Any]]) -> HardwareState:
     return HardwareState(
         disks=tuple(
             VirtualDisk(
                 device_id=d["deviceId"], serial=d["serial"], iface=d["iface"], address=d["address"]
             )
-            for d in vm.devices
+            for d in devices
         )
     )
 
@@ -56,7 +56,7 @@ class HardwarePort:
         await self._connections.serve(writer, self._guest(reader, writer))
 
     async def _guest(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._send(writer, encode_state(hardware_state(self.vm)))
+        self._send(writer, encode_state(hardware_state(self.vm.devices)))
         # The guest has nothing to say; wait until it hangs up.
         while await reader.read(4096):
             pass
@@ -69,8 +69,8 @@ class HardwarePort:
             return
         writer.write(line)
 
-    def broadcast(self) -> None:
-        line = encode_state(hardware_state(self.vm))
+    def broadcast(self, devices: list[dict[str, Any]]) -> None:
+        line = encode_state(hardware_state(devices))
         for writer in self._connections.writers:
             self._send(writer, line)
 
@@ -108,15 +108,15 @@ class SimHypervisor:
             await port.close()
 
     async def hotplug(self, vm: Vm, device: dict[str, Any]) -> None:
-        self._broadcast(vm)
+        self._broadcast(vm, [*vm.devices, device])
 
     async def hotunplug(self, vm: Vm, device: dict[str, Any]) -> None:
-        self._broadcast(vm)
+        self._broadcast(vm, [d for d in vm.devices if d is not device])
 
-    def _broadcast(self, vm: Vm) -> None:
+    def _broadcast(self, vm: Vm, devices: list[dict[str, Any]]) -> None:
         port = self._ports.get(vm.id)
         if port is not None:
-            port.broadcast()
+            port.broadcast(devices)
 
     async def close(self) -> None:
         for vm_id in list(self._ports):

@@ -232,7 +232,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         asyncio.run(run_until_signalled(tier.service(cfg), tier_name))
     except KeyboardInterrupt:
         return 130
+    except (ConfigError, ExceptionGroup) as exc:
+        errors = _config_errors(exc)
+        if not errors:
+            raise
+        for error in errors:
+            print(f"diskname: {error}", file=sys.stderr)
+        return 2
     return 0
+
+
+def _config_errors(exc: BaseException) -> list[BaseException]:
+    """The ConfigErrors in ``exc``, even when a TaskGroup wrapped them in groups."""
+    if isinstance(exc, ConfigError):
+        return [exc]
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for sub in exc.exceptions for leaf in _config_errors(sub)]
+    return []
 
 
 if __name__ == "__main__":

@@ -24,7 +24,12 @@ SECRET_WORDS = ("token", "password", "secret")
 
 
 class ConfigError(Exception):
-    """A configuration value is unknown or malformed."""
+    """A configuration value is unknown, malformed, or cannot work here.
+
+    Services raise it (or a subclass) when a resolved setting cannot be used,
+    e.g. ``--source sim`` without ``--sim-hw``; the CLI prints it without a
+    traceback and exits 2.
+    """
 
 
 def _field_types(cls: type[Any]) -> dict[str, Any]:
@@ -140,8 +145,9 @@ def _mask(key: str, value: Any) -> Any:
         return "***"
     if key == "dsn" and isinstance(value, str) and "@" in value:
         scheme, _, rest = value.partition("://")
-        user, _, host = rest.rpartition("@")
-        return f"{scheme}://{user.split(':')[0]}:***@{host}"
+        userinfo, _, host = rest.rpartition("@")
+        user, has_password, _ = userinfo.partition(":")
+        return f"{scheme}://{user}:***@{host}" if has_password else value
     return str(value) if isinstance(value, Path) else value
 
 

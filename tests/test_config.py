@@ -77,6 +77,8 @@ def test_show_masks_secrets() -> None:
     assert shown["api_token"] == "***"
     assert shown["dsn"] == "postgresql://app:***@db:5432/diskname"
     assert "s3cret" not in orjson.dumps(shown).decode()
+    no_password = "postgresql://app@db/diskname"
+    assert show(EngineConfig(dsn=no_password))["dsn"] == no_password
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -117,3 +119,9 @@ def test_cli_reports_a_bad_file_and_exits_2(tmp_path: Path) -> None:
 def test_version() -> None:
     out = run_cli("--version")
     assert out.returncode == 0 and out.stdout.startswith("diskname ")
+
+
+def test_a_setting_that_cannot_work_is_reported_without_a_traceback() -> None:
+    out = run_cli("agent", "--source", "sim", "--connect", "unix:/nonexistent/chan")
+    assert out.returncode == 2
+    assert out.stderr.strip() == "diskname: --source sim needs --sim-hw unix:PATH"

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ..config import ConfigError
 from ..protocol import jsonrpc
 from ..protocol.lines import MAX_LINE, LineDecoder, Oversized
 from ..streams import read_lines
@@ -43,7 +44,7 @@ def server_ssl_context(
     if cert is None and key is None and ca is None:
         return None
     if cert is None or key is None:
-        raise ValueError("TLS needs both tls_cert and tls_key")
+        raise ConfigError("TLS needs both tls_cert and tls_key")
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(cert, key)

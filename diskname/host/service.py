@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..config import ConfigError
 from ..protocol import jsonrpc
 from .api import HostApi
 from .channels import AgentChannel, channel_path
@@ -68,7 +69,7 @@ def make_hypervisor(config: HostConfig) -> Hypervisor:
         from .hypervisors.qemu import QemuHypervisor
 
         return QemuHypervisor(config.channels_dir, config.state_dir)
-    raise ValueError(f"hypervisor {config.hypervisor!r} is not available (use sim or qemu)")
+    raise ConfigError(f"hypervisor {config.hypervisor!r} is not available (use sim or qemu)")
 
 
 @dataclass
@@ -83,7 +84,7 @@ class _Running:
 class HostService:
     def __init__(self, config: HostConfig, guest_launcher: GuestLauncher | None = None) -> None:
         if config.channel_mode not in ("listen", "connect"):
-            raise ValueError(f"channel mode must be listen or connect: {config.channel_mode!r}")
+            raise ConfigError(f"channel mode must be listen or connect: {config.channel_mode!r}")
         self.config = config
         self.host_id = config.host_id or str(uuid.uuid5(uuid.NAMESPACE_DNS, socket.getfqdn()))
         self.registry = Registry(config.state_dir)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from ...config import ConfigError
 from ..records import DeviceRecord
 
 
@@ -31,5 +32,5 @@ class Source(Protocol):
         """
 
 
-class SourceUnavailable(Exception):
+class SourceUnavailable(ConfigError):
     """The requested source cannot run here (yet)."""

@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
+import uuid
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -94,3 +97,43 @@ async def test_engine_json_logs_hold_no_secrets(pg_dsn: str, tmp_path: Path) -> 
     parsed = [orjson.loads(line) for line in text.splitlines() if line.strip()]
     assert any(p["msg"].endswith("is ready") for p in parsed)
     assert b"must-not-leak" not in text
+
+
+async def test_host_json_logs_name_the_vm_of_a_bad_guest(tmp_path: Path) -> None:
+    """A guest's garbage is logged by the host with that VM's id (and nothing leaks)."""
+    from diskname.host.channels import channel_path
+    from diskname.host.service import HostConfig, HostService
+    from diskname.runner import setup_logging
+
+    from .conftest import started, wait_until
+
+    root = Path(tempfile.mkdtemp(prefix="dn"))
+    lines: list[str] = []
+
+    class Capture(logging.Handler):
+        def emit(self, rec: logging.LogRecord) -> None:
+            lines.append(JsonFormatter().format(rec))
+
+    setup_logging("DEBUG", "json")
+    capture = Capture()
+    logging.getLogger().addHandler(capture)
+    cfg = HostConfig(
+        listen_port=0, state_dir=root / "s", channels_dir=root / "c", channel_mode="listen"
+    )
+    host = HostService(cfg)
+    try:
+        async with started(host):
+            vm = await host.create_vm(str(uuid.uuid4()), "guest", [])
+            path = channel_path(cfg.channels_dir, vm.id)
+            await wait_until(path.exists)
+            _reader, writer = await asyncio.open_unix_connection(str(path))
+            writer.write(b"this is not json\n")
+            await writer.drain()
+            await wait_until(lambda: any(vm.id in line for line in lines))
+            writer.close()
+    finally:
+        logging.getLogger().removeHandler(capture)
+        setup_logging("WARNING")
+        shutil.rmtree(root, ignore_errors=True)
+    tagged = [orjson.loads(line) for line in lines if vm.id in line]
+    assert all(entry.get("vm_id") == vm.id for entry in tagged), tagged

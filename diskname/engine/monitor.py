@@ -24,6 +24,7 @@ from typing import Any
 
 import asyncpg
 
+from ..logctx import log_context
 from ..protocol import jsonrpc
 from ..streams import ConnectionLost, JsonRpcClient, RpcError
 from .config import EngineConfig
@@ -89,6 +90,10 @@ class HostMonitor:
 
     async def run(self) -> None:
         """Connect, serve, reconnect with capped exponential back-off; until cancelled."""
+        with log_context(host_id=self.host.id):
+            await self._run()
+
+    async def _run(self) -> None:
         backoff = MIN_BACKOFF
         loop = asyncio.get_running_loop()
         while True:

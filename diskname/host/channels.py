@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+from ..logctx import log_context
 from ..protocol import agent_wire as aw
 from ..protocol.errors import RemoteProtocolError
 from ..protocol.lines import MAX_LINE, LineDecoder, LineEvent, Oversized, Truncated
@@ -73,14 +74,15 @@ class AgentChannel:
         self.connected = asyncio.Event()
 
     async def run(self) -> None:
-        """Serve the channel until cancelled."""
-        try:
-            if self.mode == "listen":
-                await self._listen()
-            else:
-                await self._connect_forever()
-        finally:
-            await self._close_all()
+        """Serve the channel until cancelled; every log line in it names the VM."""
+        with log_context(vm_id=self.vm.id):
+            try:
+                if self.mode == "listen":
+                    await self._listen()
+                else:
+                    await self._connect_forever()
+            finally:
+                await self._close_all()
 
     async def _listen(self) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -155,6 +157,9 @@ class GuestProtocol:
 
     def reject(self, reason: str) -> None:
         self.vm.rejected[reason] += 1
+        # The first of each kind is worth a warning; a flood of them is not.
+        level = logging.WARNING if self.vm.rejected[reason] == 1 else logging.DEBUG
+        log.log(level, "VM %s: dropped guest input (%s)", self.vm.id, reason)
 
     def receive(self, event: LineEvent, now: float) -> list[aw.Message]:
         if isinstance(event, Oversized):

@@ -19,6 +19,7 @@ import random
 from collections.abc import Callable
 from pathlib import Path
 
+from ..logctx import log_context
 from ..protocol import qga
 from ..protocol.errors import RemoteProtocolError
 from ..protocol.lines import NeedData
@@ -117,7 +118,8 @@ class QgaChannel:
         self._wake.set()
 
     async def run(self) -> None:
-        await dial_forever(self.path, self._session, BACKOFF_INITIAL, BACKOFF_CAP)
+        with log_context(vm_id=self.vm.id):
+            await dial_forever(self.path, self._session, BACKOFF_INITIAL, BACKOFF_CAP)
 
     async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         wire = QgaWire(reader, writer)

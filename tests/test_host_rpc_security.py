@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 import pytest
 
+from diskname.config import ConfigError
 from diskname.host.service import HostConfig, HostService
 from diskname.protocol import jsonrpc
 from diskname.streams import ConnectionLost, JsonRpcClient, RpcError, close_writer
@@ -146,7 +147,7 @@ async def test_tls_without_client_certificates_when_no_ca_is_set(
 
 def test_tls_needs_a_certificate_and_its_key(pki: Path, short_dir: Path) -> None:
     config = HostConfig(state_dir=short_dir, channels_dir=short_dir, tls_cert=pki / "host.crt")
-    with pytest.raises(ValueError, match="tls_key"):
+    with pytest.raises(ConfigError, match="tls_key"):
         HostService(config)
 
 

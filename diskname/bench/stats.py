@@ -45,7 +45,7 @@ def cdf_svg(series: dict[str, Sequence[float]], title: str) -> str:
     for i, (label, values) in enumerate(series.items()):
         colour = colours[i % len(colours)]
         out.append(_curve(sorted(v * 1000 for v in values), width, height, pad, x_max, colour))
-        y = 40 + 16 * i
+        y = height - pad - 12 - 16 * (len(series) - 1 - i)  # lower right, clear of the curves
         out.append(f'<rect x="{width - 200}" y="{y - 9}" width="10" height="10" fill="{colour}"/>')
         out.append(f'<text x="{width - 185}" y="{y}">{escape(label)} (n={len(values)})</text>')
     out.append("</svg>")

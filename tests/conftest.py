@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -95,3 +96,28 @@ async def started(service: Service, timeout: float = 30.0) -> AsyncIterator[None
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """A temporary folder with a short path (UNIX socket paths are limited to 107 bytes)."""
+    path = Path(tempfile.mkdtemp(prefix="dn"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@asynccontextmanager
+async def running_host(root: Path, launcher: Any = None, **overrides: Any) -> AsyncIterator[Any]:
+    """A real HostService under ``root`` (listen mode, port 0) while the block runs."""
+    from diskname.host.service import HostConfig, HostService
+
+    settings = {
+        "listen_port": 0,
+        "state_dir": root / "state",
+        "channels_dir": root / "ch",
+        "channel_mode": "listen",
+        **overrides,
+    }
+    host = HostService(HostConfig(**settings), launcher)
+    async with started(host):
+        yield host

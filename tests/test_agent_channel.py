@@ -8,10 +8,8 @@ import asyncio
 import contextlib
 import itertools
 import os
-import shutil
-import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -96,13 +94,6 @@ class PtyHost:
             while not isinstance(msg := await self.received.get(), kind):
                 pass
             return msg
-
-
-@pytest.fixture
-def short_dir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="dn"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @contextlib.asynccontextmanager

@@ -20,10 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import re
 import signal
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -39,8 +36,8 @@ from diskname.host.service import HostService
 from diskname.streams import JsonRpcClient
 
 from .conftest import started, wait_until
+from .fleet import engine_process, sim_hosts
 from .rest import Rest
-from .test_engine_fleet import hosts
 
 pytestmark = pytest.mark.timeout(120)
 REFRESH = 0.2
@@ -219,7 +216,7 @@ async def test_postgresql_outage_under_load(pg_dsn: str) -> None:
     db = await asyncpg.connect(pg_dsn)  # the test's own view, not through the proxy
     try:
         async with (
-            hosts(2) as services,
+            sim_hosts(2, name_delay=0.0) as services,
             started(engine),
             fleet_of(services, f"http://127.0.0.1:{engine.http_port}", 5) as (fleet, http),
         ):
@@ -275,53 +272,16 @@ async def _is(http: aiohttp.ClientSession, path: str, code: int) -> bool:
     return await status(http, path) == code
 
 
-@contextlib.asynccontextmanager
-async def engine_process(dsn: str, state: Path) -> AsyncIterator[tuple[Any, str]]:
-    """``python -m diskname engine`` on a port of its choosing; yields it and its base URL."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "diskname",
-        "engine",
-        "--dsn",
-        dsn,
-        "--http",
-        "127.0.0.1:0",
-        "--refresh-interval",
-        str(REFRESH),
-        "--state-dir",
-        str(state),
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        stderr=asyncio.subprocess.PIPE,
-    )
-    assert proc.stderr is not None
-    try:
-        base = await asyncio.wait_for(_serving_url(proc.stderr), 30)
-        drain = asyncio.create_task(proc.stderr.read())  # keep the pipe from filling
-        yield proc, base
-        drain.cancel()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-        await proc.wait()
-
-
-async def _serving_url(stderr: asyncio.StreamReader) -> str:
-    seen = []
-    while line := await stderr.readline():
-        seen.append(line.decode(errors="replace"))
-        if found := re.search(r"engine serving on (http://\S+)", seen[-1]):
-            return found.group(1)
-    raise AssertionError("the engine exited before serving:\n" + "".join(seen[-30:]))
-
-
 async def test_engine_killed_while_writing_converges_without_lost_or_doubled_history(
     pg_dsn: str, tmp_path: Path
 ) -> None:
     db = await asyncpg.connect(pg_dsn)
     plugs = 60
     try:
-        async with hosts(2) as services, engine_process(pg_dsn, tmp_path) as (first, base):
+        async with (
+            sim_hosts(2, name_delay=0.0) as services,
+            engine_process(pg_dsn, tmp_path, REFRESH) as (first, base),
+        ):
             await wait_until(lambda: _up(base), timeout=30, interval=0.05)
             async with fleet_of(services, base, 10) as (fleet, _):
                 await wait_until(lambda: converged(fleet, db), timeout=20, interval=0.05)
@@ -336,7 +296,7 @@ async def test_engine_killed_while_writing_converges_without_lost_or_doubled_his
                 at_kill = await db.fetchval("SELECT count(*) FROM logical_name_history")
                 assert at_kill < roots + plugs, "the kill came after the last write"
                 restarted = asyncio.get_running_loop().time()
-                async with engine_process(pg_dsn, tmp_path) as (_, again):
+                async with engine_process(pg_dsn, tmp_path, REFRESH) as (_, again):
                     await wait_until(lambda: _up(again), timeout=30, interval=0.05)
                     await load
                     await wait_until(lambda: converged(fleet, db), timeout=30, interval=0.05)

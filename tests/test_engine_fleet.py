@@ -16,57 +16,21 @@ the test refreshes every 0.2 s and watches 15 cycles (3 s); the 30 s run at
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import shutil
-import tempfile
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import aiohttp
 import asyncpg
 import pytest
 
-from diskname.agent.service import AgentConfig, AgentService
 from diskname.engine import EngineConfig, EngineService
-from diskname.host.service import HostConfig, HostService
 
 from .conftest import started, wait_until
+from .fleet import sim_hosts
 from .rest import Rest
 
 pytestmark = pytest.mark.timeout(120)
 HOSTS, VMS_PER_HOST = 4, 25
 REFRESH = 0.2
 QUIET_POLLS_PER_HOST = 15
-
-
-async def sim_guest(vm_id: str, channel: Path, hw: Path) -> None:
-    cfg = AgentConfig(connect=f"unix:{channel}", source="sim", sim_hw=f"unix:{hw}", name_delay=0.0)
-    await AgentService(cfg).run()
-
-
-@contextlib.asynccontextmanager
-async def hosts(count: int) -> AsyncIterator[list[HostService]]:
-    root = Path(tempfile.mkdtemp(prefix="dnf"))  # short: agent channels are UNIX sockets
-    services = [
-        HostService(
-            HostConfig(
-                listen_port=0,
-                state_dir=root / f"s{i}",
-                channels_dir=root / f"c{i}",
-                channel_mode="listen",
-                host_id=f"fleet{i}",
-            ),
-            guest_launcher=sim_guest,
-        )
-        for i in range(count)
-    ]
-    try:
-        async with contextlib.AsyncExitStack() as stack:
-            for service in services:
-                await stack.enter_async_context(started(service))
-            yield services
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def counters(text: str) -> dict[str, float]:
@@ -88,7 +52,7 @@ async def scrape(http: aiohttp.ClientSession) -> dict[str, float]:
 async def test_a_quiet_fleet_of_100_vms_costs_no_fetches_and_no_writes(pg_dsn: str) -> None:
     engine = EngineService(EngineConfig(dsn=pg_dsn, http_port=0, refresh_interval=REFRESH))
     async with (
-        hosts(HOSTS) as fleet,
+        sim_hosts(HOSTS, name_delay=0.0) as fleet,
         started(engine),
         aiohttp.ClientSession(base_url=f"http://127.0.0.1:{engine.http_port}") as http,
     ):

@@ -8,56 +8,20 @@ orphaned host within two refresh intervals.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
-import shutil
 import signal
-import sys
-import tempfile
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from diskname.agent.service import AgentConfig, AgentService
-from diskname.bench.run import free_port
 from diskname.engine import EngineConfig, EngineService
-from diskname.host.service import HostConfig, HostService
 
 from .conftest import started, wait_until
+from .fleet import engine_process, sim_hosts
 from .rest import Rest
 
 pytestmark = pytest.mark.timeout(120)
 REFRESH = 1.0
-
-
-async def sim_guest(vm_id: str, channel: Path, hw: Path) -> None:
-    cfg = AgentConfig(connect=f"unix:{channel}", source="sim", sim_hw=f"unix:{hw}", name_delay=0.05)
-    await AgentService(cfg).run()
-
-
-@contextlib.asynccontextmanager
-async def two_hosts() -> AsyncIterator[list[HostService]]:
-    root = Path(tempfile.mkdtemp(prefix="dn"))
-    hosts = [
-        HostService(
-            HostConfig(
-                listen_port=0,
-                state_dir=root / f"s{i}",
-                channels_dir=root / f"c{i}",
-                channel_mode="listen",
-            ),
-            guest_launcher=sim_guest,
-        )
-        for i in range(2)
-    ]
-    try:
-        async with started(hosts[0]), started(hosts[1]):
-            yield hosts
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 async def owned_hosts(base: str) -> set[str]:
@@ -70,44 +34,13 @@ async def owned_hosts(base: str) -> set[str]:
     }
 
 
-@contextlib.asynccontextmanager
-async def engine_process(
-    dsn: str, port: int, state: Path
-) -> AsyncIterator[asyncio.subprocess.Process]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "diskname",
-        "engine",
-        "--dsn",
-        dsn,
-        "--http",
-        f"127.0.0.1:{port}",
-        "--refresh-interval",
-        str(REFRESH),
-        "--state-dir",
-        str(state),
-        "--log-level",
-        "WARNING",
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        yield proc
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-        await proc.wait()
-
-
 async def test_two_engines_split_hosts_and_take_over_after_sigkill(
     pg_dsn: str, tmp_path: Path
 ) -> None:
-    port_a = free_port()
-    base_a = f"http://127.0.0.1:{port_a}"
     engine_b = EngineService(EngineConfig(dsn=pg_dsn, http_port=0, refresh_interval=REFRESH))
     async with (
-        two_hosts() as hosts,
-        engine_process(pg_dsn, port_a, tmp_path) as proc_a,
+        sim_hosts(2) as hosts,
+        engine_process(pg_dsn, tmp_path, REFRESH) as (proc_a, base_a),
         started(engine_b),
         aiohttp.ClientSession(base_url=f"http://127.0.0.1:{engine_b.http_port}") as http,
     ):

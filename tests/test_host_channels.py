@@ -7,49 +7,23 @@ Hostile guest input over real sockets (issue 4, acceptance 1) is in
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import shutil
-import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import orjson
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from diskname.host.channels import GuestProtocol, RateLimit, channel_path
-from diskname.host.service import HostConfig, HostService
+from diskname.host.service import HostService
 from diskname.host.vm import Vm
 from diskname.protocol import agent_wire as aw
 from diskname.protocol.lines import NEED_DATA, LineDecoder
 from diskname.streams import close_writer
 
-from .conftest import started, wait_until
+from .conftest import running_host, wait_until
 
 Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
-
-
-@pytest.fixture
-def short_dir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="dn"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@contextlib.asynccontextmanager
-async def running_host(root: Path, **overrides: Any) -> AsyncIterator[HostService]:
-    config = HostConfig(
-        listen_port=0,
-        state_dir=root / "state",
-        channels_dir=root / "ch",
-        **{"channel_mode": "listen", **overrides},
-    )
-    host = HostService(config)
-    async with started(host):
-        yield host
 
 
 async def create_vm(host: HostService) -> Vm:

@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +33,6 @@ from .test_host_channels import (
 
 # What one connection may hold for an unfinished line: the cap plus one read.
 BUFFER_BOUND = MAX_LINE + READ_CHUNK
-
-
-@pytest.fixture
-def short_dir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="dn"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def disks_usage_line(mapping: Any) -> bytes:

@@ -6,9 +6,8 @@ import asyncio
 import contextlib
 import os
 import shutil
-import tempfile
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,34 +15,13 @@ import orjson
 import pytest
 
 from diskname.host.qga import qga_path
-from diskname.host.service import HostConfig, HostService
 from diskname.host.vm import QEMU_GA, Vm
 from diskname.protocol import jsonrpc
 from diskname.streams import JsonRpcClient, close_writer
 
-from .conftest import started, wait_until
+from .conftest import running_host, wait_until
 
 QEMU_GA_BIN = shutil.which("qemu-ga") or shutil.which("qemu-ga", path="/usr/sbin:/usr/bin")
-
-
-@pytest.fixture
-def short_dir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="dn"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@contextlib.asynccontextmanager
-async def running_host(root: Path, **overrides: Any) -> AsyncIterator[HostService]:
-    config = HostConfig(
-        listen_port=0,
-        state_dir=root / "state",
-        channels_dir=root / "ch",
-        **{"channel_mode": "connect", **overrides},
-    )
-    host = HostService(config)
-    async with started(host):
-        yield host
 
 
 @contextlib.asynccontextmanager
@@ -88,7 +66,7 @@ def machine_disks() -> set[str]:
 async def test_a_real_qemu_ga_gives_a_mapping_with_the_machines_disks(short_dir: Path) -> None:
     vm_id = str(uuid.uuid4())
     notes: list[jsonrpc.Notification] = []
-    async with running_host(short_dir) as host:
+    async with running_host(short_dir, channel_mode="connect") as host:
         async with await JsonRpcClient.connect(
             "127.0.0.1", host.port, on_notification=notes.append
         ) as c:
@@ -116,7 +94,7 @@ async def test_a_hotplug_asks_qemu_ga_again_and_a_restarted_qemu_ga_is_resynced(
 ) -> None:
     vm_id = str(uuid.uuid4())
     # A long period: only hot-plugs and reconnects cause queries here.
-    async with running_host(short_dir, qga_interval=3600.0) as host:
+    async with running_host(short_dir, channel_mode="connect", qga_interval=3600.0) as host:
         vm = await host.create_vm(vm_id, "qga", [])
         channel = host._running[vm_id].qga
         assert channel is not None
@@ -195,7 +173,7 @@ async def test_an_old_qemu_ga_is_asked_for_fsinfo_instead(short_dir: Path) -> No
         error = {"class": "CommandNotFound", "desc": "The command was not found"}
         return orjson.dumps({"error": error}) + b"\n"
 
-    async with running_host(short_dir) as host:
+    async with running_host(short_dir, channel_mode="connect") as host:
         vm = await host.create_vm(str(uuid.uuid4()), "old", [])
         async with fake_qemu_ga(qga_path(host.config.channels_dir, vm.id), old) as seen:
             await wait_until(lambda: vm.mapping)
@@ -220,7 +198,7 @@ async def test_a_hostile_qemu_ga_is_counted_and_the_host_reconnects(short_dir: P
             return sync_reply(cmd)
         return next(replies, answer([{"name": "/dev/vdb", "partition": False}]))
 
-    async with running_host(short_dir, qga_interval=0.1) as host:
+    async with running_host(short_dir, channel_mode="connect", qga_interval=0.1) as host:
         vm = await host.create_vm(str(uuid.uuid4()), "hostile", [])
         bystander = await host.create_vm(str(uuid.uuid4()), "bystander", [])
         async with fake_qemu_ga(qga_path(host.config.channels_dir, vm.id), hostile):
@@ -231,7 +209,7 @@ async def test_a_hostile_qemu_ga_is_counted_and_the_host_reconnects(short_dir: P
 
 
 async def test_without_qemu_ga_no_channel_runs(short_dir: Path) -> None:
-    async with running_host(short_dir, qemu_ga=False) as host:
+    async with running_host(short_dir, channel_mode="connect", qemu_ga=False) as host:
         vm: Vm = await host.create_vm(str(uuid.uuid4()), "plain", [])
         assert host._running[vm.id].qga is None
 
@@ -249,7 +227,7 @@ async def test_a_silent_qemu_ga_is_asked_again_on_the_same_connection(
             return sync_reply(cmd) if len(syncs) > 1 else b""
         return answer([{"name": "/dev/vda", "partition": False}])
 
-    async with running_host(short_dir) as host:
+    async with running_host(short_dir, channel_mode="connect") as host:
         vm = await host.create_vm(str(uuid.uuid4()), "late", [])
         async with fake_qemu_ga(qga_path(host.config.channels_dir, vm.id), late):
             await wait_until(lambda: vm.mapping)

@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
-import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
-import pytest
 
 from diskname.bench.run import free_port
 from diskname.engine import EngineConfig, EngineService
@@ -28,13 +25,6 @@ from diskname.protocol import agent_wire as aw
 from diskname.streams import JsonRpcClient, close_writer
 
 from .conftest import started, wait_until
-
-
-@pytest.fixture
-def short_dir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="dn"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 class Rest:

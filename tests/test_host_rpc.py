@@ -5,48 +5,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import operator
-import shutil
 import subprocess
 import sys
-import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
-from diskname.host.service import HostConfig, HostService
+from diskname.host.service import HostService
 from diskname.host.vm import Vm
 from diskname.protocol import jsonrpc
 from diskname.protocol.lines import MAX_LINE
 from diskname.streams import JsonRpcClient, RpcError, close_writer
 
-from .conftest import started
+from .conftest import running_host
 
 REPO = Path(__file__).resolve().parent.parent
 BY_ID = operator.itemgetter("vmId")
-
-
-@pytest.fixture
-def short_dir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="dn"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@contextlib.asynccontextmanager
-async def running_host(root: Path, **overrides: Any) -> AsyncIterator[HostService]:
-    config = HostConfig(
-        listen_port=0,
-        state_dir=root / "state",
-        channels_dir=root / "ch",
-        **{"channel_mode": "listen", **overrides},
-    )
-    host = HostService(config)
-    async with started(host):
-        yield host
 
 
 @contextlib.asynccontextmanager

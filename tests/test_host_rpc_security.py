@@ -8,13 +8,12 @@ it did not.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import shutil
 import ssl
 import subprocess
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from diskname.host.service import HostConfig, HostService
 from diskname.protocol import jsonrpc
 from diskname.streams import ConnectionLost, JsonRpcClient, RpcError, close_writer
 
-from .conftest import started
+from .conftest import running_host
 
 OPENSSL = shutil.which("openssl")
 pytestmark = pytest.mark.skipif(OPENSSL is None, reason="the openssl command is not installed")
@@ -69,28 +68,6 @@ def pki() -> Iterator[Path]:
         shutil.rmtree(d, ignore_errors=True)
 
 
-@pytest.fixture
-def short_dir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="dn"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@contextlib.asynccontextmanager
-async def running_host(root: Path, **overrides: Any) -> AsyncIterator[HostService]:
-    config = HostConfig(
-        listen_port=0,
-        state_dir=root / "state",
-        channels_dir=root / "ch",
-        channel_mode="listen",
-        qemu_ga=False,
-        **overrides,
-    )
-    host = HostService(config)
-    async with started(host):
-        yield host
-
-
 def tls_host(pki: Path, client_certs: bool = True) -> dict[str, Any]:
     return {
         "tls_cert": pki / "host.crt",
@@ -113,7 +90,7 @@ async def call_over_tls(host: HostService, context: ssl.SSLContext) -> Any:
 
 
 async def test_tls_with_a_client_certificate_the_ca_signed(pki: Path, short_dir: Path) -> None:
-    async with running_host(short_dir, **tls_host(pki)) as host:
+    async with running_host(short_dir, qemu_ga=False, **tls_host(pki)) as host:
         assert await call_over_tls(host, client_context(pki, "engine")) is True
 
 
@@ -121,7 +98,7 @@ async def test_tls_with_a_client_certificate_the_ca_signed(pki: Path, short_dir:
 async def test_tls_refuses_clients_without_a_good_certificate(
     pki: Path, short_dir: Path, cert: str | None
 ) -> None:
-    async with running_host(short_dir, **tls_host(pki)) as host:
+    async with running_host(short_dir, qemu_ga=False, **tls_host(pki)) as host:
         # TLS 1.3 finishes the client's handshake before the server has checked
         # the certificate: the refusal shows up as a lost connection or an alert.
         with pytest.raises((ConnectionLost, ssl.SSLError, ConnectionError)):
@@ -130,7 +107,7 @@ async def test_tls_refuses_clients_without_a_good_certificate(
 
 
 async def test_plain_tcp_to_a_tls_host_does_not_hurt_it(pki: Path, short_dir: Path) -> None:
-    async with running_host(short_dir, **tls_host(pki)) as host:
+    async with running_host(short_dir, qemu_ga=False, **tls_host(pki)) as host:
         reader, writer = await asyncio.open_connection("127.0.0.1", host.port)
         writer.write(b'{"jsonrpc": "2.0", "id": 1, "method": "Host.ping"}\n')
         assert await asyncio.wait_for(reader.read(), 10) == b""  # refused, not served
@@ -141,7 +118,7 @@ async def test_plain_tcp_to_a_tls_host_does_not_hurt_it(pki: Path, short_dir: Pa
 async def test_tls_without_client_certificates_when_no_ca_is_set(
     pki: Path, short_dir: Path
 ) -> None:
-    async with running_host(short_dir, **tls_host(pki, client_certs=False)) as host:
+    async with running_host(short_dir, qemu_ga=False, **tls_host(pki, client_certs=False)) as host:
         assert await call_over_tls(host, client_context(pki, None)) is True
 
 
@@ -156,7 +133,7 @@ async def test_a_token_must_be_presented_before_anything_else(short_dir: Path) -
     notes: list[jsonrpc.Notification] = []
     overheard: list[jsonrpc.Notification] = []
     async with (
-        running_host(short_dir, rpc_token="s3cret") as host,
+        running_host(short_dir, qemu_ga=False, rpc_token="s3cret") as host,
         await JsonRpcClient.connect(
             "127.0.0.1", host.port, on_notification=overheard.append
         ) as stranger,
@@ -181,7 +158,7 @@ async def test_a_token_must_be_presented_before_anything_else(short_dir: Path) -
 async def test_garbage_before_the_token_gets_errors_and_the_token_still_works(
     short_dir: Path,
 ) -> None:
-    async with running_host(short_dir, rpc_token="s3cret") as host:
+    async with running_host(short_dir, qemu_ga=False, rpc_token="s3cret") as host:
         reader, writer = await asyncio.open_connection("127.0.0.1", host.port)
         try:
             lines = [
@@ -208,7 +185,7 @@ async def test_garbage_before_the_token_gets_errors_and_the_token_still_works(
 
 async def test_without_a_token_authenticate_is_harmless(short_dir: Path) -> None:
     async with (
-        running_host(short_dir) as host,
+        running_host(short_dir, qemu_ga=False) as host,
         await JsonRpcClient.connect("127.0.0.1", host.port) as c,
     ):
         assert await c.call("Host.authenticate", {"token": "anything"}) is True
@@ -216,7 +193,7 @@ async def test_without_a_token_authenticate_is_harmless(short_dir: Path) -> None
 
 
 async def test_tls_and_token_together(pki: Path, short_dir: Path) -> None:
-    async with running_host(short_dir, rpc_token="t0k", **tls_host(pki)) as host:
+    async with running_host(short_dir, qemu_ga=False, rpc_token="t0k", **tls_host(pki)) as host:
         context = client_context(pki, "engine")
         async with await JsonRpcClient.connect("127.0.0.1", host.port, ssl_context=context) as c:
             with pytest.raises(RpcError):

@@ -8,28 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
-import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from diskname.agent.service import AgentConfig, AgentService
-from diskname.host.service import GuestLauncher, HostConfig, HostService
+from diskname.host.service import GuestLauncher, HostService
 from diskname.protocol import jsonrpc
 from diskname.streams import JsonRpcClient
 
-from .conftest import started, wait_until
-
-
-@pytest.fixture
-def short_dir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="dn"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+from .conftest import running_host, wait_until
 
 
 def sim_guests(
@@ -50,18 +39,6 @@ def sim_guests(
                 stopped.append(vm_id)
 
     return launch
-
-
-@contextlib.asynccontextmanager
-async def running_host(
-    root: Path, launcher: GuestLauncher | None = None
-) -> AsyncIterator[HostService]:
-    config = HostConfig(
-        listen_port=0, state_dir=root / "state", channels_dir=root / "ch", channel_mode="listen"
-    )
-    host = HostService(config, launcher)
-    async with started(host):
-        yield host
 
 
 class Engine:

@@ -1,0 +1,89 @@
+"""Test fleets: real hosts with simulated guests, and the engine as a process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from diskname.agent.service import AgentConfig, AgentService
+from diskname.host.service import HostConfig, HostService
+
+from .conftest import started
+
+
+def sim_guest(name_delay: float = 0.05) -> Callable[[str, Path, Path], Coroutine[Any, Any, None]]:
+    """A guest launcher: the real agent on the sim source, for each VM a host starts."""
+
+    async def run(vm_id: str, channel: Path, hw: Path) -> None:
+        cfg = AgentConfig(
+            connect=f"unix:{channel}", source="sim", sim_hw=f"unix:{hw}", name_delay=name_delay
+        )
+        await AgentService(cfg).run()
+
+    return run
+
+
+@contextlib.asynccontextmanager
+async def sim_hosts(count: int, name_delay: float = 0.05) -> AsyncIterator[list[HostService]]:
+    """``count`` hosts (listen mode, port 0) whose VMs get simulated guests."""
+    root = Path(tempfile.mkdtemp(prefix="dnf"))  # short: agent channels are UNIX sockets
+    services = [
+        HostService(
+            HostConfig(
+                listen_port=0,
+                state_dir=root / f"s{i}",
+                channels_dir=root / f"c{i}",
+                channel_mode="listen",
+                host_id=f"fleet{i}",
+            ),
+            guest_launcher=sim_guest(name_delay),
+        )
+        for i in range(count)
+    ]
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            for service in services:
+                await stack.enter_async_context(started(service))
+            yield services
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.asynccontextmanager
+async def engine_process(
+    dsn: str, state: Path, refresh: float, *extra: str
+) -> AsyncIterator[tuple[Any, str]]:
+    """``python -m diskname engine`` on a port of its choosing; yields it and its base URL."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "diskname", "engine", "--dsn", dsn, "--http", "127.0.0.1:0",
+        "--refresh-interval", str(refresh), "--state-dir", str(state), *extra,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    try:
+        base = await asyncio.wait_for(_serving_url(proc.stderr), 30)
+        drain = asyncio.create_task(proc.stderr.read())  # keep the pipe from filling
+        yield proc, base
+        drain.cancel()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+
+
+async def _serving_url(stderr: asyncio.StreamReader) -> str:
+    seen = []
+    while line := await stderr.readline():
+        seen.append(line.decode(errors="replace"))
+        if found := re.search(r"engine serving on (http://\S+)", seen[-1]):
+            return found.group(1)
+    raise AssertionError("the engine exited before serving:\n" + "".join(seen[-30:]))

@@ -80,6 +80,18 @@ class Service(Protocol):
 
 
 @asynccontextmanager
+async def in_background(service: Service) -> AsyncIterator[None]:
+    """Run ``service`` while the block runs, without waiting for it to be ready."""
+    task = asyncio.create_task(service.run())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@asynccontextmanager
 async def started(service: Service, timeout: float = 30.0) -> AsyncIterator[None]:
     """Run ``service`` until the block ends; enter only once it says it is ready."""
     ready = asyncio.Event()

@@ -24,7 +24,7 @@ from diskname.host.vm import Vm
 from diskname.protocol import agent_wire as aw
 from diskname.protocol.lines import LineDecoder, NeedData
 
-from .conftest import started, wait_until
+from .conftest import in_background, started, wait_until
 
 ROOT = DeviceRecord("/dev/vda", "1a2b3c4d-5e6f-7a8b-9", bus="virtio", diskseq=1)
 
@@ -99,13 +99,8 @@ class PtyHost:
 @contextlib.asynccontextmanager
 async def agent_running(config: AgentConfig, source: StaticSource) -> AsyncIterator[AgentService]:
     agent = AgentService(config, source=source)
-    task = asyncio.create_task(agent.run())
-    try:
+    async with in_background(agent):
         yield agent
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def test_the_agent_speaks_over_a_character_device_and_outlives_its_host(

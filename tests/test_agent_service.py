@@ -19,6 +19,8 @@ from diskname.protocol import agent_wire as aw
 from diskname.protocol.simhw import HardwareState, VirtualDisk, encode_state
 from diskname.streams import close_writer, read_lines
 
+from .conftest import in_background
+
 M = TypeVar("M")
 ROOT = VirtualDisk("dev-root", "root-serial-0000000", "virtio", "0000:00:05.0")
 DATA = VirtualDisk("dev-data", "data-serial-0000000", "virtio_scsi", "0:0:0:0")
@@ -115,13 +117,8 @@ async def host(short_dir: Path) -> AsyncIterator[FakeHost]:
 async def running_agent(fake: FakeHost, **overrides: Any) -> AsyncIterator[AgentService]:
     config = AgentConfig(connect=fake.connect, source="sim", sim_hw=f"unix:{fake.hw}", **overrides)
     agent = AgentService(config)
-    task = asyncio.create_task(agent.run())
-    try:
+    async with in_background(agent):
         yield agent
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def test_a_connect_starts_with_a_heartbeat_then_the_mapping(host: FakeHost) -> None:

@@ -20,6 +20,7 @@ from .agent.service import AgentConfig, AgentService
 from .engine.config import EngineConfig
 from .engine.service import EngineService
 from .host.service import HostConfig, HostService
+from .runner import start_all
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +92,8 @@ class DevCluster:
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
         async with asyncio.TaskGroup() as tg:
-            await _start_all(tg, self.hosts)
-            await _start_all(tg, [self.engine])
+            await start_all(tg, self.hosts)
+            await start_all(tg, [self.engine])
             await self._seed()
             log.info("dev mode ready: %s (web page and REST API)", self.base_url)
             if ready is not None:
@@ -112,15 +113,6 @@ class DevCluster:
                     vm = {"name": f"{name}-vm{n}", "host": {"id": created["id"]}}
                     await _post(http, "/api/vms", vm)
                 log.info("seeded %s with %d VMs", name, self.config.vms)
-
-
-async def _start_all(tg: asyncio.TaskGroup, services: list[Any]) -> None:
-    events = []
-    for service in services:
-        event = asyncio.Event()
-        tg.create_task(service.run(event))
-        events.append(event)
-    await asyncio.gather(*(e.wait() for e in events))
 
 
 async def _get(http: aiohttp.ClientSession, path: str) -> Any:

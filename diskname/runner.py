@@ -12,8 +12,8 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any, Protocol
 
 import orjson
 
@@ -23,6 +23,20 @@ from .sdnotify import Notifier
 log = logging.getLogger(__name__)
 
 ServiceMain = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+
+
+class Service(Protocol):
+    async def run(self, ready: asyncio.Event | None = None) -> None: ...
+
+
+async def start_all(tg: asyncio.TaskGroup, services: Iterable[Service]) -> None:
+    """Start each service in ``tg`` and return once every one says it is ready."""
+    events = []
+    for service in services:
+        event = asyncio.Event()
+        tg.create_task(service.run(event))
+        events.append(event)
+    await asyncio.gather(*(e.wait() for e in events))
 
 
 async def run_until_signalled(main: ServiceMain, what: str) -> None:

@@ -14,13 +14,14 @@ import tempfile
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 
 from diskname.pgembed import EmbeddedPostgres
+from diskname.runner import Service
 
 _db_counter = itertools.count()
 
@@ -73,10 +74,6 @@ async def wait_until(predicate, timeout: float = 5.0, interval: float = 0.01):  
         if loop.time() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(interval)  # sync-ok: polling with a deadline
-
-
-class Service(Protocol):
-    async def run(self, ready: asyncio.Event | None = None) -> None: ...
 
 
 @asynccontextmanager

@@ -70,7 +70,9 @@ async def engine_process(
     )  # fmt: skip
     assert proc.stderr is not None
     try:
-        base = await asyncio.wait_for(_serving_url(proc.stderr), 30)
+        base = await asyncio.wait_for(
+            url_in_output(proc.stderr, r"engine serving on (http://\S+)"), 30
+        )
         drain = asyncio.create_task(proc.stderr.read())  # keep the pipe from filling
         yield proc, base
         drain.cancel()
@@ -80,10 +82,11 @@ async def engine_process(
         await proc.wait()
 
 
-async def _serving_url(stderr: asyncio.StreamReader) -> str:
+async def url_in_output(stream: asyncio.StreamReader, pattern: str) -> str:
+    """Read a process's output until ``pattern`` matches; its first group is the URL."""
     seen = []
-    while line := await stderr.readline():
+    while line := await stream.readline():
         seen.append(line.decode(errors="replace"))
-        if found := re.search(r"engine serving on (http://\S+)", seen[-1]):
+        if found := re.search(pattern, seen[-1]):
             return found.group(1)
-    raise AssertionError("the engine exited before serving:\n" + "".join(seen[-30:]))
+    raise AssertionError(f"exited before printing {pattern!r}:\n" + "".join(seen[-30:]))

@@ -6,7 +6,6 @@ kernel are simulated. These are the acceptance paths of the first issue.
 
 from __future__ import annotations
 
-import asyncio
 import re
 import shutil
 import tempfile
@@ -20,6 +19,7 @@ import pytest
 
 from diskname.dev import DevCluster, DevConfig
 
+from .conftest import started
 from .rest import Rest
 
 
@@ -38,20 +38,13 @@ async def dev_cluster(dsn: str, **overrides: Any) -> AsyncIterator[Rest]:
         }
     )
     cluster = DevCluster(cfg)
-    ready = asyncio.Event()
-    task = asyncio.create_task(cluster.run(ready))
     try:
-        waiter = asyncio.create_task(ready.wait())
-        await asyncio.wait({task, waiter}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
-        if task.done():
-            task.result()
-        assert ready.is_set(), "dev cluster did not become ready"
-        async with aiohttp.ClientSession(base_url=cluster.base_url) as http:
+        async with (
+            started(cluster),
+            aiohttp.ClientSession(base_url=cluster.base_url) as http,
+        ):
             yield Rest(http)
     finally:
-        task.cancel()
-        with __import__("contextlib").suppress(asyncio.CancelledError):
-            await task
         shutil.rmtree(state, ignore_errors=True)
 
 

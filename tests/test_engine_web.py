@@ -16,7 +16,6 @@ import asyncio
 import base64
 import contextlib
 import itertools
-import re
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -29,6 +28,7 @@ import pytest
 from diskname.dev import DevCluster, DevConfig
 
 from .conftest import started, wait_until
+from .fleet import url_in_output
 from .rest import Rest
 
 CHROMIUM = next(
@@ -144,7 +144,9 @@ async def chromium(profile: Path) -> AsyncIterator[str]:
     )
     try:
         assert proc.stderr is not None
-        url = await asyncio.wait_for(_devtools_url(proc.stderr), 30)
+        url = await asyncio.wait_for(
+            url_in_output(proc.stderr, r"DevTools listening on (ws://\S+)"), 30
+        )
         drain = asyncio.create_task(proc.stderr.read())  # keep the pipe from filling
         yield url
         drain.cancel()
@@ -156,15 +158,6 @@ async def chromium(profile: Path) -> AsyncIterator[str]:
             except TimeoutError:
                 proc.kill()
                 await proc.wait()
-
-
-async def _devtools_url(stderr: asyncio.StreamReader) -> str:
-    seen = []
-    while line := await stderr.readline():
-        seen.append(line.decode(errors="replace"))
-        if found := re.search(r"DevTools listening on (ws://\S+)", seen[-1]):
-            return found.group(1)
-    raise AssertionError("chromium exited without a DevTools URL:\n" + "".join(seen[-20:]))
 
 
 @contextlib.asynccontextmanager

@@ -20,7 +20,7 @@ import orjson
 
 from ..agent.service import AgentConfig, AgentService
 from ..host.service import HostConfig, HostService
-from ..runner import run_until_signalled, setup_logging
+from ..runner import run_until_signalled, setup_logging, start_all
 
 NAMESPACE = uuid.UUID("6f1c8f52-2b7e-4a55-9a1e-5d0c3b1f0b7d")
 
@@ -63,12 +63,7 @@ class Fleet:
 
     async def run(self, ready: asyncio.Event) -> None:
         async with asyncio.TaskGroup() as tg:
-            events = []
-            for host in self.hosts.values():
-                event = asyncio.Event()
-                tg.create_task(host.run(event))
-                events.append(event)
-            await asyncio.gather(*(e.wait() for e in events))
+            await start_all(tg, self.hosts.values())
             for index, host in self.hosts.items():
                 await self._populate(index, host)
             hosts = [{"name": f"bench-host{i}", "port": h.port} for i, h in self.hosts.items()]

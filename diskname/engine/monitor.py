@@ -419,9 +419,7 @@ class Monitors:
 
     async def start(self, tg: asyncio.TaskGroup) -> None:
         self._tg = tg
-        for host in await self._store.list_hosts():
-            self.add(host)
-        await self.rebalance()
+        await self.rebalance()  # adds a monitor for every known host, claims our share
         task = tg.create_task(self._balance_loop(), name="leases")
         self._tasks.add(task)
 

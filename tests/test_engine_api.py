@@ -368,10 +368,18 @@ async def test_host_failures_are_502_and_leave_nothing_behind(api: Api) -> None:
     await api.error("POST", base, 409, {"interface": "virtio"})
 
 
-async def test_unreachable_host_is_502(api: Api) -> None:
+async def test_a_host_that_is_down_is_a_409_not_a_server_error(api: Api) -> None:
     vm_id = await api.vm()
     await api.fake.close()
-    await api.error("POST", f"/api/vms/{vm_id}/diskattachments", 502, {"interface": "virtio"})
+
+    async def down() -> bool:
+        return bool((await api.call("GET", "/api/hosts"))["host"][0]["status"] == "unreachable")
+
+    await wait_until(down)
+    message = await api.error(
+        "POST", f"/api/vms/{vm_id}/diskattachments", 409, {"interface": "virtio"}
+    )
+    assert "h1 is not connected" in message
 
 
 async def test_token_is_required_on_every_api_route(pg_dsn: str) -> None:

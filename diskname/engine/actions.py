@@ -2,7 +2,8 @@
 
 Each action runs under the VM's :meth:`HostMonitor.vm_action`, calls the host
 over the monitor's connection, then records the outcome. A failed host call
-undoes the rows written for it and becomes a 502.
+undoes the rows written for it. Failures are the engine's own errors
+(:mod:`.errors`); the HTTP edges map them to statuses.
 """
 
 from __future__ import annotations
@@ -13,31 +14,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..protocol import jsonrpc
-from ..streams import RpcError
+from .errors import Conflict, HostNotConnected, HostRefused, NotFound
 from .events import EventHub
 from .matching import disk_serial
 from .metrics import Metrics
 from .models import Attachment, NameChange, VmRow, canonical_uuid
-from .monitor import HostMonitor, HostUnavailable, Monitors
-from .store import Conflict, Store
+from .monitor import HostMonitor, Monitors
+from .store import Store
 
 INTERFACES = frozenset({"virtio", "virtio_scsi", "sata", "nvme"})
 ROOT_INTERFACE = "virtio"
-
-
-class ApiError(Exception):
-    """An error to answer with ``status`` and ``message``."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-def _host_failed(exc: Exception) -> ApiError:
-    if isinstance(exc, RpcError) and exc.code == jsonrpc.CONFLICT:
-        return ApiError(409, f"host refused: {exc.message}")
-    return ApiError(502, f"host call failed: {exc}")
 
 
 def _device_json(att: Attachment, serial: str) -> dict[str, Any]:
@@ -75,26 +61,23 @@ class Actions:
     async def vm(self, vm_id: str) -> VmRow:
         vm = await self._store.get_vm(vm_id)
         if vm is None:
-            raise ApiError(404, f"no VM {vm_id}")
+            raise NotFound(f"no VM {vm_id}")
         return vm
 
     async def attachment(self, vm_id: str, disk_id: str) -> Attachment:
         att = await self._store.get_attachment(vm_id, disk_id)
         if att is None:
-            raise ApiError(404, f"disk {disk_id} is not attached to VM {vm_id}")
+            raise NotFound(f"disk {disk_id} is not attached to VM {vm_id}")
         return att
 
     def _monitor(self, host_id: str) -> HostMonitor:
         monitor = self._monitors.get(host_id)
         if monitor is None:
-            raise ApiError(502, f"host {host_id} is not monitored")
+            raise HostNotConnected(f"host {host_id} is not monitored by this engine")
         return monitor
 
     async def _call(self, monitor: HostMonitor, method: str, params: dict[str, Any]) -> Any:
-        try:
-            return await monitor.call(method, params)
-        except (HostUnavailable, RpcError) as exc:
-            raise _host_failed(exc) from exc
+        return await monitor.call(method, params)
 
     def _published(self, change: NameChange | None) -> None:
         if change is not None:
@@ -104,15 +87,12 @@ class Actions:
 
     async def create_vm(self, name: str, host_id: str, vm_id: str | None = None) -> VmRow:
         if await self._store.get_host(host_id) is None:
-            raise ApiError(404, f"no host {host_id}")
+            raise NotFound(f"no host {host_id}")
         monitor = self._monitor(host_id)
         vm = VmRow(vm_id or str(uuid.uuid4()), name, "unknown", host_id)
         disk_id = str(uuid.uuid4())
         root = _new_attachment(vm.id, disk_id, ROOT_INTERFACE)
-        try:
-            await self._store.create_vm(vm, root, disk_serial(disk_id))
-        except Conflict as exc:
-            raise ApiError(409, str(exc)) from None
+        await self._store.create_vm(vm, root, disk_serial(disk_id))
         async with monitor.vm_action(vm.id):
             params = {
                 "vmId": vm.id,
@@ -121,7 +101,7 @@ class Actions:
             }
             try:
                 await self._call(monitor, "VM.create", params)
-            except ApiError:
+            except Exception:
                 await self._store.delete_vm(vm.id)
                 await self._store.delete_disk(disk_id)
                 raise
@@ -134,8 +114,8 @@ class Actions:
         async with monitor.vm_action(vm_id):
             try:
                 await self._call(monitor, "VM.destroy", {"vmId": vm_id})
-            except ApiError as exc:
-                if not _is_unknown(exc.__cause__, jsonrpc.UNKNOWN_VM):
+            except HostRefused as exc:
+                if exc.code != jsonrpc.UNKNOWN_VM:
                     raise
             await self._store.delete_vm(vm_id)
 
@@ -150,18 +130,15 @@ class Actions:
         disk_id = disk_id or str(uuid.uuid4())
         serial = disk_serial(disk_id) if new_disk else await self._store.disk_serial(disk_id)
         if serial is None:
-            raise ApiError(404, f"no disk {disk_id}")
+            raise NotFound(f"no disk {disk_id}")
         monitor = self._monitor(vm.host_id)
         att = _new_attachment(vm_id, disk_id, interface)
         async with monitor.vm_action(vm_id):
-            try:
-                await self._store.attach(att, serial, new_disk=new_disk)
-            except Conflict as exc:
-                raise ApiError(409, str(exc)) from None
+            await self._store.attach(att, serial, new_disk=new_disk)
             if active:
                 try:
                     await self._plug(monitor, att, serial, requested_at)
-                except ApiError:
+                except Exception:
                     await self._store.detach(vm_id, disk_id)
                     if new_disk:
                         await self._store.delete_disk(disk_id)
@@ -198,7 +175,7 @@ class Actions:
         self, monitor: HostMonitor, att: Attachment, serial: str, requested_at: float
     ) -> None:
         if await self._store.disk_plugged_elsewhere(att.disk_id, att.vm_id):
-            raise ApiError(409, f"disk {att.disk_id} is plugged into another VM")
+            raise Conflict(f"disk {att.disk_id} is plugged into another VM")
         self._metrics.plug_requested(att.vm_id, att.disk_id, requested_at)
         drive = {
             "diskId": att.disk_id,
@@ -210,7 +187,7 @@ class Actions:
             result = await self._call(
                 monitor, "VM.hotplugDisk", {"vmId": att.vm_id, "drive": drive}
             )
-        except ApiError:
+        except Exception:
             self._metrics.plug_abandoned(att.vm_id, att.disk_id)
             raise
         device_id, address = _returned_device(result, att)
@@ -221,11 +198,7 @@ class Actions:
         params = {"vmId": att.vm_id, "diskId": att.disk_id}
         try:
             await self._call(monitor, "VM.hotunplugDisk", params)
-        except ApiError as exc:
+        except HostRefused as exc:
             # The host no longer has the device: it is as unplugged as it gets.
-            if not _is_unknown(exc.__cause__, jsonrpc.UNKNOWN_DEVICE):
+            if exc.code != jsonrpc.UNKNOWN_DEVICE:
                 raise
-
-
-def _is_unknown(cause: BaseException | None, code: int) -> bool:
-    return isinstance(cause, RpcError) and cause.code == code

@@ -16,13 +16,14 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from .actions import INTERFACES, Actions, ApiError
+from .actions import INTERFACES, Actions
 from .config import EngineConfig
+from .errors import EngineError, Invalid, NotFound, Unauthenticated, http_status
 from .events import EventHub
 from .metrics import Metrics
 from .models import canonical_uuid
 from .monitor import Monitors
-from .store import UNAVAILABLE, Conflict, Store
+from .store import UNAVAILABLE, Store
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +54,8 @@ async def errors_middleware(request: web.Request, handler: Any) -> web.StreamRes
     try:
         response: web.StreamResponse = await handler(request)
         return response
-    except ApiError as exc:
-        return error_response(exc.status, exc.message)
+    except EngineError as exc:
+        return error_response(http_status(exc), str(exc))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -71,7 +72,7 @@ async def errors_middleware(request: web.Request, handler: Any) -> web.StreamRes
 async def auth_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
     token = request.app[CTX].config.api_token
     if token and request.path.startswith("/api/") and not _authorised(request, token):
-        raise ApiError(401, "missing or wrong bearer token")
+        raise Unauthenticated("missing or wrong bearer token")
     response: web.StreamResponse = await handler(request)
     return response
 
@@ -92,29 +93,29 @@ def _path_uuid(request: web.Request, name: str) -> str:
     try:
         return canonical_uuid(request.match_info[name])
     except ValueError:
-        raise ApiError(400, f"{name} is not a UUID") from None
+        raise Invalid(f"{name} is not a UUID") from None
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
     try:
         body = orjson.loads(await request.read())
     except orjson.JSONDecodeError:
-        raise ApiError(400, "the body is not valid JSON") from None
+        raise Invalid("the body is not valid JSON") from None
     if not isinstance(body, dict):
-        raise ApiError(400, "the body must be a JSON object")
+        raise Invalid("the body must be a JSON object")
     return body
 
 
 def _field(body: dict[str, Any], name: str, kind: type, *, required: bool = True) -> Any:
     if name not in body or body[name] is None:
         if required:
-            raise ApiError(400, f"missing field {name!r}")
+            raise Invalid(f"missing field {name!r}")
         return None
     value = body[name]
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ApiError(400, f"field {name!r} must be a {kind.__name__}")
+        raise Invalid(f"field {name!r} must be a {kind.__name__}")
     if isinstance(value, str) and not value.strip():
-        raise ApiError(400, f"field {name!r} must not be empty")
+        raise Invalid(f"field {name!r} must not be empty")
     return value
 
 
@@ -124,7 +125,7 @@ def _optional_uuid(value: Any, what: str) -> str | None:
     try:
         return canonical_uuid(value)
     except ValueError:
-        raise ApiError(400, f"{what} is not a UUID") from None
+        raise Invalid(f"{what} is not a UUID") from None
 
 
 def _ref_id(body: dict[str, Any], name: str, *, required: bool) -> str | None:
@@ -132,7 +133,7 @@ def _ref_id(body: dict[str, Any], name: str, *, required: bool) -> str | None:
     ref = _field(body, name, dict, required=required)
     ref_id = _optional_uuid(ref.get("id") if ref else None, f"{name}.id")
     if ref_id is None and required:
-        raise ApiError(400, f"missing field {name}.id")
+        raise Invalid(f"missing field {name}.id")
     return ref_id
 
 
@@ -154,7 +155,7 @@ async def get_host(request: web.Request) -> web.Response:
     host_id = _path_uuid(request, "host_id")
     host = await request.app[CTX].store.get_host(host_id)
     if host is None:
-        raise ApiError(404, f"no host {host_id}")
+        raise NotFound(f"no host {host_id}")
     return json_response(host.to_json())
 
 
@@ -163,12 +164,9 @@ async def add_host(request: web.Request) -> web.Response:
     name, address = _field(body, "name", str), _field(body, "address", str)
     port = _field(body, "port", int)
     if not 1 <= port <= 65535:
-        raise ApiError(400, "port must be between 1 and 65535")
+        raise Invalid("port must be between 1 and 65535")
     host_id = _optional_uuid(body.get("id"), "id") or str(uuid.uuid4())
-    try:
-        host = await ctx.store.add_host(host_id, name, address, port)
-    except Conflict as exc:
-        raise ApiError(409, str(exc)) from None
+    host = await ctx.store.add_host(host_id, name, address, port)
     await ctx.monitors.register(host)
     return json_response(host.to_json(), 201)
 
@@ -217,7 +215,7 @@ async def add_attachment(request: web.Request) -> web.Response:
     body = await _body(request)
     interface = _field(body, "interface", str)
     if interface not in INTERFACES:
-        raise ApiError(400, f"interface must be one of {sorted(INTERFACES)}")
+        raise Invalid(f"interface must be one of {sorted(INTERFACES)}")
     active = _field(body, "active", bool, required=False)
     disk_id = _ref_id(body, "disk", required=False)
     att = await request.app[CTX].actions.add_attachment(

@@ -14,6 +14,8 @@ class EngineConfig:
     ``http_port`` 0 binds a free port (read it from ``EngineService.http_port``).
     ``events`` False ignores the hosts' notifications and relies on polling.
     ``hash_gate`` False fetches every VM fully on every cycle (a benchmark baseline).
+    ``action_timeout`` bounds a call made for a user (a plug, an unplug): longer
+    than a host's own wait for a guest to release a disk.
     """
 
     dsn: str | None = None
@@ -24,3 +26,4 @@ class EngineConfig:
     api_token: str | None = None
     events: bool = True
     hash_gate: bool = True
+    action_timeout: float = 30.0

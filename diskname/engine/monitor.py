@@ -26,8 +26,9 @@ import asyncpg
 
 from ..logctx import log_context
 from ..protocol import jsonrpc
-from ..streams import ConnectionLost, JsonRpcClient, RpcError
+from ..streams import CallTimeout, ConnectionLost, FrameTooLarge, JsonRpcClient, RpcError
 from .config import EngineConfig
+from .errors import HostCallFailed, HostNotConnected, HostRefused, HostTimeout, Invalid
 from .events import EventHub
 from .leases import Leases, LeasesLost
 from .matching import MatchResult, match_names
@@ -46,10 +47,6 @@ VM_STATUS_PREFIX = "|virt|VM_status|"
 # long after the change: the guest names a disk a moment after the hypervisor
 # plugged it, and the next regular poll may be a whole refresh interval away.
 FOLLOW_UP_DELAYS = (0.1, 0.25, 0.5, 1.0, 2.0)
-
-
-class HostUnavailable(Exception):
-    """The host cannot be reached right now."""
 
 
 class HostMonitor:
@@ -379,18 +376,28 @@ class HostMonitor:
                 self._mark(vm_id, None)
 
     async def call(self, method: str, params: jsonrpc.Params = None) -> Any:
-        """Call the host over the monitor's connection."""
+        """Call the host over the monitor's connection, for an action of the engine's.
+
+        The client's errors become the engine's own, once, here.
+        """
         if self._client is None and not self._first_attempt.is_set():
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(FIRST_CONNECT_WAIT):
                     await self._first_attempt.wait()
         client = self._client
+        name = self.host.name
         if client is None:
-            raise HostUnavailable(f"host {self.host.name} is not connected")
+            raise HostNotConnected(f"host {name} is not connected")
         try:
-            return await client.call(method, params)
-        except (ConnectionLost, TimeoutError) as exc:
-            raise HostUnavailable(f"host {self.host.name}: {exc or 'timed out'}") from exc
+            return await client.call(method, params, timeout=self._config.action_timeout)
+        except RpcError as exc:
+            if exc.code == jsonrpc.INVALID_PARAMS:
+                raise Invalid(f"host {name} refused {method}: {exc.message}") from exc
+            raise HostRefused(f"host {name} refused {method}: {exc.message}", exc.code) from exc
+        except CallTimeout as exc:
+            raise HostTimeout(f"host {name}: {exc}") from exc
+        except (ConnectionLost, FrameTooLarge) as exc:
+            raise HostCallFailed(f"host {name}: {method} failed: {exc}") from exc
 
 
 async def _until_closed(client: JsonRpcClient) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 import asyncpg
 
+from .errors import Conflict
 from .matching import MatchResult
 from .metrics import Metrics
 from .migrations import apply_migrations
@@ -34,10 +35,6 @@ UNAVAILABLE: tuple[type[Exception], ...] = (
     asyncpg.PostgresConnectionError,
     asyncpg.exceptions.OperatorInterventionError,
 )
-
-
-class Conflict(Exception):
-    """The change would break a uniqueness rule (a name or id already taken)."""
 
 
 _ATTACHMENT_COLUMNS = """

@@ -8,14 +8,25 @@ that never sends a newline cannot grow our memory.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-MAX_LINE = 1024 * 1024
+from .limits import MAX_AGENT_LINE
+
+MAX_LINE = MAX_AGENT_LINE
+# How much of a dropped line :class:`Oversized` keeps: enough for a JSON-RPC
+# reply's ``{"jsonrpc":"2.0","id":...`` so the caller of that one call hears of it.
+HEAD_BYTES = 64
 
 
 @dataclass(frozen=True, slots=True)
 class Oversized:
-    """A line longer than the cap was dropped (in part or whole)."""
+    """A line longer than the cap was dropped (in part or whole).
+
+    ``head`` holds its first bytes (at most :data:`HEAD_BYTES`); it is not
+    part of equality: every oversized line is the same event.
+    """
+
+    head: bytes = field(default=b"", compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +75,7 @@ class LineDecoder:
             self._skipping = False
             return self.next_event()
         if len(line) > self.max_line:
-            return Oversized()
+            return Oversized(line[:HEAD_BYTES])
         return line.rstrip(b"\r")
 
     def _no_newline(self) -> LineEvent:
@@ -74,11 +85,12 @@ class LineDecoder:
             self._skipping = False
             return NEED_DATA if skipped else Truncated()
         if len(self._buf) > self.max_line:
+            head = bytes(self._buf[:HEAD_BYTES])
             self._buf.clear()
             self._scan_from = 0
             if not self._skipping:
                 self._skipping = True
-                return Oversized()
+                return Oversized(head)
             return NEED_DATA
         self._scan_from = len(self._buf)
         return NEED_DATA

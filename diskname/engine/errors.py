@@ -1,0 +1,97 @@
+"""The engine's one error family, and the one table that turns it into HTTP statuses.
+
+Domain code (actions, store, monitors, auth) raises these and never thinks in HTTP;
+each edge (the JSON API, the oVirt XML API) translates them once, through
+:func:`http_status`. Library errors (asyncpg, the JSON-RPC client) are translated
+into this family where they are caught, not passed through.
+"""
+
+from __future__ import annotations
+
+
+class EngineError(Exception):
+    """Something the engine could not do; ``str(exc)`` is the message for users."""
+
+    status = 500
+
+
+class Invalid(EngineError):
+    """The request itself is wrong (a field, a value, a path parameter)."""
+
+    status = 400
+
+
+class Unauthenticated(EngineError):
+    """No credentials, or credentials that do not check out."""
+
+    status = 401
+
+
+class Forbidden(EngineError):
+    """The caller is known but its role may not do this."""
+
+    status = 403
+
+
+class NotFound(EngineError):
+    status = 404
+
+
+class Conflict(EngineError):
+    """The change would break a rule of the current state (a name taken, a disk in use)."""
+
+    status = 409
+
+
+class HostNotConnected(Conflict):
+    """The VM's host is registered but not connected: a state problem, not a server fault."""
+
+
+class HostRefused(EngineError):
+    """The host (or its hypervisor) refused the call; the message is the host's own.
+
+    ``code`` is the JSON-RPC error code, for callers that treat some refusals
+    (an unknown device on unplug) as success. A refusal about the state of
+    things (a conflict, a VM or disk the host does not know) is a 409; the
+    hypervisor failing to do its job is the upstream's fault, a 502.
+    """
+
+    def __init__(self, message: str, code: int = 0) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = 409 if code in _STATE_CODES else 502
+
+
+# JSON-RPC codes (diskname.protocol.jsonrpc) that describe the state of things.
+_STATE_CODES = frozenset({-32001, -32002, -32005})
+
+
+class UnsupportedMediaType(EngineError):
+    status = 415
+
+
+class TooManyRequests(EngineError):
+    status = 429
+
+
+class HostCallFailed(EngineError):
+    """The host broke off in the middle of a call: the outcome is unknown."""
+
+    status = 502
+
+
+class Unavailable(EngineError):
+    """The database is away; try again."""
+
+    status = 503
+
+
+class HostTimeout(EngineError):
+    """The host did not answer a call in time (it may still complete it)."""
+
+    status = 504
+
+
+def http_status(exc: EngineError) -> int:
+    """The HTTP status an edge answers ``exc`` with."""
+    return exc.status

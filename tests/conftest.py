@@ -23,6 +23,8 @@ import pytest
 from diskname.pgembed import EmbeddedPostgres
 from diskname.runner import Service
 
+from .tlsfiles import pki  # noqa: F401 - a fixture for every TLS test
+
 _db_counter = itertools.count()
 
 

@@ -166,7 +166,8 @@ async def add_host(request: web.Request) -> web.Response:
     if not 1 <= port <= 65535:
         raise Invalid("port must be between 1 and 65535")
     host_id = _optional_uuid(body.get("id"), "id") or str(uuid.uuid4())
-    host = await ctx.store.add_host(host_id, name, address, port)
+    token = _field(body, "token", str, required=False)
+    host = await ctx.store.add_host(host_id, name, address, port, token)
     await ctx.monitors.register(host)
     return json_response(host.to_json(), 201)
 

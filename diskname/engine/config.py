@@ -14,6 +14,9 @@ class EngineConfig:
     ``http_port`` 0 binds a free port (read it from ``EngineService.http_port``).
     ``events`` False ignores the hosts' notifications and relies on polling.
     ``hash_gate`` False fetches every VM fully on every cycle (a benchmark baseline).
+    ``pki_dir`` holds ``ca.pem``, ``engine.pem`` and ``engine.key``: every host
+    connection is TLS, the host's certificate checked against the CA and the
+    address it was registered with (:mod:`.hostconn`).
     ``action_timeout`` bounds a call made for a user (a plug, an unplug): longer
     than a host's own wait for a guest to release a disk.
     """
@@ -27,3 +30,7 @@ class EngineConfig:
     events: bool = True
     hash_gate: bool = True
     action_timeout: float = 30.0
+    # The engine PKI (diskname pki init): with it every host connection is TLS.
+    pki_dir: Path | None = None
+    # Talk plaintext to hosts that are not on loopback (never silently: only so).
+    insecure_plaintext_hosts: bool = False

@@ -20,6 +20,9 @@ class HostRow:
     address: str
     port: int
     status: str
+    status_reason: str | None = None
+    # Sent with Host.authenticate; a secret, never in to_json() or repr().
+    token: str | None = field(default=None, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -28,6 +31,7 @@ class HostRow:
             "address": self.address,
             "port": self.port,
             "status": self.status,
+            "status_reason": self.status_reason,
         }
 
 

@@ -30,6 +30,7 @@ from ..streams import CallTimeout, ConnectionLost, FrameTooLarge, JsonRpcClient,
 from .config import EngineConfig
 from .errors import HostCallFailed, HostNotConnected, HostRefused, HostTimeout, Invalid
 from .events import EventHub
+from .hostconn import HostConnector, HostUntrusted, client_tls
 from .leases import Leases, LeasesLost
 from .matching import MatchResult, match_names
 from .metrics import Metrics
@@ -40,6 +41,8 @@ log = logging.getLogger(__name__)
 
 MIN_BACKOFF = 0.1
 MAX_BACKOFF = 5.0
+# A host we do not trust will not change its mind quickly: ask less often.
+MAX_UNTRUSTED_BACKOFF = 30.0
 FIRST_CONNECT_WAIT = 5.0
 MAX_BATCH = 500  # VMs stored per transaction
 VM_STATUS_PREFIX = "|virt|VM_status|"
@@ -60,10 +63,12 @@ class HostMonitor:
         hub: EventHub,
         config: EngineConfig,
         announce: Callable[[str], Awaitable[None]] | None = None,
+        connector: HostConnector | None = None,
     ) -> None:
         self.host = host
         self._store, self._metrics, self._hub, self._config = store, metrics, hub, config
         self._announce = announce
+        self._connector = connector or HostConnector()
         # Set while this engine owns the host (diskname.engine.leases): only the
         # owner polls, fetches and stores; any engine may call the host.
         self.owned = asyncio.Event()
@@ -95,21 +100,24 @@ class HostMonitor:
         loop = asyncio.get_running_loop()
         while True:
             started = loop.time()
+            status: tuple[str, str | None] = ("unreachable", None)
             try:
                 await self._connect_and_serve()
+            except HostUntrusted as exc:
+                log.warning("host %s is not trusted: %s", self.host.name, exc)
+                status = ("untrusted", str(exc))
+                self._first_attempt.set()
             except Exception:
                 log.exception("monitor of host %s failed", self.host.name)
             if loop.time() - started > MAX_BACKOFF:
                 backoff = MIN_BACKOFF
-            await self._set_status("unreachable")
+            await self._set_status(*status)
             await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, MAX_BACKOFF)
+            backoff = min(backoff * 2, MAX_UNTRUSTED_BACKOFF if status[1] else MAX_BACKOFF)
 
     async def _connect_and_serve(self) -> None:
         try:
-            client = await JsonRpcClient.connect(
-                self.host.address, self.host.port, on_notification=self._on_notification
-            )
+            client = await self._connector.open(self.host, self._on_notification)
         except ConnectionLost as exc:
             log.debug("host %s unreachable: %s", self.host.name, exc)
             self._first_attempt.set()
@@ -174,11 +182,11 @@ class HostMonitor:
             elif exc is not None:
                 raise exc
 
-    async def _set_status(self, status: str) -> None:
+    async def _set_status(self, status: str, reason: str | None = None) -> None:
         if not self.owned.is_set():
             return
         try:
-            await self._store.set_host_status(self.host.id, status)
+            await self._store.set_host_status(self.host.id, status, reason)
         except Exception:
             log.exception("cannot record host %s as %s", self.host.name, status)
 
@@ -419,6 +427,9 @@ class Monitors:
     ) -> None:
         self._store, self._metrics, self._hub, self._config = store, metrics, hub, config
         self._leases = Leases(dsn, str(uuid.uuid4()), self._on_foreign_action)
+        self._connector = HostConnector(
+            client_tls(config.pki_dir), insecure_plaintext_hosts=config.insecure_plaintext_hosts
+        )
         self._by_host: dict[str, HostMonitor] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._tg: asyncio.TaskGroup | None = None
@@ -436,7 +447,13 @@ class Monitors:
         if self._tg is None:
             raise RuntimeError("monitors are not started")
         monitor = HostMonitor(
-            host, self._store, self._metrics, self._hub, self._config, self._leases.announce_action
+            host,
+            self._store,
+            self._metrics,
+            self._hub,
+            self._config,
+            self._leases.announce_action,
+            self._connector,
         )
         self._by_host[host.id] = monitor
         task = self._tg.create_task(monitor.run(), name=f"monitor-{host.name}")

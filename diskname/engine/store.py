@@ -37,6 +37,7 @@ UNAVAILABLE: tuple[type[Exception], ...] = (
 )
 
 
+_HOST_COLUMNS = "id::text, name, address, port, status, status_reason, token"
 _ATTACHMENT_COLUMNS = """
     vm_id::text, disk_id::text, device_id::text, interface, is_plugged, address,
     logical_name, logical_name_source, logical_name_seen_at
@@ -95,32 +96,31 @@ class Store:
     # -- hosts ------------------------------------------------------------
 
     async def list_hosts(self) -> list[HostRow]:
-        rows = await self._pool.fetch(
-            "SELECT id::text, name, address, port, status FROM hosts ORDER BY name"
-        )
+        rows = await self._pool.fetch(f"SELECT {_HOST_COLUMNS} FROM hosts ORDER BY name")
         return [HostRow(*r.values()) for r in rows]
 
     async def get_host(self, host_id: str) -> HostRow | None:
-        row = await self._pool.fetchrow(
-            "SELECT id::text, name, address, port, status FROM hosts WHERE id = $1", host_id
-        )
+        row = await self._pool.fetchrow(f"SELECT {_HOST_COLUMNS} FROM hosts WHERE id = $1", host_id)
         return HostRow(*row.values()) if row else None
 
-    async def add_host(self, host_id: str, name: str, address: str, port: int) -> HostRow:
-        sql = "INSERT INTO hosts (id, name, address, port) VALUES ($1, $2, $3, $4)"
+    async def add_host(
+        self, host_id: str, name: str, address: str, port: int, token: str | None = None
+    ) -> HostRow:
+        sql = "INSERT INTO hosts (id, name, address, port, token) VALUES ($1, $2, $3, $4, $5)"
         async with self._pool.acquire() as conn:
             try:
-                await self._exec(conn, sql, host_id, name, address, port)
+                await self._exec(conn, sql, host_id, name, address, port, token)
             except asyncpg.UniqueViolationError:
                 raise Conflict(f"a host named {name!r} or with id {host_id} exists") from None
-        return HostRow(host_id, name, address, port, "unknown")
+        return HostRow(host_id, name, address, port, "unknown", None, token)
 
-    async def set_host_status(self, host_id: str, status: str) -> None:
-        sql = """UPDATE hosts SET status = $2,
+    async def set_host_status(self, host_id: str, status: str, reason: str | None = None) -> None:
+        sql = """UPDATE hosts SET status = $2, status_reason = $3,
                      last_seen = CASE WHEN $2 = 'up' THEN now() ELSE last_seen END
-                 WHERE id = $1 AND status IS DISTINCT FROM $2"""
+                 WHERE id = $1
+                   AND (status IS DISTINCT FROM $2 OR status_reason IS DISTINCT FROM $3)"""
         async with self._pool.acquire() as conn:
-            await self._exec(conn, sql, host_id, status)
+            await self._exec(conn, sql, host_id, status, reason)
 
     # -- VMs --------------------------------------------------------------
 

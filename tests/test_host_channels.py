@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from diskname.host.channels import GuestProtocol, RateLimit, channel_path
 from diskname.host.service import HostService
-from diskname.host.vm import Vm
+from diskname.host.vm import Vm, VmState
 from diskname.protocol import agent_wire as aw
 from diskname.protocol.lines import NEED_DATA, LineDecoder
 from diskname.streams import close_writer
@@ -140,8 +140,9 @@ FRAGMENTS = [
 def test_random_bytes_in_random_chunks_through_the_channel_path(
     pieces: list[bytes], sizes: list[int]
 ) -> None:
-    vm = Vm(id="vm", name="fuzz")
-    protocol = GuestProtocol(vm, lambda _: None, RateLimit(10**9))
+    vm = Vm(VmState.new("vm", "fuzz"))
+    published: list[dict[str, object]] = []
+    protocol = GuestProtocol(vm, published.append, RateLimit(10**9))
     decoder = LineDecoder(max_line=256)  # a small cap so oversizing gets exercised too
     data = b"".join(pieces)
     pos = 0
@@ -153,4 +154,4 @@ def test_random_bytes_in_random_chunks_through_the_channel_path(
     assert decoder.buffered <= 256 + max(sizes)
     decoder.receive_data(b"\n" + usage("/dev/vdq"))
     drain(decoder, protocol)
-    assert vm.mapping == {"s1": {"name": "/dev/vdq"}}
+    assert published[-1] == {"s1": {"name": "/dev/vdq"}}

@@ -15,8 +15,9 @@ from typing import Any
 import orjson
 import pytest
 
+from diskname.host.registry import state_from_definition
 from diskname.host.service import HostService
-from diskname.host.vm import Vm
+from diskname.host.vm import AGENT
 from diskname.protocol import jsonrpc
 from diskname.protocol.lines import MAX_LINE
 from diskname.streams import JsonRpcClient, RpcError, close_writer
@@ -62,7 +63,7 @@ async def test_vm_lifecycle_and_device_json(short_dir: Path) -> None:
         again = await c.call("VM.create", {"vmId": vm_id, "name": "web", "devices": []})
         assert again == created  # idempotent
 
-        drive = {"diskId": data, "iface": "sata", "serial": "LUN-SERIAL", "deviceId": "dev-1"}
+        drive = {"diskId": data, "iface": "sata", "serial": "LUN-SERIAL", "deviceId": new_id()}
         plugged = await c.call("VM.hotplugDisk", {"vmId": vm_id, "drive": drive})
         assert plugged == {**drive, "address": "0:0:0:0", "plugged": True, "type": "disk"}
         (stats,) = await c.call("Host.getAllVmStats")
@@ -212,9 +213,7 @@ async def test_a_restarted_host_reports_the_same_vms_and_hashes(short_dir: Path)
                     "VM.hotplugDisk", {"vmId": vm_id, "drive": {"diskId": new_id(), "iface": iface}}
                 )
         # A guest mapping is part of the hash and must survive too.
-        vm = host.registry.get(vm_ids[0])
-        vm.set_mapping({"s": {"name": "/dev/vdb", "diskseq": 3}})
-        host.registry.changed(vm)
+        host.registry.set_mapping(vm_ids[0], AGENT, {"s": {"name": "/dev/vdb", "diskseq": 3}})
         before_stats = await c.call("Host.getAllVmStats")
         before_full = await c.call("Host.getVMFullList")
     async with running_host(short_dir) as host, client(host) as c:
@@ -228,8 +227,8 @@ async def test_a_restarted_host_reports_the_same_vms_and_hashes(short_dir: Path)
 def hash_elsewhere(definition: dict[str, Any]) -> str:
     """The hash a fresh Python process computes for a VM definition."""
     code = (
-        "import orjson,sys;from diskname.host.vm import Vm;"
-        "print(Vm.from_definition(orjson.loads(sys.stdin.buffer.read())).hash)"
+        "import orjson,sys;from diskname.host.registry import state_from_definition as s;"
+        "print(s(orjson.loads(sys.stdin.buffer.read())).hash)"
     )
     out = subprocess.run(
         [sys.executable, "-c", code],
@@ -264,7 +263,6 @@ async def test_the_hash_is_the_same_in_another_process_and_any_key_order(
         "guestDiskMapping": {"a": {"name": "/dev/vda"}, "b": {"name": "/dev/sda", "diskseq": 2}},
     }
     hashes = {await asyncio.to_thread(hash_elsewhere, d) for d in (shuffled, ordered)}
-    in_process = Vm.from_definition(ordered)
+    in_process = state_from_definition(ordered)
     assert hashes == {in_process.hash}
-    in_process.set_mapping({})
-    assert in_process.hash == full["hash"]
+    assert in_process.with_source(AGENT, {}).hash == full["hash"]

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from diskname.host.vm import AGENT, QEMU_GA, Vm
+from diskname.host.registry import state_from_definition
+from diskname.host.vm import AGENT, QEMU_GA, VmState
 from diskname.protocol import qga
 from diskname.protocol.errors import RemoteProtocolError
 from diskname.protocol.lines import NEED_DATA
@@ -242,16 +243,14 @@ def test_the_agent_wins_over_qemu_ga_and_the_order_of_reports_does_not_matter() 
         "0000:00:05.0": {"name": "/dev/vdb", "source": "qemu-ga"},
         "0000:00:02.0": {"name": "/dev/vda", "source": "qemu-ga"},
     }
-    one, two = Vm(id="a", name="a"), Vm(id="a", name="a")
-    one.set_mapping(agent, AGENT)
-    one.set_mapping(from_qga, QEMU_GA)
-    two.set_mapping(from_qga, QEMU_GA)
-    two.set_mapping(agent, AGENT)
+    empty = VmState.new("a", "a")
+    one = empty.with_source(AGENT, agent).with_source(QEMU_GA, from_qga)
+    two = empty.with_source(QEMU_GA, from_qga).with_source(AGENT, agent)
     assert one.mapping == two.mapping == {**agent, "0000:00:02.0": from_qga["0000:00:02.0"]}
     assert one.hash == two.hash
     # The same report again changes nothing, from either source.
-    assert not one.set_mapping(from_qga, QEMU_GA)
-    assert not one.set_mapping(agent, AGENT)
-    restored = Vm.from_definition(orjson.loads(orjson.dumps(one.to_definition())))
+    assert one.with_source(QEMU_GA, from_qga) == one
+    assert one.with_source(AGENT, agent) == one
+    restored = state_from_definition(orjson.loads(orjson.dumps(one.to_definition())))
     assert restored.hash == one.hash
-    assert not restored.set_mapping(from_qga, QEMU_GA)
+    assert restored.with_source(QEMU_GA, from_qga).hash == restored.hash

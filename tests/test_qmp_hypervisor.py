@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from diskname.host.devices import Device
 from diskname.host.hypervisors.qemu import bus_is_empty, qdev_id, qmp_path, root_ports
 from diskname.host.qmp_client import QmpClient
 from diskname.host.service import HostConfig, HostService
@@ -29,6 +30,11 @@ pytestmark = [
     pytest.mark.timeout(90),
     pytest.mark.skipif(not have_qemu(), reason="qemu-system-x86_64/qemu-img not installed"),
 ]
+
+
+def qid(device: dict[str, Any]) -> str:
+    """The QEMU id of a device as JSON-RPC returned it."""
+    return qdev_id(Device.from_json(device))
 
 
 @dataclass
@@ -89,11 +95,11 @@ async def test_virtio_and_nvme_disks_land_on_free_root_ports_with_the_serial(rig
     ]
     qemu = await rig.qemu_devices()
     for device in devices:
-        assert qemu[qdev_id(device)] in ("child<virtio-blk-pci>", "child<nvme>")
+        assert qemu[qid(device)] in ("child<virtio-blk-pci>", "child<nvme>")
         assert (rig.state / "images" / f"{device['diskId']}.qcow2").is_file()
     serials = [
         await rig.inspect.execute(
-            "qom-get", {"path": f"/machine/peripheral/{qdev_id(d)}", "property": "serial"}
+            "qom-get", {"path": f"/machine/peripheral/{qid(d)}", "property": "serial"}
         )
         for d in devices
     ]
@@ -113,16 +119,16 @@ async def test_virtio_and_nvme_disks_land_on_free_root_ports_with_the_serial(rig
 async def test_scsi_unplug_waits_for_device_deleted_then_frees_the_node(rig: Rig) -> None:
     disk = str(uuid.uuid4())
     device = await rig.plug("virtio_scsi", disk)
-    assert (await rig.qemu_devices())[qdev_id(device)] == "child<scsi-hd>"
+    assert (await rig.qemu_devices())[qid(device)] == "child<scsi-hd>"
     assert await rig.rpc.call("VM.hotunplugDisk", {"vmId": rig.vm, "diskId": disk}, timeout=30)
-    assert qdev_id(device) not in await rig.qemu_devices()
+    assert qid(device) not in await rig.qemu_devices()
     nodes = await rig.inspect.execute("query-named-block-nodes")
     assert not [n for n in nodes if n["node-name"].startswith("dn")]
     assert await rig.devices() == []
     # Plugged again: the same image, a new device.
     again = await rig.plug("virtio_scsi", disk)
     assert again["deviceId"] != device["deviceId"]
-    assert qdev_id(again) in await rig.qemu_devices()
+    assert qid(again) in await rig.qemu_devices()
 
 
 async def test_qemus_refusal_is_a_json_rpc_error_and_changes_nothing(rig: Rig) -> None:
@@ -160,10 +166,10 @@ async def test_unplugging_a_disk_qemu_never_had_succeeds(rig: Rig) -> None:
         {"vmId": str(uuid.uuid4()), "name": "x", "devices": []},
     )
     device = await rig.plug("virtio_scsi", disk)
-    await rig.inspect.execute("device_del", {"id": qdev_id(device)})
+    await rig.inspect.execute("device_del", {"id": qid(device)})
 
     async def gone() -> bool:
-        return qdev_id(device) not in await rig.qemu_devices()
+        return qid(device) not in await rig.qemu_devices()
 
     await wait_until(gone, timeout=10)
     assert await rig.rpc.call("VM.hotunplugDisk", {"vmId": rig.vm, "diskId": disk}, timeout=30)

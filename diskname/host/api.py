@@ -7,17 +7,23 @@ params into calls and VMs into VDSM-shaped, camelCase JSON.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
+
+import orjson
 
 from .. import __version__
 from ..protocol import jsonrpc
+from ..protocol.limits import MAX_DEVICES_PER_VM, MAX_RPC_FRAME, RPC_ENVELOPE
+from .devices import MAX_TEXT, Device, InvalidDevice, UnknownDevice
 from .hypervisors.base import HypervisorError
 from .registry import Registry, UnknownVm
 from .rpc import Handler, MethodError
-from .vm import MAX_TEXT, InvalidDevice, UnknownDevice, Vm
+from .vm import Vm
 
 VM_STATUS = "Up"
+# A VM whose description alone breaks the frame cap (SPEC §12).
+VM_TOO_LARGE = -32006
 
 
 class Lifecycle(Protocol):
@@ -30,7 +36,7 @@ class Lifecycle(Protocol):
     def agent_status(self, vm: Vm) -> str: ...
     async def create_vm(self, vm_id: str, name: str, drives: list[dict[str, Any]]) -> Vm: ...
     async def destroy_vm(self, vm_id: str) -> None: ...
-    async def hotplug(self, vm_id: str, drive: dict[str, Any]) -> dict[str, Any]: ...
+    async def hotplug(self, vm_id: str, drive: dict[str, Any]) -> Device: ...
     async def hotunplug(self, vm_id: str, disk_id: str) -> None: ...
 
 
@@ -78,9 +84,40 @@ def vm_full(vm: Vm) -> dict[str, Any]:
         "name": vm.name,
         "status": VM_STATUS,
         "hash": vm.hash,
-        "devices": vm.devices,
+        "devices": vm.state.devices_json(),
         "guestDiskMapping": vm.mapping,
     }
+
+
+def full_list(vms: Iterable[Vm], budget: int = MAX_RPC_FRAME - RPC_ENVELOPE) -> list[Any]:
+    """``Host.getVMFullList``'s result, cut to ``budget`` bytes (SPEC §12).
+
+    VMs that do not fit this time are listed as ``{"vmId", "deferred": true}``
+    (the engine asks again); a VM too large to fit any reply is an error entry
+    for that VM alone, so one guest's huge mapping never starves its neighbours.
+    """
+    out: list[Any] = []
+    used = 2
+    for vm in vms:
+        blob = orjson.dumps(vm_full(vm))
+        if len(blob) > budget - 2:
+            entry: Any = {
+                "vmId": vm.id,
+                "error": {
+                    "code": VM_TOO_LARGE,
+                    "message": f"the VM's description is {len(blob)} bytes, over the "
+                    f"{budget}-byte reply budget",
+                },
+            }
+            blob = orjson.dumps(entry)
+        elif used + len(blob) + 1 > budget:
+            entry = {"vmId": vm.id, "deferred": True}
+            blob = orjson.dumps(entry)
+        else:
+            entry = orjson.Fragment(blob)
+        used += len(blob) + 1
+        out.append(entry)
+    return out
 
 
 class HostApi:
@@ -124,7 +161,7 @@ class HostApi:
             raise _invalid("vmList must be a list of VM ids")
         vms = self._owner.registry
         chosen = list(vms) if wanted is None else [v for i in wanted if (v := vms.find(i))]
-        return [vm_full(vm) for vm in chosen]
+        return full_list(chosen)
 
     async def get_stats(self, params: dict[str, Any]) -> dict[str, Any]:
         vms = list(self._owner.registry)
@@ -140,6 +177,8 @@ class HostApi:
         devices = params.get("devices", [])
         if not isinstance(devices, list):
             raise _invalid("devices must be a list")
+        if len(devices) > MAX_DEVICES_PER_VM:
+            raise _invalid(f"a VM has at most {MAX_DEVICES_PER_VM} disks")
         vm = await self._owner.create_vm(vm_id, name, [_drive(d) for d in devices])
         return vm_full(vm)
 
@@ -149,7 +188,8 @@ class HostApi:
 
     async def hotplug_disk(self, params: dict[str, Any]) -> dict[str, Any]:
         vm_id = uuid_param(params, "vmId")
-        return await self._owner.hotplug(vm_id, _drive(params.get("drive")))
+        device = await self._owner.hotplug(vm_id, _drive(params.get("drive")))
+        return device.to_json()
 
     async def hotunplug_disk(self, params: dict[str, Any]) -> bool:
         vm_id = uuid_param(params, "vmId")

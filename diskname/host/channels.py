@@ -4,6 +4,11 @@ Everything the guest sends is untrusted. A line that is too long, cut short,
 not UTF-8, not JSON, of the wrong shape or of an unknown kind is dropped and
 counted in ``Vm.rejected`` under its reason; so is everything beyond the
 per-second message budget (``flood``). The channel itself stays up.
+
+A flood never costs the guest its latest state: of the lines dropped for the
+budget, the last one that may be a ``disks-usage`` is kept (one line, bounded
+by the line cap) and applied as soon as the budget allows, so the mapping the
+guest sent last is the one the host ends up with (SPEC §12).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ..logctx import log_context
 from ..protocol import agent_wire as aw
@@ -21,6 +27,8 @@ from ..protocol.lines import MAX_LINE, LineDecoder, LineEvent, Oversized, Trunca
 from ..streams import read_lines
 from .serving import Connections, dial_forever
 from .vm import AGENT_API_VERSION, Vm
+
+MappingSink = Callable[[dict[str, dict[str, Any]]], None]
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +57,15 @@ class RateLimit:
         self._count += 1
         return self._count <= self.limit
 
+    def next_window(self, now: float) -> float:
+        """When the budget is full again."""
+        return float(int(now) + 1)
+
 
 class AgentChannel:
     """The host end of one VM's agent channel (``listen`` or ``connect`` mode).
 
-    ``on_change(vm)`` is called after the VM's mapping changed.
+    ``publish(mapping)`` receives every valid mapping the agent sends.
     """
 
     def __init__(
@@ -61,13 +73,14 @@ class AgentChannel:
         vm: Vm,
         path: Path,
         mode: str,
-        on_change: Callable[[Vm], None],
+        publish: MappingSink,
         rate_limit: int = 1000,
     ) -> None:
         if mode not in ("listen", "connect"):
             raise ValueError(f"channel mode must be listen or connect, not {mode!r}")
         self.vm, self.path, self.mode = vm, path, mode
-        self.protocol = GuestProtocol(vm, on_change, RateLimit(rate_limit))
+        self.protocol = GuestProtocol(vm, publish, RateLimit(rate_limit))
+        self._held_timer: asyncio.TimerHandle | None = None
         self._current: asyncio.StreamWriter | None = None
         self._decoder: LineDecoder | None = None
         self._connections = Connections()
@@ -123,10 +136,27 @@ class AgentChannel:
             self._send(writer, self.protocol.connected())
             async for event in read_lines(reader, decoder):
                 self._send(writer, self.protocol.receive(event, loop.time()))
+                self._arm_held(loop, writer)
         finally:
             if self._current is writer:
                 self._current = None
                 self.connected.clear()
+            if self._held_timer is not None:
+                self._held_timer.cancel()
+                self._held_timer = None
+
+    def _arm_held(self, loop: asyncio.AbstractEventLoop, writer: asyncio.StreamWriter) -> None:
+        """A line was held back by the budget: apply it once the budget allows."""
+        when = self.protocol.held_until(loop.time())
+        if when is None or self._held_timer is not None:
+            return
+
+        def fire() -> None:
+            self._held_timer = None
+            self._send(writer, self.protocol.release_held(loop.time()))
+            self._arm_held(loop, writer)
+
+        self._held_timer = loop.call_at(when, fire)
 
     def _send(self, writer: asyncio.StreamWriter, messages: list[aw.Message]) -> None:
         for msg in messages:
@@ -146,9 +176,11 @@ class GuestProtocol:
     it updates the VM, counts what it rejects, and returns what to send back.
     """
 
-    def __init__(self, vm: Vm, on_change: Callable[[Vm], None], rate: RateLimit) -> None:
-        self.vm, self._on_change, self._rate = vm, on_change, rate
+    def __init__(self, vm: Vm, publish: MappingSink, rate: RateLimit) -> None:
+        self.vm, self._publish, self._rate = vm, publish, rate
         self._sent_version: int | None = None
+        # The last line the budget dropped that may be a disks-usage.
+        self._held: bytes | None = None
 
     def connected(self) -> list[aw.Message]:
         """A new connection: ask the agent to send everything."""
@@ -169,14 +201,33 @@ class GuestProtocol:
         elif isinstance(event, bytes):
             if not self._rate.allow(now):
                 self.reject("flood")
+                if b'"disks-usage"' in event:
+                    self._held = event  # keep the latest; an older one is stale anyway
                 return []
-            try:
-                msg = aw.decode_message(event)
-            except RemoteProtocolError as exc:
-                self.reject(exc.reason)
-                return []
-            return self._handle(msg, now)
+            out = self.release_held(now, budgeted=True)
+            return out + self._line(event, now)
         return []
+
+    def held_until(self, now: float) -> float | None:
+        """When a held line can be applied, or None if nothing is held."""
+        return None if self._held is None else self._rate.next_window(now)
+
+    def release_held(self, now: float, *, budgeted: bool = False) -> list[aw.Message]:
+        """Apply the held line if the budget allows (``budgeted``: a slot was just taken)."""
+        if self._held is None:
+            return []
+        if not budgeted and not self._rate.allow(now):
+            return []
+        line, self._held = self._held, None
+        return self._line(line, now)
+
+    def _line(self, line: bytes, now: float) -> list[aw.Message]:
+        try:
+            msg = aw.decode_message(line)
+        except RemoteProtocolError as exc:
+            self.reject(exc.reason)
+            return []
+        return self._handle(msg, now)
 
     def _handle(self, msg: aw.Message, now: float) -> list[aw.Message]:
         vm = self.vm
@@ -187,8 +238,7 @@ class GuestProtocol:
                     self._sent_version = version
                     return [aw.ApiVersion(api_version=version)]
             case aw.DisksUsage(mapping=mapping):
-                if vm.set_mapping({k: e.to_json() for k, e in mapping.items()}):
-                    self._on_change(vm)
+                self._publish({k: e.to_json() for k, e in mapping.items()})
             case aw.UnknownMessage():
                 self.reject("unknown_message")
             case _:

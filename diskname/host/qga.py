@@ -18,6 +18,7 @@ import logging
 import random
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ..logctx import log_context
 from ..protocol import qga
@@ -25,7 +26,7 @@ from ..protocol.errors import RemoteProtocolError
 from ..protocol.lines import NeedData
 from ..streams import READ_CHUNK
 from .serving import dial_forever
-from .vm import QEMU_GA, Vm
+from .vm import Vm
 
 log = logging.getLogger(__name__)
 
@@ -93,19 +94,19 @@ class QgaWire:
 class QgaChannel:
     """Polls one VM's qemu-ga and keeps its ``qemu-ga`` mapping source current.
 
-    ``on_change(vm)`` is called after the VM's merged mapping changed.
+    ``publish(mapping)`` receives every mapping qemu-ga's answers make.
     """
 
     def __init__(
         self,
         vm: Vm,
         path: Path,
-        on_change: Callable[[Vm], None],
+        publish: Callable[[dict[str, dict[str, Any]]], None],
         interval: float = 30.0,
         rechecks: tuple[float, ...] = HOTPLUG_RECHECKS,
     ) -> None:
         self.vm, self.path, self.interval = vm, path, interval
-        self._on_change, self._rechecks = on_change, rechecks
+        self._publish, self._rechecks = publish, rechecks
         self._due: list[float] = []
         self._wake = asyncio.Event()
         self.connected = asyncio.Event()
@@ -153,8 +154,7 @@ class QgaChannel:
             self._reject(exc.reason)
             return
         self.queries += 1
-        if self.vm.set_mapping(mapping, QEMU_GA):
-            self._on_change(self.vm)
+        self._publish(mapping)
 
     async def _wait_due(self) -> None:
         loop = asyncio.get_running_loop()

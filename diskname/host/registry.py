@@ -1,41 +1,66 @@
-"""The host's VMs by id, their persistence, and hash-change listeners.
+"""The host's VMs by id: the one place their state changes, is hashed, announced and saved.
 
-Every mutation goes through here, so a hash change always reaches the
-listeners (the JSON-RPC server's ``VM_status`` broadcast) and always gets
-written under ``--state-dir``. Writes are atomic (tmp + fsync + rename) and
-run in a thread; a burst of mapping changes is written once.
+Every change goes through a method here that builds the VM's new
+:class:`~.vm.VmState`, swaps it into the VM's handle, tells the listeners when
+the hash moved (the JSON-RPC ``VM_status`` broadcast, through its damper) and
+marks the VM for writing under ``--state-dir``. The methods are synchronous:
+on one event loop a change is atomic.
+
+State files are private (0600 in a 0700 folder) and written atomically (tmp +
+fsync + rename). A change the hypervisor confirmed is written before it is
+acknowledged (:meth:`Registry.persist`); guest mapping changes are written in
+the background at most once per ``write_interval`` per VM, so a guest that keeps
+changing its mapping cannot make the host write without bound. A file that
+cannot be read, or is of the wrong shape, is moved aside (``*.corrupt``) and
+logged; a full disk is logged and retried: neither ever stops the host.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 
-from .vm import Vm
+from .devices import Device, InvalidDevice, UnknownDevice
+from .vm import AGENT, GuestMapping, Vm, VmState
 
 log = logging.getLogger(__name__)
 
 HashListener = Callable[[Vm], None]
+WRITE_INTERVAL = 1.0
+DIR_MODE, FILE_MODE = 0o700, 0o600
 
 
 class UnknownVm(KeyError):
     """No VM with that id on this host."""
 
 
+class BadStateFile(ValueError):
+    """A state file that is not a VM definition."""
+
+
 def atomic_write(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so a crash leaves the old or the new file."""
+    """Replace ``path`` with ``data`` (mode 0600) so a crash leaves the old or the new file."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
@@ -43,15 +68,52 @@ def atomic_write(path: Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
+def private_dir(path: Path) -> Path:
+    """``path`` created if needed, and made 0700 whatever it was."""
+    path.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+    os.chmod(path, DIR_MODE)
+    return path
+
+
+def state_from_definition(data: Any) -> VmState:
+    """A VM's state from its state file's JSON; :class:`BadStateFile` if it is not one."""
+    if not isinstance(data, dict):
+        raise BadStateFile("not a JSON object")
+    vm_id, name = data.get("vmId"), data.get("name")
+    if not isinstance(vm_id, str) or not isinstance(name, str):
+        raise BadStateFile("vmId and name must be strings")
+    raw_devices = data.get("devices", [])
+    if not isinstance(raw_devices, list):
+        raise BadStateFile("devices must be a list")
+    try:
+        devices = tuple(Device.from_json(d) for d in raw_devices)
+    except InvalidDevice as exc:
+        raise BadStateFile(f"a device is invalid: {exc}") from None
+    mapping = data.get("guestDiskMapping") or {}
+    # State written before there were two sources holds the agent's mapping only.
+    sources = data.get("mappingSources") or ({AGENT: mapping} if mapping else {})
+    if not _is_sources(sources):
+        raise BadStateFile("mappingSources must map each source to a mapping of objects")
+    return VmState.new(vm_id, name, devices, sources)
+
+
+def _is_sources(sources: Any) -> bool:
+    return isinstance(sources, dict) and all(
+        isinstance(m, dict) and all(isinstance(e, dict) for e in m.values())
+        for m in sources.values()
+    )
+
+
 class Registry:
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, write_interval: float = WRITE_INTERVAL) -> None:
         self._dir = state_dir / "vms"
+        self._write_interval = write_interval
         self._vms: dict[str, Vm] = {}
-        self._notified: dict[str, str] = {}
         self._listeners: list[HashListener] = []
         self._dirty: set[str] = set()
         self._dirty_event = asyncio.Event()
-        self._flush_lock = asyncio.Lock()
+        self._write_lock = asyncio.Lock()
+        self._write_errors = 0
 
     def __iter__(self) -> Iterator[Vm]:
         return iter(list(self._vms.values()))
@@ -71,38 +133,58 @@ class Registry:
     def find(self, vm_id: str) -> Vm | None:
         return self._vms.get(vm_id)
 
-    def load(self) -> list[Vm]:
-        """Read the VMs a previous run left behind."""
-        self._dir.mkdir(parents=True, exist_ok=True)
-        for path in sorted(self._dir.glob("*.json")):
-            try:
-                vm = Vm.from_definition(orjson.loads(path.read_bytes()))
-            except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-                log.error("skipping unreadable VM state %s: %s", path, exc)
-                continue
-            self._vms[vm.id] = vm
-            self._notified[vm.id] = vm.hash
-        return list(self._vms.values())
+    # -- changes -------------------------------------------------------------
 
-    def add(self, vm: Vm) -> None:
-        self._vms[vm.id] = vm
-        self.changed(vm)
+    def create(self, state: VmState) -> Vm:
+        """Add a VM (or return the one with that id); it is announced and saved."""
+        existing = self._vms.get(state.id)
+        if existing is not None:
+            return existing
+        vm = self._vms[state.id] = Vm(state)
+        self._announce(vm)
+        self._mark_dirty(vm.id)
+        return vm
 
     def remove(self, vm_id: str) -> Vm:
         vm = self.get(vm_id)
         del self._vms[vm_id]
-        self._notified.pop(vm_id, None)
         self._mark_dirty(vm_id)
         return vm
 
-    def changed(self, vm: Vm) -> None:
-        """Call after mutating ``vm``: persists it and tells listeners if its hash moved."""
-        if vm.id not in self._vms:
-            return
-        self._mark_dirty(vm.id)
-        if self._notified.get(vm.id) == vm.hash:
-            return
-        self._notified[vm.id] = vm.hash
+    def set_devices(self, vm_id: str, devices: tuple[Device, ...]) -> Vm:
+        vm = self.get(vm_id)
+        return self._apply(vm, vm.state.with_devices(devices))
+
+    def add_device(self, vm_id: str, device: Device) -> Vm:
+        vm = self.get(vm_id)
+        devices = (*(d for d in vm.devices if d.disk_id != device.disk_id), device)
+        return self._apply(vm, vm.state.with_devices(devices))
+
+    def remove_device(self, vm_id: str, disk_id: str) -> Vm:
+        vm = self.get(vm_id)
+        if vm.state.device(disk_id) is None:
+            raise UnknownDevice(disk_id)
+        devices = tuple(d for d in vm.devices if d.disk_id != disk_id)
+        return self._apply(vm, vm.state.with_devices(devices))
+
+    def set_mapping(self, vm_id: str, source: str, mapping: GuestMapping) -> bool:
+        """Record ``source``'s latest mapping; True if the VM's hash changed."""
+        vm = self._vms.get(vm_id)
+        if vm is None or vm.state.sources.get(source) == mapping:
+            return False
+        before = vm.hash
+        self._apply(vm, vm.state.with_source(source, mapping))
+        return vm.hash != before
+
+    def _apply(self, vm: Vm, state: VmState) -> Vm:
+        old = vm._swap(state)
+        if state != old:
+            self._mark_dirty(vm.id)
+        if state.hash != old.hash:
+            self._announce(vm)
+        return vm
+
+    def _announce(self, vm: Vm) -> None:
         for listener in self._listeners:
             try:
                 listener(vm)
@@ -113,26 +195,83 @@ class Registry:
         self._dirty.add(vm_id)
         self._dirty_event.set()
 
+    # -- persistence ---------------------------------------------------------
+
+    def load(self) -> list[Vm]:
+        """Read the VMs a previous run left behind; bad files are moved aside."""
+        private_dir(self._dir.parent)
+        private_dir(self._dir)
+        for path in sorted(self._dir.glob("*.json")):
+            try:
+                state = state_from_definition(orjson.loads(path.read_bytes()))
+            except (OSError, orjson.JSONDecodeError, BadStateFile) as exc:
+                self._quarantine(path, exc)
+                continue
+            os.chmod(path, FILE_MODE)
+            self._vms[state.id] = Vm(state)
+        return list(self._vms.values())
+
+    def _quarantine(self, path: Path, exc: Exception) -> None:
+        aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
+        try:
+            os.replace(path, aside)
+        except OSError as move_exc:
+            log.error("cannot read VM state %s (%s) nor move it aside: %s", path, exc, move_exc)
+            return
+        log.error("VM state %s is unreadable (%s): moved aside to %s", path, exc, aside.name)
+
+    async def persist(self, vm_id: str) -> bool:
+        """Write one VM now (a change about to be acknowledged); False if it failed.
+
+        A failure is logged and the VM stays marked, so the background writer
+        tries again: a full disk delays the file, never the host.
+        """
+        async with self._write_lock:
+            self._dirty.discard(vm_id)
+            return await self._write(vm_id)
+
     async def flush(self) -> None:
         """Write every VM changed since the last flush (and delete removed ones)."""
-        async with self._flush_lock:
+        async with self._write_lock:
             self._dirty_event.clear()
             dirty, self._dirty = self._dirty, set()
             for vm_id in sorted(dirty):
                 await self._write(vm_id)
 
-    async def _write(self, vm_id: str) -> None:
+    async def _write(self, vm_id: str) -> bool:
         path = self._dir / f"{vm_id}.json"
         vm = self._vms.get(vm_id)
-        if vm is None:
-            with contextlib.suppress(FileNotFoundError):
-                await asyncio.to_thread(path.unlink)
-            return
-        data = orjson.dumps(vm.to_definition(), option=orjson.OPT_INDENT_2)
-        await asyncio.to_thread(atomic_write, path, data)
+        try:
+            if vm is None:
+                with contextlib.suppress(FileNotFoundError):
+                    await asyncio.to_thread(path.unlink)
+                return True
+            data = orjson.dumps(vm.state.to_definition(), option=orjson.OPT_INDENT_2)
+            await asyncio.to_thread(atomic_write, path, data)
+        except OSError as exc:
+            self._write_failed(vm_id, exc)
+            return False
+        if self._write_errors:
+            log.info("VM state is written again (after %d failures)", self._write_errors)
+            self._write_errors = 0
+        return True
+
+    def _write_failed(self, vm_id: str, exc: OSError) -> None:
+        self._write_errors += 1
+        self._dirty.add(vm_id)
+        self._dirty_event.set()
+        level = logging.ERROR if self._write_errors == 1 else logging.DEBUG
+        why = "the disk is full" if exc.errno == errno.ENOSPC else exc.strerror
+        log.log(level, "cannot write VM state %s (%s); retrying", vm_id, why)
 
     async def flush_forever(self) -> None:
-        """Background writer: flush whenever something became dirty."""
+        """Background writer: at most one pass per ``write_interval``."""
         while True:
             await self._dirty_event.wait()
             await self.flush()
+            await asyncio.sleep(self._write_interval)
+
+    @property
+    def write_errors(self) -> int:
+        """Failed writes since the last successful one."""
+        return self._write_errors

@@ -4,6 +4,11 @@ Transport only: the methods come from :mod:`.api`. A bad client gets an error
 reply for every bad frame and keeps its connection; a client that stops
 reading loses its notifications (and then its connection), not our memory.
 
+Requests on one connection are served concurrently (answers carry their ids and
+go out as they are ready), up to ``MAX_IN_FLIGHT`` at a time: an unplug that
+waits for the guest never holds back the polls behind it. A request the client
+hung up on still runs to its end, so a plug is never half done.
+
 Optionally TLS (with client certificates required when a CA is given) and a
 shared token: with a token set, a connection must first call
 ``Host.authenticate {"token": ...}``; until then every other call is answered
@@ -30,6 +35,7 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 MAX_UNREAD = 4 * 1024 * 1024
+MAX_IN_FLIGHT = 64
 AUTHENTICATE = "Host.authenticate"
 TLS_HANDSHAKE_TIMEOUT = 10.0
 
@@ -84,6 +90,7 @@ class RpcServer:
         self._server: asyncio.Server | None = None
         self._connections = Connections()
         self._authenticated: set[asyncio.StreamWriter] = set()
+        self._calls: set[asyncio.Task[None]] = set()
         self.port = 0
 
     async def start(self, host: str, port: int) -> int:
@@ -110,10 +117,16 @@ class RpcServer:
             writer.write(line)
 
     async def close(self, timeout: float = 2.0) -> None:
-        """Stop accepting, close every connection, wait for their handlers."""
+        """Stop accepting, close every connection, wait for their handlers and calls."""
         if self._server is not None:
             self._server.close()
         await self._connections.close(timeout)
+        if self._calls:
+            _, pending = await asyncio.wait(list(self._calls), timeout=timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=timeout)
 
     async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await self._connections.serve(writer, self._client(reader, writer))
@@ -122,14 +135,29 @@ class RpcServer:
         return self._token is None or writer in self._authenticated
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         try:
             async for event in read_lines(reader, LineDecoder(MAX_LINE)):
-                reply = await self._reply_to(event, writer)
-                if reply is not None and not writer.is_closing():
-                    writer.write(jsonrpc.encode_frame(reply))
-                    await writer.drain()
+                reply = self._reply_at_once(event, writer)
+                if isinstance(reply, jsonrpc.Request):
+                    await slots.acquire()  # back-pressure: stop reading, not buffering
+                    task = asyncio.create_task(self._serve_call(reply, writer, slots))
+                    self._calls.add(task)
+                    task.add_done_callback(self._calls.discard)
+                elif reply is not None:
+                    await _write(writer, reply)
         finally:
             self._authenticated.discard(writer)
+
+    async def _serve_call(
+        self, request: jsonrpc.Request, writer: asyncio.StreamWriter, slots: asyncio.Semaphore
+    ) -> None:
+        try:
+            await _write(writer, await self._call(request))
+        except (ConnectionError, OSError):
+            pass  # the client is gone; the call itself has run to its end
+        finally:
+            slots.release()
 
     def _authenticate(
         self, request: jsonrpc.Request, writer: asyncio.StreamWriter
@@ -141,7 +169,10 @@ class RpcServer:
             self._authenticated.add(writer)
         return jsonrpc.Response(request.id, True)
 
-    async def _reply_to(self, event: object, writer: asyncio.StreamWriter) -> jsonrpc.Frame | None:
+    def _reply_at_once(
+        self, event: object, writer: asyncio.StreamWriter
+    ) -> jsonrpc.Frame | jsonrpc.Request | None:
+        """The answer that needs no method call, or the request to call, or nothing."""
         if isinstance(event, Oversized):
             return jsonrpc.ErrorResponse(None, jsonrpc.INVALID_REQUEST, "request line too long")
         if not isinstance(event, bytes) or not event.strip():
@@ -158,7 +189,7 @@ class RpcServer:
             return jsonrpc.ErrorResponse(
                 frame.id, jsonrpc.UNAUTHORIZED, f"call {AUTHENTICATE} with the token first"
             )
-        return await self._call(frame)  # notifications and responses from a client need no answer
+        return frame  # notifications and responses from a client need no answer
 
     async def _call(self, request: jsonrpc.Request) -> jsonrpc.Frame:
         handler = self._methods.get(request.method)
@@ -173,3 +204,10 @@ class RpcServer:
         except Exception:
             log.exception("JSON-RPC method %s failed", request.method)
             return jsonrpc.ErrorResponse(request.id, jsonrpc.INTERNAL_ERROR, "internal error")
+
+
+async def _write(writer: asyncio.StreamWriter, frame: jsonrpc.Frame) -> None:
+    if writer.is_closing():
+        return
+    writer.write(jsonrpc.encode_frame(frame))
+    await writer.drain()

@@ -2,9 +2,15 @@
 
 ``run()`` is one TaskGroup. Start-up: recover VMs from ``state_dir``, start
 their hardware and channels (and simulated guests, if a launcher was given),
-then listen. Shutdown, in order: stop accepting JSON-RPC, close client
-connections, stop every VM's channel and guest, close the hypervisor, write
-the state one last time.
+start the hypervisor's watcher (libvirt reports its domains through
+:class:`~.hypervisors.base.Inventory`), then listen. Shutdown, in order: stop
+accepting JSON-RPC, close client connections, stop every VM's channel and guest,
+close the hypervisor, write the state one last time.
+
+Changes to one VM (plug, unplug, destroy, a device change the hypervisor
+reports) run under that VM's lock, so two plugs cannot take one address and a
+slow unplug holds back only its own VM. Hash changes reach the engine through a
+per-VM :class:`~.damper.Damper`.
 """
 
 from __future__ import annotations
@@ -13,21 +19,25 @@ import asyncio
 import logging
 import socket
 import uuid
-from collections.abc import Callable, Coroutine
+from collections import defaultdict
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError
 from ..protocol import jsonrpc
+from ..protocol.limits import MAX_DEVICES_PER_VM
 from .api import HostApi
 from .channels import AgentChannel, channel_path
+from .damper import Damper
+from .devices import Addresses, Device, InvalidDevice, UnknownDevice, device_for, devices_for
 from .hypervisors.base import Hypervisor
 from .hypervisors.sim import SimHypervisor, hw_path
 from .qga import QgaChannel, qga_path
-from .registry import Registry
+from .registry import Registry, UnknownVm, private_dir
 from .rpc import RpcServer, server_ssl_context
-from .vm import UnknownDevice, Vm
+from .vm import AGENT, QEMU_GA, Vm, VmState
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +70,17 @@ class HostConfig:
     tls_ca: Path | None = None
     # When set, a connection must call Host.authenticate {token} first.
     rpc_token: str | None = None
+    # Hash-change notifications per VM: `notify_burst` at once, then at most
+    # `notify_rate` a second (the latest hash always goes out).
+    notify_rate: float = 4.0
+    notify_burst: float = 4.0
+    # sim hypervisor: a guest that holds every unplugged disk this long.
+    sim_unplug_delay: float = 0.0
 
 
 def make_hypervisor(config: HostConfig) -> Hypervisor:
     if config.hypervisor == "sim":
-        return SimHypervisor(config.channels_dir)
+        return SimHypervisor(config.channels_dir, config.sim_unplug_delay)
     if config.hypervisor == "qemu":
         from .hypervisors.qemu import QemuHypervisor
 
@@ -95,14 +111,19 @@ class HostService:
             ssl_context=server_ssl_context(config.tls_cert, config.tls_key, config.tls_ca),
             token=config.rpc_token,
         )
+        self.damper = Damper(config.notify_rate, config.notify_burst)
+        self._damper_timer: asyncio.TimerHandle | None = None
         self.registry.add_listener(self._hash_changed)
         self._launcher = guest_launcher
         self._running: dict[str, _Running] = {}
+        self._channels: dict[str, Path] = {}  # agent channels the hypervisor placed
         self._tg: asyncio.TaskGroup | None = None
-        self._lock = asyncio.Lock()
+        self._create_lock = asyncio.Lock()
+        self._vm_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self.port = 0
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
+        private_dir(self.config.state_dir)
         self.config.channels_dir.mkdir(parents=True, exist_ok=True)
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
@@ -110,6 +131,7 @@ class HostService:
             try:
                 for vm in self.registry.load():
                     await self._start(vm)
+                tg.create_task(self.hypervisor.run(self), name="hypervisor")
                 self.port = await self.rpc.start(self.config.listen_host, self.config.listen_port)
                 log.info("host %s serving JSON-RPC on port %d", self.host_id, self.port)
                 if ready is not None:
@@ -124,6 +146,8 @@ class HostService:
             await self._stop(vm_id)
         await self.hypervisor.close()
         await self.registry.flush()
+        if self._damper_timer is not None:
+            self._damper_timer.cancel()
         self._tg = None
 
     # -- what the JSON-RPC methods call ------------------------------------
@@ -133,77 +157,121 @@ class HostService:
         return vm.agent_status(now, self.config.agent_timeout)
 
     async def create_vm(self, vm_id: str, name: str, drives: list[dict[str, Any]]) -> Vm:
-        async with self._lock:
+        if self.hypervisor.owns_vms:
+            raise InvalidDevice(f"VMs of a {self.hypervisor_name} host are defined there")
+        devices = devices_for(drives)  # validated before any lock is taken
+        async with self._create_lock:
             existing = self.registry.find(vm_id)
             if existing is not None:
                 return existing
-            vm = Vm(id=vm_id, name=name)
-            for drive in drives:
-                vm.plug(drive)
+            vm = self.registry.create(VmState.new(vm_id, name, devices))
             await self._start(vm)
-            self.registry.add(vm)
-            await self.registry.flush()
+            await self.registry.persist(vm_id)
             return vm
 
     async def destroy_vm(self, vm_id: str) -> None:
-        async with self._lock:
+        async with self._create_lock, self._vm_locks[vm_id]:
             self.registry.remove(vm_id)
             await self._stop(vm_id)
-            await self.registry.flush()
+            await self.registry.persist(vm_id)
+        self._vm_locks.pop(vm_id, None)
 
-    async def hotplug(self, vm_id: str, drive: dict[str, Any]) -> dict[str, Any]:
+    async def hotplug(self, vm_id: str, drive: dict[str, Any]) -> Device:
         """Plug through the hypervisor; the VM, its hash and its state change only
         once the hypervisor confirmed (a refusal leaves everything as it was)."""
-        vm = self.registry.get(vm_id)
-        device = vm.new_device(drive)
-        existing = vm.device(device["diskId"])
-        if existing is not None:
-            return existing
-        await self.hypervisor.hotplug(vm, device)
-        vm.add_device(device)
-        await self._changed(vm)
-        return device
+        self.registry.get(vm_id)
+        async with self._vm_locks[vm_id]:
+            vm = self.registry.get(vm_id)  # it may have gone while we waited
+            existing = vm.state.device(str(drive.get("diskId")))
+            if existing is not None:
+                return existing
+            if len(vm.devices) >= MAX_DEVICES_PER_VM:
+                raise InvalidDevice(f"a VM has at most {MAX_DEVICES_PER_VM} disks")
+            device = device_for(drive, Addresses(vm.devices))
+            placed = await self.hypervisor.hotplug(vm.state, device)
+            self.registry.add_device(vm_id, placed)
+            await self._changed(vm_id)
+            return placed
 
     async def hotunplug(self, vm_id: str, disk_id: str) -> None:
-        vm = self.registry.get(vm_id)
-        device = vm.device(disk_id)
-        if device is None:
-            raise UnknownDevice(disk_id)
-        await self.hypervisor.hotunplug(vm, device)
-        vm.unplug(disk_id)
-        await self._changed(vm)
+        self.registry.get(vm_id)
+        async with self._vm_locks[vm_id]:
+            vm = self.registry.get(vm_id)
+            device = vm.state.device(disk_id)
+            if device is None:
+                raise UnknownDevice(disk_id)
+            await self.hypervisor.hotunplug(vm.state, device)
+            self.registry.remove_device(vm_id, disk_id)
+            await self._changed(vm_id)
 
-    async def _changed(self, vm: Vm) -> None:
-        self.registry.changed(vm)
-        self._poke_qga(vm.id)
-        await self.registry.flush()  # acknowledged means it survives a restart
+    async def _changed(self, vm_id: str) -> None:
+        self._poke_guest_sources(vm_id)
+        await self.registry.persist(vm_id)  # acknowledged means it survives a restart
+
+    # -- what a hypervisor that owns its VMs reports (Inventory) -------------
+
+    async def vm_found(
+        self, vm_id: str, name: str, devices: Sequence[Device], channel: Path | None
+    ) -> None:
+        if channel is not None:
+            self._channels[vm_id] = channel
+        async with self._create_lock:
+            vm = self.registry.find(vm_id)
+            if vm is None:
+                vm = self.registry.create(VmState.new(vm_id, name, tuple(devices)))
+            else:
+                self.registry.set_devices(vm_id, tuple(devices))
+            await self._start(vm)
+            await self.registry.persist(vm_id)
+
+    async def vm_devices(self, vm_id: str, devices: Sequence[Device]) -> None:
+        async with self._vm_locks[vm_id]:
+            if self.registry.find(vm_id) is None:
+                return
+            self.registry.set_devices(vm_id, tuple(devices))
+            await self._changed(vm_id)
+
+    async def vm_gone(self, vm_id: str) -> None:
+        if self.registry.find(vm_id) is not None:
+            await self.destroy_vm(vm_id)
+        self._channels.pop(vm_id, None)
+
+    def guest_mapping(self, vm_id: str, source: str, mapping: Mapping[str, Any]) -> None:
+        self.registry.set_mapping(vm_id, source, mapping)
 
     # -- per-VM runtime ------------------------------------------------------
+
+    def _channel_path(self, vm_id: str) -> Path:
+        placed = self._channels.get(vm_id) or self.hypervisor.agent_channel(vm_id)
+        return placed or channel_path(self.config.channels_dir, vm_id)
 
     async def _start(self, vm: Vm) -> None:
         tg = self._tg
         if tg is None or vm.id in self._running:
             return
-        await self.hypervisor.start_vm(vm)
-        channels = self.config.channels_dir
+        await self.hypervisor.start_vm(vm.state)
+        channels, vm_id = self.config.channels_dir, vm.id
         channel = AgentChannel(
             vm,
-            channel_path(channels, vm.id),
+            self._channel_path(vm_id),
             self.config.channel_mode,
-            self.registry.changed,
+            lambda mapping: self.guest_mapping(vm_id, AGENT, mapping),
             rate_limit=self.config.agent_rate_limit,
         )
         running = _Running(channel)
-        running.tasks.append(tg.create_task(_guarded(f"channel {vm.id}", channel.run())))
-        if self.config.qemu_ga:
+        running.tasks.append(tg.create_task(_guarded(f"channel {vm_id}", channel.run())))
+        if self.config.qemu_ga and not self.hypervisor.owns_vms:
             running.qga = QgaChannel(
-                vm, qga_path(channels, vm.id), self.registry.changed, self.config.qga_interval
+                vm,
+                qga_path(channels, vm_id),
+                lambda mapping: self.guest_mapping(vm_id, QEMU_GA, mapping),
+                self.config.qga_interval,
             )
-            running.tasks.append(tg.create_task(_guarded(f"qemu-ga {vm.id}", running.qga.run())))
+            running.tasks.append(tg.create_task(_guarded(f"qemu-ga {vm_id}", running.qga.run())))
         if self._launcher is not None:
-            guest = self._launcher(vm.id, channel.path, hw_path(channels, vm.id))
-            running.tasks.append(tg.create_task(_guarded(f"guest {vm.id}", guest)))
-        self._running[vm.id] = running
+            guest = self._launcher(vm_id, channel.path, hw_path(channels, vm_id))
+            running.tasks.append(tg.create_task(_guarded(f"guest {vm_id}", guest)))
+        self._running[vm_id] = running
 
     async def _stop(self, vm_id: str) -> None:
         running = self._running.pop(vm_id, None)
@@ -211,15 +279,37 @@ class HostService:
             for task in running.tasks:
                 task.cancel()
             await asyncio.wait(running.tasks, timeout=5.0)
+        self.damper.forget(vm_id)
         await self.hypervisor.stop_vm(vm_id)
 
-    def _poke_qga(self, vm_id: str) -> None:
+    def _poke_guest_sources(self, vm_id: str) -> None:
         running = self._running.get(vm_id)
         if running is not None and running.qga is not None:
             running.qga.poke()
+        self.hypervisor.poke(vm_id)
+
+    # -- notifications, damped per VM ----------------------------------------
 
     def _hash_changed(self, vm: Vm) -> None:
-        self.rpc.notify(jsonrpc.vm_status_event(vm.id, vm.hash))
+        loop = asyncio.get_running_loop()
+        if self.damper.offer(vm.id, vm.hash, loop.time()):
+            self.rpc.notify(jsonrpc.vm_status_event(vm.id, vm.hash))
+        else:
+            self._arm_damper(loop)
+
+    def _arm_damper(self, loop: asyncio.AbstractEventLoop) -> None:
+        due = self.damper.next_due()
+        if due is None or self._damper_timer is not None:
+            return
+        self._damper_timer = loop.call_at(due, self._release_held)
+
+    def _release_held(self) -> None:
+        self._damper_timer = None
+        loop = asyncio.get_running_loop()
+        for vm_id, vm_hash in self.damper.due(loop.time()):
+            if self.registry.find(vm_id) is not None:
+                self.rpc.notify(jsonrpc.vm_status_event(vm_id, vm_hash))
+        self._arm_damper(loop)
 
 
 async def _guarded(what: str, coro: Coroutine[Any, Any, None]) -> None:
@@ -228,3 +318,6 @@ async def _guarded(what: str, coro: Coroutine[Any, Any, None]) -> None:
         await coro
     except Exception:
         log.exception("%s failed", what)
+
+
+__all__ = ["GuestLauncher", "HostConfig", "HostService", "UnknownVm", "make_hypervisor"]

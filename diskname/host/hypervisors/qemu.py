@@ -24,9 +24,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from ..devices import Device
 from ..qmp_client import QmpClient, QmpCommandError, QmpError
-from ..vm import Vm
-from .base import HypervisorError
+from ..vm import VmState
+from .base import HypervisorError, StaticInventory
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +50,14 @@ def qmp_path(channels_dir: Path, vm_id: str) -> Path:
     return channels_dir / f"{vm_id}{QMP_SUFFIX}"
 
 
-def qdev_id(device: dict[str, Any]) -> str:
+def qdev_id(device: Device) -> str:
     # QEMU ids must start with a letter; a UUID may not.
-    return f"dn-{device['deviceId']}"
+    return f"dn-{device.device_id}"
 
 
-def node_name(device: dict[str, Any]) -> str:
+def node_name(device: Device) -> str:
     # Block node names are limited to 31 characters.
-    return f"dn{uuid.UUID(device['deviceId']).hex[:24]}"
+    return f"dn{uuid.UUID(device.device_id).hex[:24]}"
 
 
 def root_ports(peripherals: list[dict[str, Any]]) -> list[str]:
@@ -70,7 +71,7 @@ def bus_is_empty(properties: list[dict[str, Any]]) -> bool:
     return not any(str(p.get("name", "")).startswith("child[") for p in properties)
 
 
-class QemuHypervisor:
+class QemuHypervisor(StaticInventory):
     """A :class:`~.base.Hypervisor` that drives real QEMU processes over QMP."""
 
     name = "qemu"
@@ -90,7 +91,7 @@ class QemuHypervisor:
     def image_path(self, disk_id: str) -> Path:
         return self._images / f"{disk_id}.qcow2"
 
-    async def start_vm(self, vm: Vm) -> None:
+    async def start_vm(self, vm: VmState) -> None:
         # QEMU runs the VM; the QMP connection is opened when first needed.
         self._locks.setdefault(vm.id, asyncio.Lock())
 
@@ -103,11 +104,12 @@ class QemuHypervisor:
         for vm_id in list(self._clients):
             await self.stop_vm(vm_id)
 
-    async def hotplug(self, vm: Vm, device: dict[str, Any]) -> None:
+    async def hotplug(self, vm: VmState, device: Device) -> Device:
         async with self._locks.setdefault(vm.id, asyncio.Lock()):
             await self._plug(vm.id, device)
+        return device
 
-    async def hotunplug(self, vm: Vm, device: dict[str, Any]) -> None:
+    async def hotunplug(self, vm: VmState, device: Device) -> None:
         async with self._locks.setdefault(vm.id, asyncio.Lock()):
             await self._unplug(vm.id, device)
 
@@ -133,11 +135,11 @@ class QemuHypervisor:
         except QmpError as exc:
             raise QemuError(f"QEMU {name} failed: {exc}") from exc
 
-    async def _plug(self, vm_id: str, device: dict[str, Any]) -> None:
-        iface = device["iface"]
+    async def _plug(self, vm_id: str, device: Device) -> None:
+        iface = device.iface
         if iface not in DRIVERS:
             raise QemuError(f"no QEMU device for interface {iface!r}")
-        image = await self._create_image(device["diskId"])
+        image = await self._create_image(device.disk_id)
         client = await self._client(vm_id)
         node = node_name(device)
         blockdev = {
@@ -153,20 +155,18 @@ class QemuHypervisor:
             with contextlib.suppress(QemuError):
                 await self._execute(client, "blockdev-del", {"node-name": node})
             raise
-        log.info("VM %s: plugged %s as %s (%s)", vm_id, device["diskId"], qdev_id(device), iface)
+        log.info("VM %s: plugged %s as %s (%s)", vm_id, device.disk_id, qdev_id(device), iface)
 
-    async def _device_args(
-        self, client: QmpClient, device: dict[str, Any], node: str
-    ) -> dict[str, Any]:
-        iface = device["iface"]
+    async def _device_args(self, client: QmpClient, device: Device, node: str) -> dict[str, Any]:
+        iface = device.iface
         args = {
             "driver": DRIVERS[iface],
             "id": qdev_id(device),
             "drive": node,
-            "serial": device["serial"],
+            "serial": device.serial,
         }
         if iface in ("virtio", "nvme"):
-            args["bus"] = await self._free_root_port(client, device["diskId"])
+            args["bus"] = await self._free_root_port(client, device.disk_id)
         elif iface == "virtio_scsi":
             args["bus"] = SCSI_BUS
         return args
@@ -181,7 +181,7 @@ class QemuHypervisor:
                 return port
         raise QemuError(f"no free {ROOT_PORT} to plug {disk_id} into")
 
-    async def _unplug(self, vm_id: str, device: dict[str, Any]) -> None:
+    async def _unplug(self, vm_id: str, device: Device) -> None:
         client = await self._client(vm_id)
         qid = qdev_id(device)
         gone = client.waiter(lambda e: e.name == "DEVICE_DELETED" and e.data.get("device") == qid)
@@ -200,13 +200,13 @@ class QemuHypervisor:
                 await gone.wait(self._unplug_timeout)
             except TimeoutError:
                 raise QemuError(
-                    f"the guest did not release {device['diskId']} within {self._unplug_timeout}s"
+                    f"the guest did not release {device.disk_id} within {self._unplug_timeout}s"
                 ) from None
             except QmpError as exc:
                 raise QemuError(f"lost QEMU while unplugging: {exc}") from exc
         with contextlib.suppress(QemuError):  # gone already when the device was never ours
             await self._execute(client, "blockdev-del", {"node-name": node_name(device)})
-        log.info("VM %s: unplugged %s", vm_id, device["diskId"])
+        log.info("VM %s: unplugged %s", vm_id, device.disk_id)
 
     async def _create_image(self, disk_id: str) -> Path:
         """The disk's image, created on first plug and kept for re-plugs."""

@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 from ...protocol.simhw import HardwareState, VirtualDisk, encode_state
+from ..devices import Device
 from ..serving import Connections
-from ..vm import Vm
+from ..vm import VmState
+from .base import StaticInventory
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +30,11 @@ def hw_path(channels_dir: Path, vm_id: str) -> Path:
     return channels_dir / f"{vm_id}{HW_SUFFIX}"
 
 
-def hardware_state(devices: list[dict[str, Any]]) -> HardwareState:
+def hardware_state(devices: Iterable[Device]) -> HardwareState:
     return HardwareState(
         disks=tuple(
             VirtualDisk(
-                device_id=d["deviceId"], serial=d["serial"], iface=d["iface"], address=d["address"]
+                device_id=d.device_id, serial=d.serial, iface=d.iface, address=d.address or ""
             )
             for d in devices
         )
@@ -42,8 +44,8 @@ def hardware_state(devices: list[dict[str, Any]]) -> HardwareState:
 class HardwarePort:
     """One VM's hardware port: a UNIX server and the guests connected to it."""
 
-    def __init__(self, vm: Vm, path: Path) -> None:
-        self.vm, self.path = vm, path
+    def __init__(self, devices: tuple[Device, ...], path: Path) -> None:
+        self.devices, self.path = devices, path
         self._server: asyncio.Server | None = None
         self._connections = Connections()
 
@@ -56,7 +58,7 @@ class HardwarePort:
         await self._connections.serve(writer, self._guest(reader, writer))
 
     async def _guest(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._send(writer, encode_state(hardware_state(self.vm.devices)))
+        self._send(writer, encode_state(hardware_state(self.devices)))
         # The guest has nothing to say; wait until it hangs up.
         while await reader.read(4096):
             pass
@@ -69,7 +71,8 @@ class HardwarePort:
             return
         writer.write(line)
 
-    def broadcast(self, devices: list[dict[str, Any]]) -> None:
+    def broadcast(self, devices: tuple[Device, ...]) -> None:
+        self.devices = devices
         line = encode_state(hardware_state(devices))
         for writer in self._connections.writers:
             self._send(writer, line)
@@ -83,22 +86,27 @@ class HardwarePort:
             self.path.unlink()
 
 
-class SimHypervisor:
-    """A :class:`~.base.Hypervisor` whose guests are simulated."""
+class SimHypervisor(StaticInventory):
+    """A :class:`~.base.Hypervisor` whose guests are simulated.
+
+    ``unplug_delay`` plays a guest that holds a disk back before releasing it
+    (as a real one may while a filesystem is busy): an unplug takes that long.
+    """
 
     name = "sim"
 
-    def __init__(self, channels_dir: Path) -> None:
+    def __init__(self, channels_dir: Path, unplug_delay: float = 0.0) -> None:
         self._dir = channels_dir
+        self._unplug_delay = unplug_delay
         self._ports: dict[str, HardwarePort] = {}
 
     def hw_path(self, vm_id: str) -> Path:
         return hw_path(self._dir, vm_id)
 
-    async def start_vm(self, vm: Vm) -> None:
+    async def start_vm(self, vm: VmState) -> None:
         if vm.id in self._ports:
             return
-        port = HardwarePort(vm, self.hw_path(vm.id))
+        port = HardwarePort(vm.devices, self.hw_path(vm.id))
         await port.start()
         self._ports[vm.id] = port
 
@@ -107,13 +115,16 @@ class SimHypervisor:
         if port is not None:
             await port.close()
 
-    async def hotplug(self, vm: Vm, device: dict[str, Any]) -> None:
-        self._broadcast(vm, [*vm.devices, device])
+    async def hotplug(self, vm: VmState, device: Device) -> Device:
+        self._broadcast(vm, (*vm.devices, device))
+        return device
 
-    async def hotunplug(self, vm: Vm, device: dict[str, Any]) -> None:
-        self._broadcast(vm, [d for d in vm.devices if d is not device])
+    async def hotunplug(self, vm: VmState, device: Device) -> None:
+        if self._unplug_delay:
+            await asyncio.sleep(self._unplug_delay)  # the guest holds the disk
+        self._broadcast(vm, tuple(d for d in vm.devices if d.disk_id != device.disk_id))
 
-    def _broadcast(self, vm: Vm, devices: list[dict[str, Any]]) -> None:
+    def _broadcast(self, vm: VmState, devices: tuple[Device, ...]) -> None:
         port = self._ports.get(vm.id)
         if port is not None:
             port.broadcast(devices)

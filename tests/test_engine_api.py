@@ -20,7 +20,7 @@ from diskname.engine.actions import Actions
 from diskname.engine.api import EngineContext, make_app
 from diskname.engine.events import EventHub
 from diskname.engine.metrics import Metrics
-from diskname.engine.monitor import Monitors
+from diskname.engine.monitors import Monitors
 from diskname.engine.store import Store
 from diskname.protocol import jsonrpc
 

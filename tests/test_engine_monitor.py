@@ -174,7 +174,9 @@ async def test_old_cluster_gets_no_names(pg_dsn: str) -> None:
             await conn.execute("UPDATE clusters SET compatibility_version = '3.4'")
             r.plug(DISK, "/dev/vdb")
             await wait_until(lambda: r.store.get_attachment(r.vm_id, DISK))
-            await wait_until(lambda: r.monitor._hashes.get(r.vm_id) == r.fake.vms[r.vm_id].hash)
+            await wait_until(
+                lambda: r.monitor.sync.stored_hash(r.vm_id) == r.fake.vms[r.vm_id].hash
+            )
             assert await r.name() is None
     finally:
         await conn.close()

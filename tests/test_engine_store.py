@@ -225,13 +225,14 @@ async def test_a_fleet_batch_costs_the_same_statements_as_one_disk(
     assert many == one
     assert many == [
         "BEGIN",
-        "SELECT",
-        "INSERT",
-        "SELECT",
-        "INSERT",
-        "INSERT",
-        "INSERT",
-        "UPDATE",
+        "SELECT",  # the guard: foreign VMs, disks plugged elsewhere, compat, fence
+        "SELECT",  # the VMs' current rows, locked
+        "INSERT",  # VMs
+        "INSERT",  # new disks
+        "INSERT",  # devices and names
+        "INSERT",  # history
+        "DELETE",  # history beyond its bound
+        "UPDATE",  # hashes, last
         "COMMIT",
     ]
     # Everything arrived: 1000 names with one history row each, and the hashes.

@@ -19,7 +19,8 @@ from .events import EventHub
 from .matching import disk_serial
 from .metrics import Metrics
 from .models import Attachment, NameChange, VmRow, canonical_uuid
-from .monitor import HostMonitor, Monitors
+from .monitor import HostMonitor
+from .monitors import Monitors
 from .store import Store
 
 INTERFACES = frozenset({"virtio", "virtio_scsi", "sata", "nvme"})

@@ -22,7 +22,7 @@ from .errors import EngineError, Invalid, NotFound, Unauthenticated, http_status
 from .events import EventHub
 from .metrics import Metrics
 from .models import canonical_uuid
-from .monitor import Monitors
+from .monitors import Monitors
 from .store import UNAVAILABLE, Store
 
 log = logging.getLogger(__name__)

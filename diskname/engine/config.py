@@ -30,6 +30,10 @@ class EngineConfig:
     events: bool = True
     hash_gate: bool = True
     action_timeout: float = 30.0
+    # A poll or a fetch the host does not answer in this long is a timeout (not
+    # a lost connection); three poll timeouts in a row reconnect.
+    poll_timeout: float = 10.0
+    fetch_timeout: float = 30.0
     # The engine PKI (diskname pki init): with it every host connection is TLS.
     pki_dir: Path | None = None
     # Talk plaintext to hosts that are not on loopback (never silently: only so).

@@ -43,6 +43,10 @@ class Metrics:
         self.full_list_calls = 0
         self.db_writes = 0
         self.rejected: Counter[str] = Counter()
+        # Entries of host replies not stored, by reason (deferred, vm_error, ...).
+        self.reports_dropped: Counter[str] = Counter()
+        # Reports of VMs registered on another host, ignored (SPEC §12).
+        self.foreign_reports = 0
         self.name_latency = Histogram(LATENCY_BUCKETS)
         # host name -> 1 while this engine holds the host's lease, else 0
         self.hosts_owned: dict[str, int] = {}
@@ -79,6 +83,17 @@ class Metrics:
         ]
         for reason, count in sorted(self.rejected.items()):
             lines.append(f'diskname_engine_guest_data_rejected_total{{reason="{reason}"}} {count}')
+        lines += _counter(
+            "diskname_engine_foreign_vm_reports_total",
+            "reports of VMs registered on another host, ignored",
+            self.foreign_reports,
+        )
+        lines += [
+            "# HELP diskname_engine_host_reports_dropped_total host reply entries not stored",
+            "# TYPE diskname_engine_host_reports_dropped_total counter",
+        ]
+        for reason, count in sorted(self.reports_dropped.items()):
+            lines.append(f'diskname_engine_host_reports_dropped_total{{reason="{reason}"}} {count}')
         lines += [
             "# HELP diskname_engine_name_latency_seconds hot-plug request to stored name",
             "# TYPE diskname_engine_name_latency_seconds histogram",

@@ -1,24 +1,24 @@
-"""One monitor per host: a JSON-RPC connection, hash-gated polling, notifications.
+"""One monitor per host: the I/O around a :class:`~.sync.HostSync`.
 
-Every ``refresh_interval`` the monitor asks for ``Host.getAllVmStats`` and marks
-the VMs whose hash differs from the one last processed; a ``|virt|VM_status|``
-notification marks its VM at once. A single fetch worker per host drains the
-marks with one ``Host.getVMFullList`` call, so one VM is never fetched twice
-concurrently, and a mark made during a fetch is served by the next one.
+The monitor holds the host connection (:mod:`.hostconn`), asks for
+``Host.getAllVmStats`` every ``refresh_interval``, passes the host's
+notifications on, runs one fetch worker that drains what the sync state says to
+fetch with ``Host.getVMFullList``, and stores each reply in one transaction per
+batch. Every decision (what is dirty, what is current, what an action
+overlapped, what is damped) is the sync state's; this module only moves bytes
+and rows.
 
-Engine-initiated actions run under :meth:`HostMonitor.vm_action`, which bumps
-the VM's generation before and after: a fetch that overlapped an action is
-thrown away and repeated, so a stale picture never overwrites a fresh one.
+Engine-initiated actions run under :meth:`HostMonitor.vm_action`: the VM is
+marked busy (no fetch takes it meanwhile) and its lock serialises the action's
+writes against a store of the same VM.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import logging
-import uuid
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -26,16 +26,24 @@ import asyncpg
 
 from ..logctx import log_context
 from ..protocol import jsonrpc
-from ..streams import CallTimeout, ConnectionLost, FrameTooLarge, JsonRpcClient, RpcError
+from ..streams import (
+    CallTimeout,
+    ConnectionLost,
+    FrameTooLarge,
+    JsonRpcClient,
+    RpcClientError,
+    RpcError,
+)
 from .config import EngineConfig
 from .errors import HostCallFailed, HostNotConnected, HostRefused, HostTimeout, Invalid
 from .events import EventHub
-from .hostconn import HostConnector, HostUntrusted, client_tls
-from .leases import Leases, LeasesLost
+from .hostconn import HostConnector, HostUntrusted
 from .matching import MatchResult, match_names
 from .metrics import Metrics
-from .models import BadReport, HostRow, NameChange, VmReport, canonical_uuid, parse_report
+from .models import HostRow, NameChange, VmReport, canonical_uuid
 from .store import UNAVAILABLE, Store
+from .sync import Batch, HostSync
+from .writes import Fence, LeaseLost
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +53,10 @@ MAX_BACKOFF = 5.0
 MAX_UNTRUSTED_BACKOFF = 30.0
 FIRST_CONNECT_WAIT = 5.0
 MAX_BATCH = 500  # VMs stored per transaction
+POLL_TIMEOUTS_BEFORE_RECONNECT = 3
 VM_STATUS_PREFIX = "|virt|VM_status|"
-# Without host notifications, a VM the engine just changed is fetched again this
-# long after the change: the guest names a disk a moment after the hypervisor
-# plugged it, and the next regular poll may be a whole refresh interval away.
-FOLLOW_UP_DELAYS = (0.1, 0.25, 0.5, 1.0, 2.0)
+
+FenceSource = Callable[[str], Fence | None]
 
 
 class HostMonitor:
@@ -64,25 +71,20 @@ class HostMonitor:
         config: EngineConfig,
         announce: Callable[[str], Awaitable[None]] | None = None,
         connector: HostConnector | None = None,
+        fence: FenceSource | None = None,
     ) -> None:
         self.host = host
         self._store, self._metrics, self._hub, self._config = store, metrics, hub, config
         self._announce = announce
         self._connector = connector or HostConnector()
+        self._fence = fence
+        self.sync = HostSync(hash_gate=config.hash_gate, events=config.events)
         # Set while this engine owns the host (diskname.engine.leases): only the
         # owner polls, fetches and stores; any engine may call the host.
         self.owned = asyncio.Event()
-        self._stale = True
         self._client: JsonRpcClient | None = None
-        self._hashes: dict[str, str | None] = {}
-        self._statuses: dict[str, str] = {}
-        # VM id -> the hash that made us want it (None: fetch whatever it is).
-        self._dirty: dict[str, str | None] = {}
         self._wake = asyncio.Event()
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self._generation: Counter[str] = Counter()
-        self._follow_ups: list[tuple[float, str]] = []  # a heap of (when, vm id)
-        self._follow_ups_changed = asyncio.Event()
         self.connected = asyncio.Event()
         # Set once the first connection attempt is over, either way: a call made
         # right after the host was registered waits for it instead of failing.
@@ -106,9 +108,9 @@ class HostMonitor:
             except HostUntrusted as exc:
                 log.warning("host %s is not trusted: %s", self.host.name, exc)
                 status = ("untrusted", str(exc))
-                self._first_attempt.set()
             except Exception:
                 log.exception("monitor of host %s failed", self.host.name)
+            self._first_attempt.set()
             if loop.time() - started > MAX_BACKOFF:
                 backoff = MIN_BACKOFF
             await self._set_status(*status)
@@ -120,41 +122,31 @@ class HostMonitor:
             client = await self._connector.open(self.host, self._on_notification)
         except ConnectionLost as exc:
             log.debug("host %s unreachable: %s", self.host.name, exc)
-            self._first_attempt.set()
             return
         try:
             await self._serve(client)
         finally:
             self._client = None
             self.connected.clear()
-            self._first_attempt.set()
             await client.close()
 
     def grant(self) -> None:
         """This engine now owns the host: reload what the database knows, then poll."""
-        if not self.owned.is_set():
-            self._stale = True
-            self.owned.set()
+        self.sync.grant()
+        self.owned.set()
+        self._wake.set()
 
     def revoke(self) -> None:
+        self.sync.revoke()
         self.owned.clear()
-        self._dirty.clear()
 
     def invalidate(self, vm_id: str) -> None:
         """Another engine acted on this VM: fetch it whatever its hash says."""
-        if self.owned.is_set() and vm_id in self._statuses:
-            self._hashes[vm_id] = None
-            self._mark(vm_id, None)
-
-    async def _load_states(self) -> None:
-        states = await self._store.vm_states(self.host.id)
-        self._hashes = {vm: h for vm, (h, _) in states.items()}
-        self._statuses = {vm: s for vm, (_, s) in states.items()}
-        self._dirty.clear()
-        self._stale = False
+        self.sync.forget_hash(vm_id)
+        self._wake.set()
 
     async def _serve(self, client: JsonRpcClient) -> None:
-        self._stale = True
+        self.sync.stale = True
         self._client = client
         await self._set_status("up")
         self.connected.set()
@@ -166,7 +158,6 @@ class HostMonitor:
         tasks = [
             asyncio.create_task(self._poll_loop(client)),
             asyncio.create_task(self._fetch_loop(client)),
-            asyncio.create_task(self._follow_up_loop()),
             asyncio.create_task(_until_closed(client)),
         ]
         try:
@@ -177,7 +168,7 @@ class HostMonitor:
             await asyncio.gather(*tasks, return_exceptions=True)
         for task in done:
             exc = task.exception()
-            if isinstance(exc, ConnectionLost | TimeoutError):
+            if isinstance(exc, ConnectionLost):
                 log.info("lost connection to host %s: %s", self.host.name, exc)
             elif exc is not None:
                 raise exc
@@ -193,195 +184,154 @@ class HostMonitor:
     # -- polling and notifications -------------------------------------------
 
     async def _poll_loop(self, client: JsonRpcClient) -> None:
+        timeouts = 0
         while True:
             if not self.owned.is_set():
                 await self.owned.wait()
                 await self._set_status("up")
             try:
-                if self._stale:
-                    await self._load_states()
+                if self.sync.stale:
+                    self.sync.load(await self._store.vm_states(self.host.id))
                 await self._poll_once(client)
+                timeouts = 0
+            except CallTimeout as exc:
+                timeouts += 1
+                log.warning("host %s: %s", self.host.name, exc)
+                if timeouts >= POLL_TIMEOUTS_BEFORE_RECONNECT:
+                    raise ConnectionLost(f"{timeouts} polls in a row got no answer") from exc
             except UNAVAILABLE as exc:
                 # Keep the host connection; reload what the database knows once it is back.
                 log.warning("database unavailable while polling %s: %s", self.host.name, exc)
-                self._stale = True
+                self.sync.stale = True
             await asyncio.sleep(self._config.refresh_interval)
 
     async def _poll_once(self, client: JsonRpcClient) -> None:
         try:
-            stats = await client.call("Host.getAllVmStats")
-        except RpcError as exc:
+            stats = await client.call("Host.getAllVmStats", timeout=self._config.poll_timeout)
+        except (RpcError, FrameTooLarge) as exc:
             log.warning("Host.getAllVmStats failed on %s: %s", self.host.name, exc)
             return
         self._metrics.polls += 1
-        if not isinstance(stats, list):
-            log.warning("Host.getAllVmStats on %s returned no list", self.host.name)
-            return
-        for entry in stats:
-            await self._consider(entry)
-
-    async def _consider(self, entry: Any) -> None:
-        try:
-            vm_id = canonical_uuid(entry.get("vmId") if isinstance(entry, dict) else None)
-        except ValueError:
-            return
-        status, vm_hash = entry.get("status"), entry.get("hash")
-        known = self._statuses.get(vm_id)
-        if known is not None and isinstance(status, str) and status != known:
+        for vm_id, status in self.sync.on_stats(stats):
             await self._store.set_vm_status(vm_id, status)
-            self._statuses[vm_id] = status
-        self._mark(vm_id, vm_hash if isinstance(vm_hash, str) else None)
-
-    def _mark(self, vm_id: str, vm_hash: str | None) -> None:
-        if self._is_current(vm_id, vm_hash):
-            return
-        self._dirty[vm_id] = vm_hash
         self._wake.set()
 
-    def _is_current(self, vm_id: str, vm_hash: str | None) -> bool:
-        if not self._config.hash_gate or vm_hash is None or vm_id not in self._hashes:
-            return False
-        return self._hashes[vm_id] == vm_hash
-
     def _on_notification(self, note: jsonrpc.Notification) -> None:
-        if not self._config.events or not note.method.startswith(VM_STATUS_PREFIX):
+        if not note.method.startswith(VM_STATUS_PREFIX):
             return
-        if not self.owned.is_set() or self._stale:
-            return  # not ours, or the next poll reloads and sees every change
-        params = note.params if isinstance(note.params, dict) else {}
         try:
             vm_id = canonical_uuid(note.method[len(VM_STATUS_PREFIX) :])
         except ValueError:
             return
+        params = note.params if isinstance(note.params, dict) else {}
         vm_hash = params.get("hash")
-        self._mark(vm_id, vm_hash if isinstance(vm_hash, str) else None)
+        self.sync.on_notification(vm_id, vm_hash if isinstance(vm_hash, str) else None)
+        self._wake.set()
 
     # -- fetching ------------------------------------------------------------
 
     async def _fetch_loop(self, client: JsonRpcClient) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            await self._wake.wait()
-            self._wake.clear()
-            batch = sorted(vm for vm, h in self._dirty.items() if not self._is_current(vm, h))
-            self._dirty.clear()
-            if batch:
+            now = loop.time()
+            self.sync.release_due(now)
+            batch = self.sync.take_batch(now)
+            if batch is not None:
                 await self._fetch(client, batch)
+                continue
+            self._wake.clear()
+            wakeup = self.sync.next_wakeup()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(None if wakeup is None else max(0, wakeup - now)):
+                    await self._wake.wait()
 
-    async def _fetch(self, client: JsonRpcClient, batch: list[str]) -> None:
-        generations = {vm: self._generation[vm] for vm in batch}
+    async def _fetch(self, client: JsonRpcClient, batch: Batch) -> None:
         self._metrics.full_list_calls += 1
+        params = {"vmList": list(batch.vm_ids)}
         try:
-            result = await client.call("Host.getVMFullList", {"vmList": batch})
-        except RpcError as exc:
+            result = await client.call(
+                "Host.getVMFullList", params, timeout=self._config.fetch_timeout
+            )
+        except RpcClientError as exc:
+            self.sync.on_fetch_failed(batch)
+            if isinstance(exc, ConnectionLost):
+                raise
             log.warning("Host.getVMFullList failed on %s: %s", self.host.name, exc)
             return
-        reports: dict[str, VmReport] = {}
-        for raw in result if isinstance(result, list) else []:
-            try:
-                report = parse_report(raw)
-            except BadReport as exc:
-                log.warning("host %s sent a bad VM: %s", self.host.name, exc)
-                continue
-            if report.vm_id in generations:  # never store what was not asked for
-                reports[report.vm_id] = report
-        ordered = [reports[vm] for vm in sorted(reports)]
+        reply = self.sync.on_reply(batch, result)
+        self._metrics.reports_dropped.update(reply.dropped)
+        ordered = sorted(reply.reports, key=lambda r: r.vm_id)
         for start in range(0, len(ordered), MAX_BATCH):
-            await self._apply(ordered[start : start + MAX_BATCH], generations)
+            await self._apply(batch, ordered[start : start + MAX_BATCH])
 
-    async def _apply(self, reports: list[VmReport], generations: dict[str, int]) -> None:
-        """Match and store a batch in one transaction, under the locks of its VMs."""
+    async def _apply(self, batch: Batch, reports: list[VmReport]) -> None:
+        """Match and store reports in one transaction, under the locks of their VMs."""
+        changes: list[NameChange] = []
         async with contextlib.AsyncExitStack() as stack:
-            for report in reports:  # sorted by VM id: one lock order, no deadlock
-                await stack.enter_async_context(self._locks[report.vm_id])
-            if not self.owned.is_set():
-                return  # no longer ours to store
             items = []
-            for report in reports:
-                if generations[report.vm_id] != self._generation[report.vm_id]:
-                    self._mark(report.vm_id, None)  # an action overlapped the fetch: again
+            for report in reports:  # sorted by VM id: one lock order, no deadlock
+                if self.sync.moved(batch, report.vm_id):
+                    self.sync.mark(report.vm_id, None)  # an action began meanwhile: again
+                    continue  # (and never wait for an action's lock: it may be slow)
+                await stack.enter_async_context(self._locks[report.vm_id])
+                if self.sync.moved(batch, report.vm_id):
+                    self.sync.mark(report.vm_id, None)
                     continue
                 match = match_names([d.as_vm_disk() for d in report.devices], report.mapping)
                 self._metrics.rejected.update(match.rejected)
                 items.append((report, match))
-            stored, changes = await self._store_items(items)
-            for report in stored:
-                self._hashes[report.vm_id] = report.hash
-                self._statuses[report.vm_id] = report.status
+            if self.owned.is_set():  # no longer ours to store otherwise
+                changes = await self._store_items(items)
         for change in changes:
             self._hub.publish(change.to_json())
             if change.new is not None:
                 self._metrics.name_stored(change.vm_id, change.disk_id)
 
-    async def _store_items(
-        self, items: list[tuple[VmReport, MatchResult]]
-    ) -> tuple[list[VmReport], list[NameChange]]:
-        """The VMs stored and their name changes; the others keep their old hashes.
+    async def _store_items(self, items: list[tuple[VmReport, MatchResult]]) -> list[NameChange]:
+        """Store a batch; the VMs not stored keep their old hashes and are fetched again.
 
         A batch that PostgreSQL refuses is retried VM by VM, so one bad VM cannot
-        hold back the others. When the database is away nothing is stored, and
-        the next poll, seeing the old hashes, fetches the VMs again.
+        hold back the others. When the database is away nothing is stored.
         """
         if not items:
-            return [], []
+            return []
+        fence = self._fence(self.host.id) if self._fence is not None else None
         try:
-            changes = await self._store.apply_reports(self.host.id, items)
-            return [report for report, _ in items], changes
+            stored = await self._store.apply_reports(self.host.id, items, fence=fence)
+        except LeaseLost as exc:
+            log.warning("not storing for host %s: %s", self.host.name, exc)
+            self.revoke()
+            return []
         except UNAVAILABLE as exc:
             log.warning("database unavailable, %d VM(s) left for later: %s", len(items), exc)
-            return [], []
+            return []
         except asyncpg.PostgresError:
             if len(items) == 1:
                 log.exception("cannot store VM %s from host %s", items[0][0].vm_id, self.host.name)
-                return [], []
-        stored: list[VmReport] = []
-        all_changes: list[NameChange] = []
-        for item in items:
-            done, changes = await self._store_items([item])
-            stored += done
-            all_changes += changes
-        return stored, all_changes
+                return []
+            changes: list[NameChange] = []
+            for item in items:
+                changes += await self._store_items([item])
+            return changes
+        self.sync.on_foreign(stored.foreign)
+        self._metrics.foreign_reports += len(stored.foreign)
+        self.sync.on_stored(r for r, _ in items if r.vm_id not in stored.foreign)
+        return stored.changes
 
     # -- engine-initiated actions -------------------------------------------
 
     @contextlib.asynccontextmanager
     async def vm_action(self, vm_id: str) -> AsyncIterator[None]:
         """Serialise the engine's own changes to one VM against fetches of it."""
-        async with self._locks[vm_id]:
-            self._generation[vm_id] += 1
-            try:
+        self.sync.begin_action(vm_id)
+        try:
+            async with self._locks[vm_id]:
                 yield
-            finally:
-                self._generation[vm_id] += 1
-                # Whatever the host's hash becomes, even an old one, fetch it again.
-                self._hashes[vm_id] = None
-                if not self.owned.is_set() and self._announce is not None:
-                    await self._announce(vm_id)  # the owning engine must fetch it
-                elif not self._config.events:
-                    self._schedule_follow_ups(vm_id)
-
-    def _schedule_follow_ups(self, vm_id: str) -> None:
-        now = asyncio.get_running_loop().time()
-        for delay in FOLLOW_UP_DELAYS:
-            heapq.heappush(self._follow_ups, (now + delay, vm_id))
-        self._follow_ups_changed.set()
-
-    async def _follow_up_loop(self) -> None:
-        """One task per host (not a timer per VM) serves every scheduled re-fetch."""
-        loop = asyncio.get_running_loop()
-        while True:
-            self._follow_ups_changed.clear()
-            if not self._follow_ups:
-                await self._follow_ups_changed.wait()
-                continue
-            when, vm_id = self._follow_ups[0]
-            if when > loop.time():
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(when - loop.time()):
-                        await self._follow_ups_changed.wait()
-                continue
-            heapq.heappop(self._follow_ups)
-            if self.owned.is_set():
-                self._mark(vm_id, None)
+        finally:
+            self.sync.end_action(vm_id, asyncio.get_running_loop().time())
+            self._wake.set()
+            if not self.owned.is_set() and self._announce is not None:
+                await self._announce(vm_id)  # the owning engine must fetch it
 
     async def call(self, method: str, params: jsonrpc.Params = None) -> Any:
         """Call the host over the monitor's connection, for an action of the engine's.
@@ -411,95 +361,3 @@ class HostMonitor:
 async def _until_closed(client: JsonRpcClient) -> None:
     await client.closed.wait()
     raise ConnectionLost("the host closed the connection")
-
-
-class Monitors:
-    """A monitor per registered host, as tasks of the engine's TaskGroup.
-
-    Every engine connects to every host (any engine answers the REST API and
-    may call any host), but a host is polled only by the engine that holds its
-    lease (:mod:`diskname.engine.leases`); a balancing round runs twice per
-    refresh interval, also picking up hosts other engines registered.
-    """
-
-    def __init__(
-        self, store: Store, metrics: Metrics, hub: EventHub, config: EngineConfig, dsn: str
-    ) -> None:
-        self._store, self._metrics, self._hub, self._config = store, metrics, hub, config
-        self._leases = Leases(dsn, str(uuid.uuid4()), self._on_foreign_action)
-        self._connector = HostConnector(
-            client_tls(config.pki_dir), insecure_plaintext_hosts=config.insecure_plaintext_hosts
-        )
-        self._by_host: dict[str, HostMonitor] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._tg: asyncio.TaskGroup | None = None
-        self.balanced = asyncio.Event()
-
-    async def start(self, tg: asyncio.TaskGroup) -> None:
-        self._tg = tg
-        await self.rebalance()  # adds a monitor for every known host, claims our share
-        task = tg.create_task(self._balance_loop(), name="leases")
-        self._tasks.add(task)
-
-    def add(self, host: HostRow) -> HostMonitor:
-        if host.id in self._by_host:
-            return self._by_host[host.id]
-        if self._tg is None:
-            raise RuntimeError("monitors are not started")
-        monitor = HostMonitor(
-            host,
-            self._store,
-            self._metrics,
-            self._hub,
-            self._config,
-            self._leases.announce_action,
-            self._connector,
-        )
-        self._by_host[host.id] = monitor
-        task = self._tg.create_task(monitor.run(), name=f"monitor-{host.name}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return monitor
-
-    def get(self, host_id: str) -> HostMonitor | None:
-        return self._by_host.get(host_id)
-
-    async def register(self, host: HostRow) -> HostMonitor:
-        """A host just added through this engine's API: monitor it, claim it if due."""
-        monitor = self.add(host)
-        await self.rebalance()
-        return monitor
-
-    async def rebalance(self) -> None:
-        try:
-            for host in await self._store.list_hosts():
-                self.add(host)
-            owned = await self._leases.balance(self._by_host)
-        except (LeasesLost, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.warning("host leases lost, pausing all monitoring: %s", exc)
-            owned = set()
-        for host_id, monitor in self._by_host.items():
-            if host_id in owned:
-                monitor.grant()
-            else:
-                monitor.revoke()
-            self._metrics.hosts_owned[monitor.host.name] = int(host_id in owned)
-        self.balanced.set()
-
-    async def _balance_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self._config.refresh_interval / 2)
-            await self.rebalance()
-
-    def _on_foreign_action(self, vm_id: str) -> None:
-        for monitor in self._by_host.values():
-            monitor.invalidate(vm_id)
-
-    async def stop(self) -> None:
-        """Cancel every monitor, wait for their connections to close, free the leases."""
-        self._tg = None
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await self._leases.close()

@@ -66,16 +66,24 @@ def plan_update(
     *,
     keep_names: bool,
     now: datetime,
+    blocked: frozenset[str] | set[str] = frozenset(),
 ) -> UpdatePlan:
-    """Rows to upsert, disks to create and name changes to record for one VM."""
+    """Rows to upsert, disks to create and name changes to record for one VM.
+
+    A disk in ``blocked`` is plugged into another VM: it is recorded here as an
+    attachment that is not plugged, with no name (a disk is in one VM at a time).
+    """
     by_disk = {row.disk_id: row for row in current}
     desired: dict[str, DeviceRow] = {}
     plan = UpdatePlan()
     for dev in report.devices:
         if not dev.plugged or dev.disk_id in desired:
             continue
-        name = match.names.get(dev.disk_id) if keep_names else None
-        base = DeviceRow(dev.disk_id, dev.device_id, dev.iface, True, dev.address, None, None, None)
+        plugged = dev.disk_id not in blocked
+        name = match.names.get(dev.disk_id) if keep_names and plugged else None
+        base = DeviceRow(
+            dev.disk_id, dev.device_id, dev.iface, plugged, dev.address, None, None, None
+        )
         desired[dev.disk_id] = _target(
             by_disk.get(dev.disk_id), base, name, match.sources.get(dev.disk_id), now
         )

@@ -20,7 +20,7 @@ from .api import EngineContext, make_app
 from .config import EngineConfig
 from .events import EventHub
 from .metrics import Metrics
-from .monitor import Monitors
+from .monitors import Monitors
 from .store import Store
 
 log = logging.getLogger(__name__)

@@ -16,12 +16,13 @@ from typing import Any
 
 import asyncpg
 
+from . import writes
 from .errors import Conflict
 from .matching import MatchResult
 from .metrics import Metrics
 from .migrations import apply_migrations
 from .models import Attachment, HostRow, NameChange, VmReport, VmRow
-from .names import DeviceRow, UpdatePlan, compat_keeps_names, plan_update
+from .writes import Fence, Stored
 
 log = logging.getLogger(__name__)
 
@@ -261,24 +262,12 @@ class Store:
             if old is None:
                 return None
             change = NameChange(vm_id, disk_id, old, None, "unplug", datetime.now(UTC))
-            await self._insert_history(conn, [change])
+            await writes.insert_history(conn, self._exec, [change])
             return change
 
     async def _forget(self, conn: Any, vm_id: str) -> None:
         sql = "UPDATE vms SET hash = NULL WHERE id = $1 AND hash IS NOT NULL"
         await self._exec(conn, sql, vm_id)
-
-    async def _insert_history(self, conn: Any, changes: Sequence[NameChange]) -> None:
-        if not changes:
-            return
-        sql = """INSERT INTO logical_name_history
-                     (vm_id, disk_id, old_name, new_name, source, changed_at)
-                 SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[],
-                                      $5::text[], $6::timestamptz[])"""
-        columns = list(
-            zip(*((c.vm_id, c.disk_id, c.old, c.new, c.source, c.at) for c in changes), strict=True)
-        )
-        await self._exec(conn, sql, *columns)
 
     # -- the monitor's update -------------------------------------------------
 
@@ -286,47 +275,18 @@ class Store:
         self, host_id: str, report: VmReport, match: MatchResult
     ) -> list[NameChange]:
         """Store one VM's devices and names (see :meth:`apply_reports`)."""
-        return await self.apply_reports(host_id, [(report, match)])
+        return (await self.apply_reports(host_id, [(report, match)])).changes
 
     async def apply_reports(
-        self, host_id: str, items: Sequence[tuple[VmReport, MatchResult]]
-    ) -> list[NameChange]:
-        """Store a batch of VMs of one host in one transaction, their hashes last.
-
-        A fixed number of statements whatever the batch size: each takes its
-        rows as arrays (``unnest``), so a fleet costs no round trip per VM or
-        per disk. If anything fails, every VM keeps its old hash and is fetched
-        again.
-        """
-        reports = list({r.vm_id: (r, m) for r, m in items}.values())
-        if not reports:
-            return []
-        vm_ids = [r.vm_id for r, _ in reports]
-        now = datetime.now(UTC)
+        self,
+        host_id: str,
+        items: Sequence[tuple[VmReport, MatchResult]],
+        *,
+        fence: Fence | None = None,
+    ) -> Stored:
+        """Store a batch of VMs of one host in one transaction (:mod:`.writes`)."""
         async with self._pool.acquire() as conn, conn.transaction():
-            current: dict[str, list[DeviceRow]] = {vm: [] for vm in vm_ids}
-            for row in await conn.fetch(_CURRENT_SQL, vm_ids):
-                current[row["vm_id"]].append(DeviceRow(*list(row.values())[1:]))
-            await self._exec(
-                conn,
-                _UPSERT_VMS_SQL,
-                host_id,
-                vm_ids,
-                [r.name or r.vm_id for r, _ in reports],
-                [r.status for r, _ in reports],
-            )
-            keep = compat_keeps_names(await conn.fetchval(_COMPAT_SQL, host_id))
-            batch = _Batch()
-            for report, match in reports:
-                plan = plan_update(report, match, current[report.vm_id], keep_names=keep, now=now)
-                batch.add(report.vm_id, plan)
-            if batch.new_disks:
-                await self._exec(conn, _NEW_DISKS_SQL, *zip(*batch.new_disks.items(), strict=True))
-            if batch.rows:
-                await self._exec(conn, _UPSERT_SQL, *zip(*batch.rows, strict=True))
-            await self._insert_history(conn, batch.changes)
-            await self._exec(conn, _HASH_SQL, vm_ids, [r.hash for r, _ in reports])
-        return batch.changes
+            return await writes.apply_reports(conn, self._exec, host_id, items, fence)
 
     async def history(self, vm_id: str, disk_id: str) -> list[tuple[str | None, str | None]]:
         rows = await self._pool.fetch(
@@ -336,55 +296,3 @@ class Store:
             disk_id,
         )
         return [(r["old_name"], r["new_name"]) for r in rows]
-
-
-class _Batch:
-    """The plans of a batch of VMs, merged into the columns the statements take."""
-
-    def __init__(self) -> None:
-        self.rows: list[tuple[Any, ...]] = []
-        self.new_disks: dict[str, str] = {}
-        self.changes: list[NameChange] = []
-
-    def add(self, vm_id: str, plan: UpdatePlan) -> None:
-        self.rows += [(vm_id, *row) for row in plan.rows]
-        self.new_disks.update(plan.new_disks)
-        self.changes += plan.changes
-
-
-_UPSERT_VMS_SQL = """
-INSERT INTO vms (id, name, host_id, status)
-SELECT u.id, u.name, $1::uuid, u.status FROM unnest($2::uuid[], $3::text[], $4::text[])
-    AS u(id, name, status)
-ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status
-WHERE vms.status IS DISTINCT FROM EXCLUDED.status
-"""
-_COMPAT_SQL = """
-SELECT c.compatibility_version FROM hosts h JOIN clusters c ON c.id = h.cluster_id
-WHERE h.id = $1
-"""
-# Rows are locked in one order (vm, disk) so that two writers cannot deadlock.
-_CURRENT_SQL = """
-SELECT vm_id::text, disk_id::text, device_id::text, interface, is_plugged, address,
-       logical_name, logical_name_source, logical_name_seen_at
-FROM vm_device WHERE vm_id = ANY($1::uuid[]) ORDER BY vm_id, disk_id FOR UPDATE
-"""
-_NEW_DISKS_SQL = """
-INSERT INTO disks (id, serial) SELECT * FROM unnest($1::uuid[], $2::text[])
-ON CONFLICT (id) DO NOTHING
-"""
-_UPSERT_SQL = """
-INSERT INTO vm_device (vm_id, disk_id, device_id, interface, is_plugged, address,
-                       logical_name, logical_name_source, logical_name_seen_at)
-SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::bool[], $6::text[],
-                     $7::text[], $8::text[], $9::timestamptz[])
-ON CONFLICT (vm_id, disk_id) DO UPDATE SET
-    device_id = EXCLUDED.device_id, interface = EXCLUDED.interface,
-    is_plugged = EXCLUDED.is_plugged, address = EXCLUDED.address,
-    logical_name = EXCLUDED.logical_name, logical_name_source = EXCLUDED.logical_name_source,
-    logical_name_seen_at = EXCLUDED.logical_name_seen_at
-"""
-_HASH_SQL = """
-UPDATE vms SET hash = u.hash FROM unnest($1::uuid[], $2::text[]) AS u(id, hash)
-WHERE vms.id = u.id AND vms.hash IS DISTINCT FROM u.hash
-"""

@@ -10,7 +10,7 @@ close the hypervisor, write the state one last time.
 Changes to one VM (plug, unplug, destroy, a device change the hypervisor
 reports) run under that VM's lock, so two plugs cannot take one address and a
 slow unplug holds back only its own VM. Hash changes reach the engine through a
-per-VM :class:`~.damper.Damper`.
+per-VM :class:`~diskname.damping.Damper`.
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError
+from ..damping import Damper
 from ..protocol import jsonrpc
 from ..protocol.limits import MAX_DEVICES_PER_VM
 from .api import HostApi
 from .channels import AgentChannel, channel_path
-from .damper import Damper
 from .devices import Addresses, Device, InvalidDevice, UnknownDevice, device_for, devices_for
 from .hypervisors.base import Hypervisor
 from .hypervisors.sim import SimHypervisor, hw_path

@@ -1,7 +1,9 @@
-"""Per-VM damping of hash-change notifications (pure: the caller brings the clock).
+"""Per-VM damping of hash changes (pure: the caller brings the clock).
 
 A guest whose mapping keeps changing must not make the engine fetch and write
-without bound (SPEC §12). Each VM has a token bucket: ``burst`` changes go out at
+without bound (SPEC §12). The host damps its notifications with this, and the
+engine its fetches (a host may be the one that misbehaves). Each VM has a token
+bucket: ``burst`` changes go out at
 once (a hot-plug is a device change and then, moments later, a mapping change:
 both are sent without delay), after that at most ``rate`` per second. A change
 held back is not lost: when the VM's next token is due, its *latest* hash goes

@@ -1,0 +1,118 @@
+"""A monitor per registered host, as tasks of the engine's TaskGroup.
+
+Every engine connects to every host (any engine answers the REST API and may
+call any host), but a host is polled only by the engine that holds its lease
+(:mod:`.leases`); a balancing round runs twice per refresh interval, also
+picking up hosts other engines registered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Coroutine
+
+from .config import EngineConfig
+from .events import EventHub
+from .hostconn import HostConnector, client_tls
+from .leases import Leases, LeasesLost
+from .metrics import Metrics
+from .models import HostRow
+from .monitor import HostMonitor
+from .store import UNAVAILABLE, Store
+
+log = logging.getLogger(__name__)
+
+# A balancing round that fails for these pauses monitoring; anything else is a bug.
+_LEASES_AWAY: tuple[type[Exception], ...] = (LeasesLost, *UNAVAILABLE)
+
+
+class Monitors:
+    def __init__(
+        self, store: Store, metrics: Metrics, hub: EventHub, config: EngineConfig, dsn: str
+    ) -> None:
+        self._store, self._metrics, self._hub, self._config = store, metrics, hub, config
+        self._period = config.refresh_interval / 2
+        self._leases = Leases(dsn, str(uuid.uuid4()), self._on_foreign_action, period=self._period)
+        self._connector = HostConnector(
+            client_tls(config.pki_dir), insecure_plaintext_hosts=config.insecure_plaintext_hosts
+        )
+        self._by_host: dict[str, HostMonitor] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._tg: asyncio.TaskGroup | None = None
+        self.balanced = asyncio.Event()
+
+    async def start(self, tg: asyncio.TaskGroup) -> None:
+        self._tg = tg
+        self._spawn(self._leases.run(), "leases")
+        await self.rebalance()  # adds a monitor for every known host, claims our share
+        self._spawn(self._balance_loop(), "balancing")
+
+    def _spawn(self, coro: Coroutine[object, object, None], name: str) -> None:
+        if self._tg is None:
+            raise RuntimeError("monitors are not started")
+        task = self._tg.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def add(self, host: HostRow) -> HostMonitor:
+        if host.id in self._by_host:
+            return self._by_host[host.id]
+        monitor = HostMonitor(
+            host,
+            self._store,
+            self._metrics,
+            self._hub,
+            self._config,
+            self._leases.announce_action,
+            self._connector,
+            self._leases.fence,
+        )
+        self._by_host[host.id] = monitor
+        self._spawn(monitor.run(), f"monitor-{host.name}")
+        return monitor
+
+    def get(self, host_id: str) -> HostMonitor | None:
+        return self._by_host.get(host_id)
+
+    async def register(self, host: HostRow) -> HostMonitor:
+        """A host just added through this engine's API: monitor it, claim it if due."""
+        monitor = self.add(host)
+        await self.rebalance()
+        return monitor
+
+    async def rebalance(self) -> None:
+        try:
+            for host in await self._store.list_hosts():
+                self.add(host)
+            owned = await self._leases.balance(self._by_host)
+        except _LEASES_AWAY as exc:
+            log.warning("host leases lost, pausing all monitoring: %s", exc)
+            owned = set()
+        for host_id, monitor in self._by_host.items():
+            if host_id in owned:
+                monitor.grant()
+            else:
+                monitor.revoke()
+            self._metrics.hosts_owned[monitor.host.name] = int(host_id in owned)
+        self.balanced.set()
+
+    async def _balance_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._period)
+            await self.rebalance()
+
+    def _on_foreign_action(self, vm_id: str) -> None:
+        for monitor in self._by_host.values():
+            monitor.invalidate(vm_id)
+
+    async def stop(self) -> None:
+        """Cancel every monitor, wait for their connections to close, then free the leases."""
+        self._tg = None
+        leases = [t for t in self._tasks if t.get_name() == "leases"]
+        monitors = [t for t in self._tasks if t not in leases]
+        for group in (monitors, leases):
+            for task in group:
+                task.cancel()
+            await asyncio.gather(*group, return_exceptions=True)

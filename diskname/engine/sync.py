@@ -1,0 +1,281 @@
+"""What the engine knows of one host's VMs, and what to fetch next (sans-IO).
+
+:class:`HostSync` is the per-host monitor's state with no I/O in it, the way
+h11 keeps a connection's state apart from its sockets: the monitor feeds it
+polls (:meth:`~HostSync.on_stats`), notifications, replies and the outcome of
+its writes, and asks it what to fetch (:meth:`~HostSync.take_batch`) and when to
+wake (:meth:`~HostSync.next_wakeup`). The caller brings the clock.
+
+Rules it keeps:
+- Hash gate: a VM is fetched only when the host reports a hash other than the
+  one last stored (or none is known).
+- A VM is never in two fetches at once, and never fetched while the engine's
+  own action on it runs; a fetch that overlapped an action (its generation
+  moved) is thrown away and the VM fetched again.
+- Damping: at most ``fetch_burst`` fetches of one VM at once, then
+  ``fetch_rate`` a second; a VM held back is fetched when its turn comes, with
+  whatever its latest state is then (SPEC §12).
+- A VM the host reports but that is registered on another host is ignored.
+- Without notifications, a VM the engine just changed is fetched again a few
+  times shortly after (the guest names a disk a moment after the plug).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..damping import Damper
+from .models import BadReport, VmReport, canonical_uuid, parse_report
+
+FOLLOW_UP_DELAYS = (0.1, 0.25, 0.5, 1.0, 2.0)
+MAX_FETCH = 1000  # VMs asked for in one Host.getVMFullList
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """One ``Host.getVMFullList`` to make: the VMs and their generations when asked."""
+
+    vm_ids: tuple[str, ...]
+    generations: Mapping[str, int]
+    wanted: Mapping[str, str | None]  # the hash each VM was asked for at
+
+
+@dataclass(slots=True)
+class Reply:
+    """What came of a batch: reports to store, and counts of what was not."""
+
+    reports: list[VmReport] = field(default_factory=list)
+    dropped: Counter[str] = field(default_factory=Counter)
+
+
+class HostSync:
+    def __init__(
+        self,
+        *,
+        hash_gate: bool = True,
+        events: bool = True,
+        fetch_rate: float = 4.0,
+        fetch_burst: float = 4.0,
+        follow_ups: tuple[float, ...] = FOLLOW_UP_DELAYS,
+    ) -> None:
+        self.hash_gate, self.events, self._follow_up_delays = hash_gate, events, follow_ups
+        self.owned = False
+        self.stale = True  # the stored hashes must be (re)loaded before they are trusted
+        self._hashes: dict[str, str | None] = {}
+        self._statuses: dict[str, str] = {}
+        self._dirty: dict[str, str | None] = {}  # VM id -> the hash that made us want it
+        self._generation: Counter[str] = Counter()
+        self._busy: Counter[str] = Counter()  # VMs in an engine action (nested counts)
+        self._fetching: set[str] = set()
+        self._foreign: set[str] = set()
+        self._unfetchable: dict[str, str | None] = {}  # VM id -> hash too large to fetch
+        self._damper = Damper(fetch_rate, fetch_burst)
+        self._cleared: set[str] = set()  # released by the damper, token already spent
+        self._follow_ups: list[tuple[float, str]] = []  # a heap of (when, VM id)
+        self.counters: Counter[str] = Counter()
+
+    # -- ownership and the database's view -----------------------------------
+
+    def grant(self) -> None:
+        """This engine now owns the host: reload what the database knows first."""
+        if not self.owned:
+            self.owned, self.stale = True, True
+
+    def revoke(self) -> None:
+        self.owned = False
+        self._dirty.clear()
+
+    def load(self, states: Mapping[str, tuple[str | None, str]]) -> None:
+        """(stored hash, status) of every VM registered on this host."""
+        self._hashes = {vm: h for vm, (h, _) in states.items()}
+        self._statuses = {vm: s for vm, (_, s) in states.items()}
+        self._dirty.clear()
+        self._foreign.clear()
+        self._unfetchable.clear()
+        self.stale = False
+
+    def forget_hash(self, vm_id: str) -> None:
+        """Fetch the VM whatever its hash says (another engine acted on it)."""
+        if self.owned and vm_id in self._statuses:
+            self._hashes[vm_id] = None
+            self._dirty[vm_id] = None
+
+    @property
+    def known(self) -> int:
+        return len(self._hashes)
+
+    def stored_hash(self, vm_id: str) -> str | None:
+        """The hash last stored for the VM (None: unknown, or to be fetched anyway)."""
+        return self._hashes.get(vm_id)
+
+    # -- what the host says ----------------------------------------------------
+
+    def on_stats(self, entries: Any) -> list[tuple[str, str]]:
+        """A ``Host.getAllVmStats`` reply: marks changed VMs; returns status changes to store."""
+        if not isinstance(entries, list):
+            self.counters["bad_stats"] += 1
+            return []
+        changed = []
+        for entry in entries:
+            if not isinstance(entry, dict):
+                continue
+            try:
+                vm_id = canonical_uuid(entry.get("vmId"))
+            except ValueError:
+                continue
+            status, vm_hash = entry.get("status"), entry.get("hash")
+            known = self._statuses.get(vm_id)
+            if known is not None and isinstance(status, str) and status != known:
+                self._statuses[vm_id] = status
+                changed.append((vm_id, status))
+            self.mark(vm_id, vm_hash if isinstance(vm_hash, str) else None)
+        return changed
+
+    def on_notification(self, vm_id: str, vm_hash: str | None) -> None:
+        if self.events and self.owned and not self.stale:
+            self.mark(vm_id, vm_hash)
+
+    def mark(self, vm_id: str, vm_hash: str | None) -> None:
+        """The host says the VM is at ``vm_hash`` (None: unknown): fetch it if that is news."""
+        if vm_id in self._foreign or self._is_current(vm_id, vm_hash):
+            return
+        if vm_id in self._unfetchable and self._unfetchable[vm_id] == vm_hash:
+            return
+        self._dirty[vm_id] = vm_hash
+
+    def _is_current(self, vm_id: str, vm_hash: str | None) -> bool:
+        if not self.hash_gate or vm_hash is None or vm_id not in self._hashes:
+            return False
+        return self._hashes[vm_id] == vm_hash
+
+    # -- fetching ----------------------------------------------------------------
+
+    def release_due(self, now: float) -> None:
+        """Move VMs whose damping or follow-up time has come back into the dirty set."""
+        for vm_id, held in self._damper.due(now):
+            self._dirty.setdefault(vm_id, held or None)
+            self._cleared.add(vm_id)  # its token is spent: the next batch takes it
+        while self._follow_ups and self._follow_ups[0][0] <= now:
+            _, vm_id = heapq.heappop(self._follow_ups)
+            if self.owned:
+                self._dirty[vm_id] = None
+
+    def next_wakeup(self) -> float | None:
+        """When :meth:`release_due` will next have something to release."""
+        times = [t for t in (self._damper.next_due(),) if t is not None]
+        if self._follow_ups:
+            times.append(self._follow_ups[0][0])
+        return min(times) if times else None
+
+    @property
+    def wants_fetch(self) -> bool:
+        return bool(self._dirty)
+
+    def take_batch(self, now: float, limit: int = MAX_FETCH) -> Batch | None:
+        """The next VMs to fetch, or None. Each VM taken is in flight until :meth:`on_reply`."""
+        if not self.owned or self.stale:
+            return None
+        chosen: dict[str, str | None] = {}
+        for vm_id in sorted(self._dirty):
+            if len(chosen) >= limit:
+                break
+            wanted = self._dirty[vm_id]
+            if vm_id in self._busy or vm_id in self._fetching:
+                continue  # fetched once the action or the fetch in flight is over
+            del self._dirty[vm_id]
+            if self._is_current(vm_id, wanted):
+                continue
+            if vm_id in self._cleared:
+                self._cleared.discard(vm_id)
+            elif not self._damper.offer(vm_id, wanted or "", now):
+                self.counters["fetch_damped"] += 1
+                continue
+            chosen[vm_id] = wanted
+        if not chosen:
+            return None
+        self._fetching.update(chosen)
+        return Batch(tuple(chosen), {vm: self._generation[vm] for vm in chosen}, chosen)
+
+    def on_reply(self, batch: Batch, result: Any) -> Reply:
+        """The host's answer to ``batch``: what to store, and what to fetch again."""
+        self._fetching.difference_update(batch.vm_ids)
+        reply = Reply()
+        answered: set[str] = set()
+        for raw in result if isinstance(result, list) else []:
+            self._entry(raw, batch, reply, answered)
+        # Gone from the host since the poll: nothing to store, nothing to ask again.
+        if gone := len(set(batch.vm_ids) - answered):
+            reply.dropped["not_on_host"] += gone
+        return reply
+
+    def _entry(self, raw: Any, batch: Batch, reply: Reply, answered: set[str]) -> None:
+        vm_id = raw.get("vmId") if isinstance(raw, dict) else None
+        if isinstance(vm_id, str) and vm_id in batch.generations:
+            answered.add(vm_id)
+            if raw.get("deferred") is True:
+                self._dirty.setdefault(vm_id, None)  # did not fit this reply: next one
+                reply.dropped["deferred"] += 1
+                return
+            if isinstance(raw.get("error"), dict):
+                self._unfetchable[vm_id] = batch.wanted[vm_id]
+                reply.dropped["vm_error"] += 1
+                return
+        try:
+            report = parse_report(raw)
+        except BadReport:
+            reply.dropped["bad_report"] += 1
+            return
+        if report.vm_id not in batch.generations:
+            reply.dropped["not_asked"] += 1  # never store what was not asked for
+        elif self.moved(batch, report.vm_id):
+            self._dirty[report.vm_id] = None  # an action overlapped the fetch: again
+            reply.dropped["overlapped_action"] += 1
+        else:
+            self._unfetchable.pop(report.vm_id, None)
+            reply.reports.append(report)
+
+    def moved(self, batch: Batch, vm_id: str) -> bool:
+        """True if an action began on the VM since ``batch`` was taken."""
+        return vm_id in self._busy or batch.generations[vm_id] != self._generation[vm_id]
+
+    def on_stored(self, reports: Iterable[VmReport]) -> None:
+        for report in reports:
+            self._hashes[report.vm_id] = report.hash
+            self._statuses[report.vm_id] = report.status
+
+    def on_foreign(self, vm_ids: Iterable[str]) -> None:
+        """The database says these VMs belong to another host: ignore them from now on."""
+        for vm_id in vm_ids:
+            self._foreign.add(vm_id)
+            self._dirty.pop(vm_id, None)
+            self.counters["foreign_vm"] += 1
+
+    def on_fetch_failed(self, batch: Batch) -> None:
+        """No answer: the VMs stay as they were and are fetched again."""
+        self._fetching.difference_update(batch.vm_ids)
+        for vm_id in batch.vm_ids:
+            self._dirty.setdefault(vm_id, None)
+
+    # -- the engine's own actions ---------------------------------------------
+
+    def begin_action(self, vm_id: str) -> None:
+        self._busy[vm_id] += 1
+        self._generation[vm_id] += 1
+
+    def end_action(self, vm_id: str, now: float) -> None:
+        """The action is over: whatever the host's hash is now, fetch the VM again."""
+        self._busy[vm_id] -= 1
+        if self._busy[vm_id] <= 0:
+            del self._busy[vm_id]
+        self._generation[vm_id] += 1
+        self._hashes[vm_id] = None
+        if not self.owned:
+            return
+        self._dirty[vm_id] = None
+        if not self.events:
+            for delay in self._follow_up_delays:
+                heapq.heappush(self._follow_ups, (now + delay, vm_id))

@@ -1,0 +1,221 @@
+"""The per-host sync state without sockets: the clock and the host's replies are ours."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from diskname.engine.sync import Batch, HostSync
+
+A, B, C = (str(uuid.UUID(int=n)) for n in (1, 2, 3))
+
+
+def owned(**kw: Any) -> HostSync:
+    sync = HostSync(**kw)
+    sync.grant()
+    sync.load({A: ("h-a", "Up"), B: ("h-b", "Up")})
+    return sync
+
+
+def stats(**hashes: str) -> list[dict[str, Any]]:
+    ids = {"a": A, "b": B, "c": C}
+    return [{"vmId": ids[k], "status": "Up", "hash": h} for k, h in hashes.items()]
+
+
+def full(vm_id: str, vm_hash: str) -> dict[str, Any]:
+    return {"vmId": vm_id, "status": "Up", "hash": vm_hash, "devices": [], "guestDiskMapping": {}}
+
+
+def fetch_all(sync: HostSync, now: float) -> Batch | None:
+    sync.release_due(now)
+    return sync.take_batch(now)
+
+
+def test_only_vms_whose_hash_moved_are_fetched() -> None:
+    sync = owned()
+    sync.on_stats(stats(a="h-a", b="h-b"))
+    assert sync.take_batch(0.0) is None
+    sync.on_stats(stats(a="h-a", b="h-b2", c="h-c"))  # c is new: adopted
+    batch = sync.take_batch(0.0)
+    assert batch is not None and batch.vm_ids == (B, C)
+    reply = sync.on_reply(batch, [full(B, "h-b2"), full(C, "h-c")])
+    sync.on_stored(reply.reports)
+    sync.on_stats(stats(a="h-a", b="h-b2", c="h-c"))
+    assert sync.take_batch(0.1) is None
+
+
+def test_nothing_is_fetched_before_the_stored_hashes_are_loaded_or_when_not_owned() -> None:
+    sync = HostSync()
+    sync.grant()
+    sync.mark(A, "x")
+    assert sync.take_batch(0.0) is None  # stale: the database's hashes come first
+    sync.load({A: ("h-a", "Up")})
+    sync.mark(A, "x")
+    sync.revoke()
+    assert sync.take_batch(0.0) is None
+
+
+def test_status_changes_are_reported_once() -> None:
+    sync = owned()
+    entries = [{"vmId": A, "status": "Down", "hash": "h-a"}]
+    assert sync.on_stats(entries) == [(A, "Down")]
+    assert sync.on_stats(entries) == []
+    assert sync.on_stats("not a list") == [] and sync.counters["bad_stats"] == 1
+
+
+def test_a_vm_in_an_action_is_not_fetched_and_an_overlapped_fetch_is_thrown_away() -> None:
+    sync = owned()
+    sync.mark(A, "h-a2")
+    batch = sync.take_batch(0.0)
+    assert batch is not None and batch.vm_ids == (A,)
+    sync.begin_action(A)  # the engine plugs a disk while the fetch is in flight
+    reply = sync.on_reply(batch, [full(A, "h-a2")])
+    assert reply.reports == [] and reply.dropped["overlapped_action"] == 1
+    assert sync.take_batch(0.1) is None  # still busy
+    sync.end_action(A, 0.2)
+    again = sync.take_batch(0.2)
+    assert again is not None and again.vm_ids == (A,)
+
+
+def test_a_vm_is_never_in_two_fetches_at_once() -> None:
+    sync = owned()
+    sync.mark(A, "h-a2")
+    first = sync.take_batch(0.0)
+    sync.mark(A, "h-a3")
+    assert first is not None and sync.take_batch(0.0) is None
+    sync.on_reply(first, [full(A, "h-a2")])
+    second = sync.take_batch(0.0)
+    assert second is not None and second.vm_ids == (A,)
+
+
+def test_a_flapping_vm_is_fetched_a_bounded_number_of_times_and_its_last_state_is_fetched() -> None:
+    sync = owned(fetch_rate=4.0, fetch_burst=4.0)
+    fetches: list[float] = []
+    now = 0.0
+    for n in range(700 * 5):  # 700 hash changes a second for 5 s
+        now = n / 700
+        sync.on_notification(A, f"flap-{n}")
+        batch = fetch_all(sync, now)
+        if batch is not None:
+            fetches.append(now)
+            sync.on_stored(sync.on_reply(batch, [full(A, f"flap-{n}")]).reports)
+    assert len(fetches) <= 4 + 4 * 5 + 1
+    # Quiet now: the held change comes out within 1 / rate, with the latest state.
+    due = sync.next_wakeup()
+    assert due is not None and due - now <= 0.25 + 1e-9
+    batch = fetch_all(sync, due)
+    assert batch is not None and batch.vm_ids == (A,)
+
+
+def test_deferred_vms_are_asked_again_and_a_vm_too_large_is_not_asked_until_it_changes() -> None:
+    sync = owned()
+    sync.on_stats(stats(a="h-a2", b="h-b2"))
+    batch = sync.take_batch(0.0)
+    assert batch is not None
+    reply = sync.on_reply(
+        batch,
+        [{"vmId": A, "deferred": True}, {"vmId": B, "error": {"code": -32006, "message": "big"}}],
+    )
+    assert reply.dropped == {"deferred": 1, "vm_error": 1}
+    again = sync.take_batch(1.0)
+    assert again is not None and again.vm_ids == (A,)
+    sync.on_stats(stats(b="h-b2"))
+    assert sync.take_batch(2.0) is None  # the same hash is still too large
+    sync.on_stats(stats(b="h-b3"))
+    batch = sync.take_batch(3.0)
+    assert batch is not None and B in batch.vm_ids
+
+
+def test_what_was_not_asked_for_or_is_malformed_is_never_stored() -> None:
+    sync = owned()
+    sync.mark(A, "h-a2")
+    batch = sync.take_batch(0.0)
+    assert batch is not None
+    reply = sync.on_reply(batch, [full(B, "zz"), {"vmId": "nope"}, 5, full(A, "h-a2")])
+    assert [r.vm_id for r in reply.reports] == [A]
+    assert reply.dropped == {"not_asked": 1, "bad_report": 2}
+
+
+def test_vms_of_another_host_are_ignored_from_then_on() -> None:
+    sync = owned()
+    sync.on_stats(stats(c="h-c"))
+    batch = sync.take_batch(0.0)
+    assert batch is not None and batch.vm_ids == (C,)
+    sync.on_foreign([C])
+    sync.on_stats(stats(c="h-c2"))
+    sync.on_notification(C, "h-c3")
+    assert sync.take_batch(1.0) is None
+    assert sync.counters["foreign_vm"] == 1
+
+
+def test_without_notifications_an_action_is_followed_up() -> None:
+    sync = owned(events=False, follow_ups=(0.1, 0.5))
+    sync.begin_action(A)
+    sync.end_action(A, 10.0)
+    first = sync.take_batch(10.0)
+    assert first is not None and first.vm_ids == (A,)
+    sync.on_stored(sync.on_reply(first, [full(A, "h")]).reports)
+    assert sync.take_batch(10.05) is None
+    assert sync.next_wakeup() == 10.1
+    assert fetch_all(sync, 10.1) is not None
+
+
+def test_a_failed_fetch_leaves_the_vms_to_fetch() -> None:
+    sync = owned()
+    sync.mark(A, "h-a2")
+    batch = sync.take_batch(0.0)
+    assert batch is not None
+    sync.on_fetch_failed(batch)
+    again = sync.take_batch(0.0)
+    assert again is not None and again.vm_ids == (A,)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["stats", "note", "take", "reply", "begin", "end", "tick"]),
+            st.sampled_from([A, B, C]),
+            st.integers(0, 3),
+        ),
+        max_size=60,
+    )
+)
+def test_any_sequence_keeps_the_rules(ops: list[tuple[str, str, int]]) -> None:
+    """Whatever happens: no VM in two fetches, no busy VM fetched, the last state fetched."""
+    sync = owned()
+    now, in_flight, busy = 0.0, [], set()
+    for op, vm, n in ops:
+        now += 0.05
+        if op == "stats":
+            sync.on_stats([{"vmId": vm, "status": "Up", "hash": f"h{n}"}])
+        elif op == "note":
+            sync.on_notification(vm, f"h{n}")
+        elif op == "take" and (batch := fetch_all(sync, now)) is not None:
+            taken = {v for b in in_flight for v in b.vm_ids}
+            assert not taken & set(batch.vm_ids) and not busy & set(batch.vm_ids)
+            in_flight.append(batch)
+        elif op == "reply" and in_flight:
+            batch = in_flight.pop(0)
+            sync.on_stored(sync.on_reply(batch, [full(v, f"h{n}") for v in batch.vm_ids]).reports)
+        elif op == "begin" and vm not in busy:
+            sync.begin_action(vm)
+            busy.add(vm)
+        elif op == "end" and vm in busy:
+            sync.end_action(vm, now)
+            busy.discard(vm)
+    for batch in in_flight:
+        sync.on_fetch_failed(batch)
+    for vm in list(busy):
+        sync.end_action(vm, now)
+    sync.mark(A, "final")
+    for _ in range(20):  # within a few damping periods, A is fetched
+        now += 0.25
+        if (batch := fetch_all(sync, now)) is not None and A in batch.vm_ids:
+            return
+        if batch is not None:
+            sync.on_fetch_failed(batch)
+    raise AssertionError("the last state of A was never fetched")

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..protocol import jsonrpc
-from .errors import Conflict, HostNotConnected, HostRefused, NotFound
+from .errors import HostNotConnected, HostRefused, NotFound
 from .events import EventHub
 from .matching import disk_serial
 from .metrics import Metrics
@@ -175,8 +175,7 @@ class Actions:
     async def _plug(
         self, monitor: HostMonitor, att: Attachment, serial: str, requested_at: float
     ) -> None:
-        if await self._store.disk_plugged_elsewhere(att.disk_id, att.vm_id):
-            raise Conflict(f"disk {att.disk_id} is plugged into another VM")
+        await self._store.claim_plug(att.vm_id, att.disk_id, att.device_id)  # or Conflict
         self._metrics.plug_requested(att.vm_id, att.disk_id, requested_at)
         drive = {
             "diskId": att.disk_id,
@@ -190,6 +189,7 @@ class Actions:
             )
         except Exception:
             self._metrics.plug_abandoned(att.vm_id, att.disk_id)
+            await self._store.release_plug(att.vm_id, att.disk_id)
             raise
         device_id, address = _returned_device(result, att)
         await self._store.mark_plugged(att.vm_id, att.disk_id, device_id, address)

@@ -12,22 +12,19 @@ counted: a wrong name is worse than no name.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-MAX_NAME_CHARS = 255
+from ..protocol.names import valid_device_path
+
 MIN_TRUNCATED_SERIAL = 8
 SERIAL_CHARS = 20
 
 SOURCE_SERIAL = "serial"
 SOURCE_SERIAL_PREFIX = "serial-prefix"
 SOURCE_ADDRESS = "address"
-
-_UNIX_NAME = re.compile(r"/dev/[^\s]+")
-_WINDOWS_NAME = re.compile(r"\\\\\.\\PHYSICALDRIVE[0-9]{1,4}", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,12 +52,8 @@ def disk_serial(disk_id: str) -> str:
 
 
 def valid_name(name: object) -> bool:
-    """At most 255 printable characters that look like a device path."""
-    if not isinstance(name, str) or not name or len(name) > MAX_NAME_CHARS:
-        return False
-    if not name.isprintable() or "/../" in f"{name}/":
-        return False
-    return bool(_UNIX_NAME.fullmatch(name) or _WINDOWS_NAME.fullmatch(name))
+    """A device path by the grammar of SPEC §12 (:mod:`diskname.protocol.names`)."""
+    return valid_device_path(name)
 
 
 def normalise_serial(reported: str) -> str:

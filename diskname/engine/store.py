@@ -203,9 +203,26 @@ class Store:
         async with self._pool.acquire() as conn:
             await self._exec(conn, "DELETE FROM disks WHERE id = $1", disk_id)
 
-    async def disk_plugged_elsewhere(self, disk_id: str, vm_id: str) -> bool:
-        sql = "SELECT 1 FROM vm_device WHERE disk_id = $1 AND vm_id <> $2 AND is_plugged"
-        return bool(await self._pool.fetchval(sql, disk_id, vm_id))
+    async def claim_plug(self, vm_id: str, disk_id: str, device_id: str) -> None:
+        """Mark the attachment plugged *before* the host is asked to plug it.
+
+        The partial unique index on plugged disks makes this the one place where
+        two requests to plug one disk into two VMs are told apart: the second is
+        a :class:`Conflict`, whatever the timing, whichever engine serves it.
+        """
+        sql = """UPDATE vm_device SET is_plugged = true, device_id = $3
+                 WHERE vm_id = $1 AND disk_id = $2"""
+        async with self._pool.acquire() as conn:
+            try:
+                await self._exec(conn, sql, vm_id, disk_id, device_id)
+            except asyncpg.UniqueViolationError:
+                raise Conflict(f"disk {disk_id} is plugged into another VM") from None
+
+    async def release_plug(self, vm_id: str, disk_id: str) -> None:
+        """The host did not plug it after all: undo :meth:`claim_plug`."""
+        sql = "UPDATE vm_device SET is_plugged = false WHERE vm_id = $1 AND disk_id = $2"
+        async with self._pool.acquire() as conn:
+            await self._exec(conn, sql, vm_id, disk_id)
 
     async def attach(self, att: Attachment, serial: str, *, new_disk: bool) -> None:
         async with self._pool.acquire() as conn, conn.transaction():

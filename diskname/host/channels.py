@@ -24,6 +24,7 @@ from ..logctx import log_context
 from ..protocol import agent_wire as aw
 from ..protocol.errors import RemoteProtocolError
 from ..protocol.lines import MAX_LINE, LineDecoder, LineEvent, Oversized, Truncated
+from ..protocol.names import keep_valid
 from ..streams import read_lines
 from .serving import Connections, dial_forever
 from .vm import AGENT_API_VERSION, Vm
@@ -238,7 +239,10 @@ class GuestProtocol:
                     self._sent_version = version
                     return [aw.ApiVersion(api_version=version)]
             case aw.DisksUsage(mapping=mapping):
-                self._publish({k: e.to_json() for k, e in mapping.items()})
+                kept, bad = keep_valid({k: e.to_json() for k, e in mapping.items()})
+                if bad:
+                    self.reject("bad_name")
+                self._publish(kept)
             case aw.UnknownMessage():
                 self.reject("unknown_message")
             case _:

@@ -24,6 +24,7 @@ from ..logctx import log_context
 from ..protocol import qga
 from ..protocol.errors import RemoteProtocolError
 from ..protocol.lines import NeedData
+from ..protocol.names import keep_valid
 from ..streams import READ_CHUNK
 from .serving import dial_forever
 from .vm import Vm
@@ -154,7 +155,10 @@ class QgaChannel:
             self._reject(exc.reason)
             return
         self.queries += 1
-        self._publish(mapping)
+        kept, bad = keep_valid(mapping)
+        if bad:
+            self._reject("bad_name")
+        self._publish(kept)
 
     async def _wait_due(self) -> None:
         loop = asyncio.get_running_loop()

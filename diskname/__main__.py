@@ -127,6 +127,11 @@ def _add_host(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tls-key", default=S, help="the private key of --tls-cert")
     p.add_argument("--tls-ca", default=S, help="require client certificates signed by this CA")
     p.add_argument("--rpc-token", default=S, help="clients must call Host.authenticate {token}")
+    p.add_argument(
+        "--sim-unplug-delay",
+        default=S,
+        help="sim hypervisor: seconds a guest holds a disk before releasing it (0)",
+    )
 
 
 def _add_engine(p: argparse.ArgumentParser) -> None:

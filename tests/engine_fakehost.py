@@ -9,6 +9,7 @@ says, answers the methods of SPEC §5 and notifies on every hash change. With
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import string
 from collections import Counter
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ class FakeHost:
         self.auto_guest = auto_guest
         self.notify_enabled = notify
         self.fail: dict[str, int] = {}
+        self.silent: set[str] = set()  # methods never answered
         self._writers: set[asyncio.StreamWriter] = set()
         self._server: asyncio.Server | None = None
         self._slot = 5
@@ -97,11 +99,17 @@ class FakeHost:
         self._writers.add(writer)
         try:
             async for line in read_lines(reader):
-                if isinstance(line, bytes):
+                if isinstance(line, bytes) and not self._ignored(line):
                     writer.write(jsonrpc.encode_frame(self._answer(line)))
         finally:
             self._writers.discard(writer)
             await close_writer(writer)
+
+    def _ignored(self, line: bytes) -> bool:
+        with contextlib.suppress(jsonrpc.JsonRpcError):
+            frame = jsonrpc.parse_frame(line)
+            return isinstance(frame, jsonrpc.Request) and frame.method in self.silent
+        return False
 
     def _answer(self, line: bytes) -> jsonrpc.Frame:
         try:

@@ -90,3 +90,31 @@ async def url_in_output(stream: asyncio.StreamReader, pattern: str) -> str:
         if found := re.search(pattern, seen[-1]):
             return found.group(1)
     raise AssertionError(f"exited before printing {pattern!r}:\n" + "".join(seen[-30:]))
+
+
+@contextlib.asynccontextmanager
+async def host_process(root: Path, *extra: str) -> AsyncIterator[tuple[Any, int]]:
+    """``python -m diskname host`` (listen mode, sim) under ``root``; yields it and its port."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "diskname", "host", "--listen", "127.0.0.1:0",
+        "--channel-mode", "listen", "--channels-dir", str(root / "ch"),
+        "--state-dir", str(root / "state"), "--no-qemu-ga", *extra,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    try:
+        port = await asyncio.wait_for(
+            url_in_output(proc.stderr, r"serving JSON-RPC on port (\d+)"), 30
+        )
+        drain = asyncio.create_task(proc.stderr.read())
+        yield proc, int(port)
+        drain.cancel()
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except TimeoutError:
+                proc.kill()
+        await proc.wait()

@@ -93,11 +93,11 @@ class Api:
 
 
 @contextlib.asynccontextmanager
-async def engine(pg_dsn: str, token: str | None = None) -> AsyncIterator[Api]:
+async def engine(pg_dsn: str, token: str | None = None, **config: Any) -> AsyncIterator[Api]:
     fake = FakeHost(auto_guest=True)
     await fake.start()
     service = EngineService(
-        EngineConfig(dsn=pg_dsn, http_port=0, refresh_interval=0.05, api_token=token)
+        EngineConfig(dsn=pg_dsn, http_port=0, refresh_interval=0.05, api_token=token, **config)
     )
     ready = asyncio.Event()
     task = asyncio.create_task(service.run(ready))
@@ -366,6 +366,23 @@ async def test_host_failures_are_502_and_leave_nothing_behind(api: Api) -> None:
     assert len((await api.call("GET", "/api/vms"))["vm"]) == 1
     api.fake.fail["VM.hotplugDisk"] = jsonrpc.CONFLICT
     await api.error("POST", base, 409, {"interface": "virtio"})
+
+
+async def test_a_host_call_that_times_out_says_so(pg_dsn: str) -> None:
+    async with engine(pg_dsn, action_timeout=0.5) as api:
+        vm_id = await api.vm()
+        api.fake.silent.add("VM.hotplugDisk")
+        message = await api.error(
+            "POST", f"/api/vms/{vm_id}/diskattachments", 504, {"interface": "virtio"}
+        )
+        assert message == "host h1: VM.hotplugDisk got no answer within 0.5 s"
+        # The connection is fine: polls and other calls go on.
+        polls = api.engine.metrics.polls
+        await wait_until(lambda: api.engine.metrics.polls > polls + 2)
+        api.fake.silent.clear()
+        await api.call(
+            "POST", f"/api/vms/{vm_id}/diskattachments", {"interface": "virtio"}, status=201
+        )
 
 
 async def test_a_host_that_is_down_is_a_409_not_a_server_error(api: Api) -> None:

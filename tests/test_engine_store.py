@@ -9,11 +9,15 @@ from typing import Any
 import asyncpg
 import pytest
 
+from diskname.engine.leases import LOCK_CLASS
 from diskname.engine.matching import disk_serial, match_names
 from diskname.engine.metrics import Metrics
 from diskname.engine.migrations import apply_migrations
 from diskname.engine.models import HostDevice, VmReport
 from diskname.engine.store import Conflict, Store
+from diskname.engine.writes import HISTORY_PER_DISK, Fence, LeaseLost
+
+from .conftest import wait_until
 
 VM = "0b6ec2a1-3c55-4d1e-9a0e-6f4f8d2c1b00"
 DISK = "1a2b3c4d-5e6f-4a8b-9c0d-112233445566"
@@ -245,3 +249,58 @@ async def test_a_fleet_batch_costs_the_same_statements_as_one_disk(
     again = await _statements(pg_dsn, fleet_host, _fleet(200, 5, "a"))
     assert len(again) <= len(many)
     assert await store.history(_id("vm", 0), _id("disk", 0, 0)) == [(None, "/dev/vdb")]
+
+
+async def test_a_write_fenced_by_a_lost_lease_stores_nothing(store: Store, pg_dsn: str) -> None:
+    host_id = await _host(store)
+    lease = await asyncpg.connect(pg_dsn)
+    await lease.fetchval("SELECT pg_try_advisory_lock($1, hashtext($2))", LOCK_CLASS, host_id)
+    fence = Fence(LOCK_CLASS, lease.get_server_pid())
+    report = _report({disk_serial(DISK): {"name": "/dev/vdb"}})
+    items = [(report, match_names([d.as_vm_disk() for d in report.devices], report.mapping))]
+    assert (await store.apply_reports(host_id, items, fence=fence)).changes
+    stranger = await asyncpg.connect(pg_dsn)  # a session that holds no lock
+    with pytest.raises(LeaseLost):
+        await store.apply_reports(
+            host_id, items, fence=Fence(LOCK_CLASS, stranger.get_server_pid())
+        )
+    await stranger.close()
+    await lease.close()  # the lease is gone: its locks with it
+
+    async def released() -> bool:
+        async with store._pool.acquire() as conn:
+            return not await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", fence.pid
+            )
+
+    await wait_until(released)
+    moved = _report({disk_serial(DISK): {"name": "/dev/vdq"}}, vm_hash="h2")
+    items = [(moved, match_names([d.as_vm_disk() for d in moved.devices], moved.mapping))]
+    with pytest.raises(LeaseLost):
+        await store.apply_reports(host_id, items, fence=fence)
+    att = await store.get_attachment(VM, DISK)
+    assert att is not None and att.logical_name == "/dev/vdb"
+
+
+async def test_a_vm_of_another_host_is_left_out_and_reported_foreign(store: Store) -> None:
+    owner, rogue = await _host(store), await _host(store)
+    report = _report({disk_serial(DISK): {"name": "/dev/vdb"}})
+    match = match_names([d.as_vm_disk() for d in report.devices], report.mapping)
+    assert (await store.apply_reports(owner, [(report, match)])).foreign == []
+    empty = VmReport(VM, "down", "rogue", "stolen", (), {})
+    stored = await store.apply_reports(rogue, [(empty, match_names([], {}))])
+    assert stored.foreign == [VM] and stored.changes == []
+    att = await store.get_attachment(VM, DISK)
+    vm = await store.get_vm(VM)
+    assert att is not None and att.active and att.logical_name == "/dev/vdb"
+    assert vm is not None and vm.host_id == owner and vm.name == "vm1"
+
+
+async def test_history_is_bounded_per_disk_and_keeps_the_newest(store: Store) -> None:
+    host_id = await _host(store)
+    for n in range(HISTORY_PER_DISK + 30):
+        report = _report({disk_serial(DISK): {"name": f"/dev/vd{n}"}}, vm_hash=f"h{n}")
+        await _apply(store, host_id, report)
+    kept = await store.history(VM, DISK)
+    assert len(kept) == HISTORY_PER_DISK
+    assert kept[-1] == (f"/dev/vd{HISTORY_PER_DISK + 28}", f"/dev/vd{HISTORY_PER_DISK + 29}")

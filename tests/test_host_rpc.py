@@ -266,3 +266,26 @@ async def test_the_hash_is_the_same_in_another_process_and_any_key_order(
     in_process = state_from_definition(ordered)
     assert hashes == {in_process.hash}
     assert in_process.with_source(AGENT, {}).hash == full["hash"]
+
+
+async def test_a_vm_with_thousands_of_drives_is_refused_at_once(short_dir: Path) -> None:
+    drives = [{"diskId": new_id(), "iface": "virtio_scsi"} for _ in range(6000)]
+    async with running_host(short_dir) as host, client(host) as c:
+        with pytest.raises(RpcError) as info:
+            await c.call("VM.create", {"vmId": new_id(), "name": "big", "devices": drives})
+        assert info.value.code == jsonrpc.INVALID_PARAMS and "at most 256" in info.value.message
+        vm = await c.call("VM.create", {"vmId": new_id(), "name": "ok", "devices": drives[:256]})
+        assert len({d["address"] for d in vm["devices"]}) == 256  # one address each
+        assert await c.call("Host.ping") is True
+
+
+async def test_two_plugs_into_one_vm_at_once_get_two_addresses(short_dir: Path) -> None:
+    async with running_host(short_dir) as host, client(host) as c:
+        vm_id = new_id()
+        await c.call("VM.create", {"vmId": vm_id, "name": "a"})
+        plugs = [
+            c.call("VM.hotplugDisk", {"vmId": vm_id, "drive": {"diskId": new_id(), "iface": i}})
+            for i in ("virtio", "nvme", "virtio", "virtio_scsi", "sata", "virtio_scsi")
+        ]
+        devices = await asyncio.gather(*plugs)
+        assert len({d["address"] for d in devices}) == len(devices)

@@ -172,7 +172,7 @@ class Leases:
         """What a write for ``host_id`` must find still held; None: we do not own it."""
         if host_id not in self.owned or self.pid is None:
             return None
-        return Fence(LOCK_CLASS, host_id, self.pid)
+        return Fence(LOCK_CLASS, self.pid)
 
     # -- inside the owner task ------------------------------------------------------
 

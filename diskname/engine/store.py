@@ -28,6 +28,16 @@ log = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT = 5.0
 CONNECT_TIMEOUT = 5.0
+# No statement of the engine's takes this long; one that does is on a dead
+# connection (a silent network), and is better failed and retried.
+COMMAND_TIMEOUT = 30.0
+# The server probes idle clients, so a vanished engine's sessions (and locks,
+# and open transactions) end within half a minute instead of hours.
+KEEPALIVES = {
+    "tcp_keepalives_idle": "10",
+    "tcp_keepalives_interval": "5",
+    "tcp_keepalives_count": "3",
+}
 
 # The database is down, restarting or unreachable: retry later, this is no bug.
 UNAVAILABLE: tuple[type[Exception], ...] = (
@@ -65,7 +75,12 @@ class Store:
     @classmethod
     async def open(cls, dsn: str, metrics: Metrics, *, max_size: int = 10) -> Store:
         pool = await asyncpg.create_pool(
-            dsn, min_size=1, max_size=max_size, timeout=CONNECT_TIMEOUT
+            dsn,
+            min_size=1,
+            max_size=max_size,
+            timeout=CONNECT_TIMEOUT,
+            command_timeout=COMMAND_TIMEOUT,
+            server_settings=KEEPALIVES,
         )
         return cls(pool, metrics)
 

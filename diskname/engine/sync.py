@@ -59,7 +59,7 @@ class HostSync:
         hash_gate: bool = True,
         events: bool = True,
         fetch_rate: float = 4.0,
-        fetch_burst: float = 4.0,
+        fetch_burst: float = 6.0,
         follow_ups: tuple[float, ...] = FOLLOW_UP_DELAYS,
     ) -> None:
         self.hash_gate, self.events, self._follow_up_delays = hash_gate, events, follow_ups

@@ -37,10 +37,10 @@ class LeaseLost(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Fence:
-    """The advisory lock (two keys) a write must find held by backend ``pid``."""
+    """A write for a host must find the host's lease lock (``lock_class``, the
+    host id) held by backend ``pid``: this engine's lease connection."""
 
     lock_class: int
-    host_id: str
     pid: int
 
 

@@ -72,8 +72,8 @@ class HostConfig:
     rpc_token: str | None = None
     # Hash-change notifications per VM: `notify_burst` at once, then at most
     # `notify_rate` a second (the latest hash always goes out).
-    notify_rate: float = 4.0
-    notify_burst: float = 4.0
+    notify_rate: float = 2.0
+    notify_burst: float = 3.0
     # sim hypervisor: a guest that holds every unplugged disk this long.
     sim_unplug_delay: float = 0.0
 

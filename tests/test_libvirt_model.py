@@ -120,3 +120,15 @@ def test_the_schedule_asks_at_once_after_a_poke_then_while_the_guest_settles() -
     assert schedule.next_due() == 112.0
     schedule.asked(112.0)
     assert schedule.next_due() == 142.0
+
+
+def test_only_what_changed_is_reported() -> None:
+    running = model.seen(LIVE, 1)
+    assert LIVE.agent is not None and running.channel == LIVE.agent.path
+    assert model.report_kind(None, running) == "found"
+    assert model.report_kind(running, model.seen(LIVE, 1)) is None
+    fewer = model.Seen(running.name, running.status, running.channel, running.devices[1:])
+    assert model.report_kind(running, fewer) == "devices"
+    stopped = model.seen(LIVE, 5)
+    assert (stopped.status, stopped.channel) == ("Down", None)  # no guest, no channel
+    assert model.report_kind(running, stopped) == "found"

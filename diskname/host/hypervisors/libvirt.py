@@ -116,7 +116,7 @@ class LibvirtHypervisor:
         self._dirty: set[str] = set()
         self._reading: dict[str, asyncio.Task[None]] = {}
         self._graves: dict[str, asyncio.Task[None]] = {}
-        self.connected = asyncio.Event()
+        self._running: asyncio.Task[Any] | None = None
 
     # -- libvirt calls off the loop -------------------------------------------
 
@@ -163,6 +163,7 @@ class LibvirtHypervisor:
                 raise LibvirtError(f"libvirt refused to plug the disk: {exc}", exc.code) from None
             log.info("VM %s: plugged %s as %s (%s)", vm.id, device.disk_id, target, bus)
             _, domain = await self._live(vm.id)
+            self._domains[vm.id] = domain
         plugged = domain.disk_by_alias(alias)
         # The device as libvirt placed it: its address, and the ids the live XML gives.
         return model.device_of(vm.id, plugged) if plugged is not None else device
@@ -171,8 +172,9 @@ class LibvirtHypervisor:
         async with self._locks.setdefault(vm.id, asyncio.Lock()):
             handle, domain = await self._live(vm.id)
             disk = model.find_disk(domain, device.disk_id)
-            if disk is not None and disk.alias is not None:
-                await self._detach(vm.id, handle, disk.alias, disk.xml)
+            if disk is not None:  # (a domain that is not running: libvirt says so)
+                await self._detach(vm.id, handle, disk.alias or disk.target, disk.xml)
+                _, self._domains[vm.id] = await self._live(vm.id)  # what discard checks
 
     async def _detach(self, vm_id: str, handle: Any, alias: str, xml: str) -> None:
         done = asyncio.get_running_loop().create_future()
@@ -212,6 +214,9 @@ class LibvirtHypervisor:
             poller.poke()
 
     async def close(self) -> None:
+        if self._running is not None and not self._running.done():
+            self._running.cancel()  # no more events, reads or reconnects
+            await asyncio.wait([self._running])
         tasks = [*self._reading.values(), *self._graves.values()]
         for task in tasks:
             task.cancel()
@@ -227,7 +232,7 @@ class LibvirtHypervisor:
     async def run(self, inventory: Inventory) -> None:
         """Follow libvirt until cancelled, reconnecting whenever libvirtd goes away."""
         register_event_loop()
-        self._inventory = inventory
+        self._inventory, self._running = inventory, asyncio.current_task()
         backoff, failing = BACKOFF_INITIAL, False
         while True:
             try:
@@ -255,12 +260,10 @@ class LibvirtHypervisor:
             callback = functools.partial(self._on_event, loop, event_id)
             self._callbacks.append(conn.domainEventRegisterAny(None, event_id, callback, None))
         await self.call(conn.setKeepAlive, *KEEPALIVE)
-        self.connected.set()
         return closed
 
     async def _disconnect(self) -> None:
         conn, self._conn = self._conn, None
-        self.connected.clear()
         self._handles.clear()  # a domain handle belongs to its connection
         for poller in self._pollers.values():
             poller.pause()

@@ -383,6 +383,33 @@ async def test_a_virsh_attach_disk_with_a_serial_shows_up_named(lab: Lab) -> Non
     assert image.exists()  # not the host's image: never removed by it
 
 
+async def test_a_defined_domain_is_a_vm_down_and_undefining_it_clears_its_disks(
+    lab: Lab,
+) -> None:
+    spec = _spec(lab.tmp, "defined", agent=True)  # never started: no boot, no CPU
+    xml = spec.workdir / "domain.xml"
+    xml.write_text(lv.domain_xml(ensure_image()[0], spec))
+    defined = await asyncio.to_thread(lv.virsh, "define", str(xml))
+    assert defined.returncode == 0, defined.stderr
+    try:
+
+        async def adopted() -> list[dict[str, Any]] | None:
+            status, vm = await lab.rest.call("GET", f"/api/vms/{spec.uuid}")
+            found = await _attachments(lab.rest, spec.uuid) if status == 200 else []
+            return found if found and vm["status"] == "Down" else None
+
+        (root,) = await wait_until(adopted, timeout=NAME_TIMEOUT, interval=0.05)
+        assert root["active"] is True and root["logical_name"] is None
+    finally:
+        undefined = await asyncio.to_thread(lv.virsh, "undefine", spec.uuid)
+    assert undefined.returncode == 0, undefined.stderr
+
+    async def cleared() -> bool:
+        return not any(a["active"] for a in await _attachments(lab.rest, spec.uuid))
+
+    await wait_until(cleared, timeout=NAME_TIMEOUT, interval=0.05)
+
+
 async def test_sata_is_refused_with_libvirts_message(lab: Lab) -> None:
     body = {"interface": "sata", "active": True}
     path = f"/api/vms/{lab.agent.uuid}/diskattachments"

@@ -97,7 +97,15 @@ def test_channels_the_host_cannot_use_are_ignored() -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["", "<domain/>", "<vm><uuid>x</uuid></vm>", "<domain><name>x</name></domain>", "<a"]
+    "text",
+    [
+        "",
+        "<domain/>",
+        "<vm><uuid>x</uuid></vm>",
+        "<domain><name>x</name></domain>",
+        "<domain><name>x</name><uuid>not-a-uuid</uuid></domain>",
+        "<a",
+    ],
 )
 def test_what_is_no_domain_is_refused(text: str) -> None:
     with pytest.raises(BadDomainXml):

@@ -323,6 +323,8 @@ class LibvirtHypervisor:
                 await self._refresh(vm_id)
             except (LibvirtError, BadDomainXml) as exc:
                 log.warning("VM %s: cannot read the domain: %s", vm_id, exc)
+            except Exception:  # a task of its own: log it, the next event reads again
+                log.exception("VM %s: reading the domain failed", vm_id)
 
     async def _live(self, vm_id: str) -> tuple[Any, Domain]:
         """The domain's handle and its live XML, read now."""

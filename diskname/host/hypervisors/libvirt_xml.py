@@ -181,8 +181,12 @@ def parse_domain(text: str) -> Domain:
     if devices is None:
         devices = ET.Element("devices")
     disks = [d for d in (_disk(e) for e in devices.findall("disk")) if d]
+    try:
+        canonical = str(uuid.UUID(domain_uuid.strip()))
+    except ValueError:
+        raise BadDomainXml(f"not a UUID: {domain_uuid!r}") from None
     return Domain(
-        uuid=str(uuid.UUID(domain_uuid.strip())),
+        uuid=canonical,
         name=name.strip(),
         disks=tuple(sorted(disks, key=lambda d: _target_key(d.target))),
         agent=agent_channel(devices),

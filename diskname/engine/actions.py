@@ -169,7 +169,7 @@ class Actions:
         async with monitor.vm_action(vm_id):
             att = await self.attachment(vm_id, disk_id)
             if att.active:
-                await self._unplug(monitor, att)
+                await self._unplug(monitor, att, discard=True)
             self._published(await self._store.detach(vm_id, disk_id))
 
     async def _plug(
@@ -194,9 +194,11 @@ class Actions:
         device_id, address = _returned_device(result, att)
         await self._store.mark_plugged(att.vm_id, att.disk_id, device_id, address)
 
-    async def _unplug(self, monitor: HostMonitor, att: Attachment) -> None:
+    async def _unplug(self, monitor: HostMonitor, att: Attachment, discard: bool = False) -> None:
         self._metrics.plug_abandoned(att.vm_id, att.disk_id)
-        params = {"vmId": att.vm_id, "diskId": att.disk_id}
+        params: dict[str, Any] = {"vmId": att.vm_id, "diskId": att.disk_id}
+        if discard:  # detached for good: the host may remove the disk's image
+            params["discard"] = True
         try:
             await self._call(monitor, "VM.hotunplugDisk", params)
         except HostRefused as exc:

@@ -21,7 +21,6 @@ from .registry import Registry, UnknownVm
 from .rpc import Handler, MethodError
 from .vm import Vm
 
-VM_STATUS = "Up"
 # A VM whose description alone breaks the frame cap (SPEC §12).
 VM_TOO_LARGE = -32006
 
@@ -37,7 +36,7 @@ class Lifecycle(Protocol):
     async def create_vm(self, vm_id: str, name: str, drives: list[dict[str, Any]]) -> Vm: ...
     async def destroy_vm(self, vm_id: str) -> None: ...
     async def hotplug(self, vm_id: str, drive: dict[str, Any]) -> Device: ...
-    async def hotunplug(self, vm_id: str, disk_id: str) -> None: ...
+    async def hotunplug(self, vm_id: str, disk_id: str, discard: bool = False) -> None: ...
 
 
 def _invalid(message: str) -> MethodError:
@@ -72,7 +71,7 @@ def _drive(raw: Any) -> dict[str, Any]:
 def vm_stats(owner: Lifecycle, vm: Vm) -> dict[str, Any]:
     return {
         "vmId": vm.id,
-        "status": VM_STATUS,
+        "status": vm.state.status,
         "hash": vm.hash,
         "agent": {"status": owner.agent_status(vm), "apiVersion": vm.api_version},
     }
@@ -82,7 +81,7 @@ def vm_full(vm: Vm) -> dict[str, Any]:
     return {
         "vmId": vm.id,
         "name": vm.name,
-        "status": VM_STATUS,
+        "status": vm.state.status,
         "hash": vm.hash,
         "devices": vm.state.devices_json(),
         "guestDiskMapping": vm.mapping,
@@ -193,7 +192,12 @@ class HostApi:
 
     async def hotunplug_disk(self, params: dict[str, Any]) -> bool:
         vm_id = uuid_param(params, "vmId")
-        await self._owner.hotunplug(vm_id, uuid_param(params, "diskId"))
+        # discard: the disk leaves the VM for good (a DELETE), so an image the
+        # hypervisor made for it may go.
+        discard = params.get("discard", False)
+        if not isinstance(discard, bool):
+            raise _invalid("discard must be true or false")
+        await self._owner.hotunplug(vm_id, uuid_param(params, "diskId"), discard)
         return True
 
 

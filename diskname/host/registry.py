@@ -94,7 +94,10 @@ def state_from_definition(data: Any) -> VmState:
     sources = data.get("mappingSources") or ({AGENT: mapping} if mapping else {})
     if not _is_sources(sources):
         raise BadStateFile("mappingSources must map each source to a mapping of objects")
-    return VmState.new(vm_id, name, devices, sources)
+    status = data.get("status", "Up")
+    if not isinstance(status, str):
+        raise BadStateFile("status must be a string")
+    return VmState.new(vm_id, name, devices, sources, status)
 
 
 def _is_sources(sources: Any) -> bool:
@@ -166,6 +169,10 @@ class Registry:
             raise UnknownDevice(disk_id)
         devices = tuple(d for d in vm.devices if d.disk_id != disk_id)
         return self._apply(vm, vm.state.with_devices(devices))
+
+    def set_status(self, vm_id: str, status: str) -> Vm:
+        vm = self.get(vm_id)
+        return self._apply(vm, vm.state.with_status(status))
 
     def set_mapping(self, vm_id: str, source: str, mapping: GuestMapping) -> bool:
         """Record ``source``'s latest mapping; True if the VM's hash changed."""

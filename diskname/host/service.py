@@ -76,6 +76,16 @@ class HostConfig:
     notify_burst: float = 3.0
     # sim hypervisor: a guest that holds every unplugged disk this long.
     sim_unplug_delay: float = 0.0
+    # hypervisor = "libvirt": the libvirtd to follow, and the storage pool for the
+    # images of hot-plugged disks (none: qcow2 files under state_dir/images).
+    libvirt_uri: str = "qemu:///system"
+    libvirt_pool: str | None = None
+
+
+LIBVIRT_MISSING = (
+    "--hypervisor libvirt needs libvirt-python: pip install 'diskname[libvirt]'"
+    " (it builds against the libvirt-dev and pkg-config packages), or apt install python3-libvirt"
+)
 
 
 def make_hypervisor(config: HostConfig) -> Hypervisor:
@@ -85,7 +95,27 @@ def make_hypervisor(config: HostConfig) -> Hypervisor:
         from .hypervisors.qemu import QemuHypervisor
 
         return QemuHypervisor(config.channels_dir, config.state_dir)
-    raise ConfigError(f"hypervisor {config.hypervisor!r} is not available (use sim or qemu)")
+    if config.hypervisor == "libvirt":
+        return _libvirt_hypervisor(config)
+    raise ConfigError(
+        f"hypervisor {config.hypervisor!r} is not available (use sim, qemu or libvirt)"
+    )
+
+
+def _libvirt_hypervisor(config: HostConfig) -> Hypervisor:
+    try:
+        from .hypervisors.libvirt import LibvirtHypervisor
+    except ImportError as exc:
+        if exc.name in ("libvirt", "libvirtaio", "libvirtmod"):
+            raise ConfigError(LIBVIRT_MISSING) from None
+        raise
+    return LibvirtHypervisor(
+        config.libvirt_uri,
+        config.state_dir / "images",
+        config.libvirt_pool,
+        qemu_ga=config.qemu_ga,
+        qga_interval=config.qga_interval,
+    )
 
 
 @dataclass
@@ -193,7 +223,8 @@ class HostService:
             await self._changed(vm_id)
             return placed
 
-    async def hotunplug(self, vm_id: str, disk_id: str) -> None:
+    async def hotunplug(self, vm_id: str, disk_id: str, discard: bool = False) -> None:
+        """Unplug; with ``discard`` the disk leaves the VM for good (its image may go)."""
         self.registry.get(vm_id)
         async with self._vm_locks[vm_id]:
             vm = self.registry.get(vm_id)
@@ -203,6 +234,8 @@ class HostService:
             await self.hypervisor.hotunplug(vm.state, device)
             self.registry.remove_device(vm_id, disk_id)
             await self._changed(vm_id)
+        if discard:
+            await self.hypervisor.discard(disk_id)
 
     async def _changed(self, vm_id: str) -> None:
         self._poke_guest_sources(vm_id)
@@ -210,17 +243,30 @@ class HostService:
 
     # -- what a hypervisor that owns its VMs reports (Inventory) -------------
 
+    def vm_ids(self) -> frozenset[str]:
+        return frozenset(vm.id for vm in self.registry)
+
     async def vm_found(
-        self, vm_id: str, name: str, devices: Sequence[Device], channel: Path | None
+        self,
+        vm_id: str,
+        name: str,
+        devices: Sequence[Device],
+        channel: Path | None,
+        status: str = "Up",
     ) -> None:
         if channel is not None:
             self._channels[vm_id] = channel
         async with self._create_lock:
             vm = self.registry.find(vm_id)
             if vm is None:
-                vm = self.registry.create(VmState.new(vm_id, name, tuple(devices)))
+                state = VmState.new(vm_id, name, tuple(devices), status=status)
+                vm = self.registry.create(state)
             else:
                 self.registry.set_devices(vm_id, tuple(devices))
+                self.registry.set_status(vm_id, status)
+            running = self._running.get(vm_id)
+            if running is not None and running.channel.path != self._channel_path(vm_id):
+                await self._stop(vm_id)  # a restarted domain: its agent socket moved
             await self._start(vm)
             await self.registry.persist(vm_id)
 

@@ -52,6 +52,8 @@ class VmState:
     sources: Mapping[str, GuestMapping] = field(default_factory=dict)
     mapping: GuestMapping = field(default_factory=dict)
     hash: str = ""
+    # What the hypervisor says of the VM (libvirt: Up, Paused, Down...); not hashed.
+    status: str = "Up"
 
     @classmethod
     def new(
@@ -60,21 +62,25 @@ class VmState:
         name: str,
         devices: tuple[Device, ...] = (),
         sources: Mapping[str, GuestMapping] | None = None,
+        status: str = "Up",
     ) -> VmState:
         sources = dict(sources or {})
         mapping = merge_mappings(sources)
         digest = vm_hash([d.to_json() for d in devices], mapping)
-        return cls(vm_id, name, devices, sources, mapping, digest)
+        return cls(vm_id, name, devices, sources, mapping, digest, status)
 
     def with_devices(self, devices: tuple[Device, ...]) -> VmState:
-        return VmState.new(self.id, self.name, devices, self.sources)
+        return VmState.new(self.id, self.name, devices, self.sources, self.status)
+
+    def with_status(self, status: str) -> VmState:
+        return replace(self, status=status)
 
     def with_source(self, source: str, mapping: GuestMapping) -> VmState:
         sources = {**self.sources, source: mapping}
         merged = merge_mappings(sources)
         if merged == self.mapping:
             return replace(self, sources=sources)  # same hash: only the raw source moved
-        return VmState.new(self.id, self.name, self.devices, sources)
+        return VmState.new(self.id, self.name, self.devices, sources, self.status)
 
     def device(self, disk_id: str) -> Device | None:
         return next((d for d in self.devices if d.disk_id == disk_id), None)
@@ -90,6 +96,7 @@ class VmState:
             "devices": self.devices_json(),
             "guestDiskMapping": self.mapping,
             "mappingSources": self.sources,
+            "status": self.status,
         }
 
 

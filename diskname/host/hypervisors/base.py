@@ -23,10 +23,19 @@ class HypervisorError(Exception):
 class Inventory(Protocol):
     """What a backend may tell the host about VMs it found or saw change."""
 
+    def vm_ids(self) -> frozenset[str]:
+        """The VMs the host holds (some may be left from before a restart)."""
+
     async def vm_found(
-        self, vm_id: str, name: str, devices: Sequence[Device], channel: Path | None
+        self,
+        vm_id: str,
+        name: str,
+        devices: Sequence[Device],
+        channel: Path | None,
+        status: str = "Up",
     ) -> None:
-        """A VM exists (again) with these devices; ``channel``: its agent socket."""
+        """A VM exists (again) with these devices; ``channel``: its agent socket;
+        ``status`` as the engine shows it (``Up``, ``Paused``, ``Down``...)."""
 
     async def vm_devices(self, vm_id: str, devices: Sequence[Device]) -> None:
         """The VM's devices are now these (a change made outside the host)."""
@@ -69,6 +78,9 @@ class Hypervisor(Protocol):
 
         The caller removes the device from the VM only after this returns."""
 
+    async def discard(self, disk_id: str) -> None:
+        """The disk left its VM for good: remove an image the backend made for it."""
+
     async def close(self) -> None:
         """Stop every VM's hardware."""
 
@@ -85,4 +97,7 @@ class StaticInventory:
         return None
 
     def poke(self, vm_id: str) -> None:
+        return None
+
+    async def discard(self, disk_id: str) -> None:
         return None

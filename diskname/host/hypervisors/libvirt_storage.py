@@ -1,0 +1,112 @@
+"""Images for disks the libvirt backend plugs: qcow2 files in the state dir, or pool volumes.
+
+A disk's image is named by its disk id, created on its first plug and kept for
+re-plugs; it is removed when the disk leaves the VM for good (``discard``) or
+when libvirt refused the plug it was created for. Images the host did not
+create (a ``virsh attach-disk`` disk's) are never touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from .base import HypervisorError
+from .libvirt_xml import FileImage, PoolVolume, volume_xml
+
+DISK_BYTES = 1 << 30
+VOLUME_PREFIX = "diskname-"
+
+Call = Callable[..., Awaitable[Any]]
+
+
+class StorageError(HypervisorError):
+    """The image for a disk could not be made or removed."""
+
+
+class FileImages:
+    """qcow2 files under ``<state-dir>/images`` (made with ``qemu-img``)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def path(self, disk_id: str) -> Path:
+        return self.folder / f"{disk_id}.qcow2"
+
+    async def ensure(self, disk_id: str) -> tuple[FileImage, bool]:
+        """The disk's image, and whether it was created just now."""
+        path = self.path(disk_id)
+        if path.exists():
+            return FileImage(path), False
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                "qemu-img", "create", "-q", "-f", "qcow2", str(tmp), str(DISK_BYTES),
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            )  # fmt: skip
+        except OSError as exc:
+            raise StorageError(f"cannot run qemu-img: {exc}") from exc
+        output, _ = await proc.communicate()
+        if proc.returncode != 0:
+            text = output.decode(errors="replace").strip()
+            raise StorageError(f"qemu-img create failed: {text}")
+        tmp.rename(path)
+        return FileImage(path), True
+
+    async def remove(self, disk_id: str) -> bool:
+        try:
+            await asyncio.to_thread(self.path(disk_id).unlink)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def owns(self, source: str) -> bool:
+        return source.startswith(f"file:{self.folder}/")
+
+
+class PoolImages:
+    """qcow2 volumes ``diskname-<diskId>.qcow2`` in a libvirt storage pool."""
+
+    def __init__(self, pool: str, call: Call, conn: Callable[[], Any]) -> None:
+        self.pool = pool
+        self._call, self._conn = call, conn
+
+    @staticmethod
+    def volume(disk_id: str) -> str:
+        return f"{VOLUME_PREFIX}{disk_id}.qcow2"
+
+    async def _pool(self) -> Any:
+        try:
+            return await self._call(self._conn().storagePoolLookupByName, self.pool)
+        except HypervisorError as exc:
+            raise StorageError(f"libvirt storage pool {self.pool!r}: {exc}") from exc
+
+    async def ensure(self, disk_id: str) -> tuple[PoolVolume, bool]:
+        pool, name = await self._pool(), self.volume(disk_id)
+        with contextlib.suppress(HypervisorError):
+            await self._call(pool.storageVolLookupByName, name)
+            return PoolVolume(self.pool, name), False
+        try:
+            await self._call(pool.createXML, volume_xml(name, DISK_BYTES), 0)
+        except HypervisorError as exc:
+            raise StorageError(f"cannot create volume {name} in pool {self.pool!r}: {exc}") from exc
+        return PoolVolume(self.pool, name), True
+
+    async def remove(self, disk_id: str) -> bool:
+        pool = await self._pool()
+        try:
+            volume = await self._call(pool.storageVolLookupByName, self.volume(disk_id))
+        except HypervisorError:
+            return False
+        await self._call(volume.delete, 0)
+        return True
+
+    def owns(self, source: str) -> bool:
+        return source.startswith(f"volume:{self.pool}/{VOLUME_PREFIX}")
+
+
+Images = FileImages | PoolImages

@@ -267,15 +267,18 @@ class HostSync:
         self._generation[vm_id] += 1
 
     def end_action(self, vm_id: str, now: float) -> None:
-        """The action is over: whatever the host's hash is now, fetch the VM again."""
+        """The action is over: whatever hash the host reports next is news.
+
+        With notifications the host's own announcement of the change (held while
+        the VM was busy) brings the fetch; without them, fetch now and follow up.
+        """
         self._busy[vm_id] -= 1
         if self._busy[vm_id] <= 0:
             del self._busy[vm_id]
         self._generation[vm_id] += 1
         self._hashes[vm_id] = None
-        if not self.owned:
+        if not self.owned or self.events:
             return
         self._dirty[vm_id] = None
-        if not self.events:
-            for delay in self._follow_up_delays:
-                heapq.heappush(self._follow_ups, (now + delay, vm_id))
+        for delay in self._follow_up_delays:
+            heapq.heappush(self._follow_ups, (now + delay, vm_id))

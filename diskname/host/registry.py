@@ -47,8 +47,8 @@ class BadStateFile(ValueError):
     """A state file that is not a VM definition."""
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` (mode 0600) so a crash leaves the old or the new file."""
+def _replace(path: Path, data: bytes) -> None:
+    """Put ``data`` (mode 0600) in place of ``path``: a crash leaves the old or the new file."""
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
     try:
@@ -61,11 +61,34 @@ def atomic_write(path: Path, data: bytes) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+
+
+def _fsync_dir(folder: Path) -> None:
+    dir_fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _write_files(folder: Path, batch: list[tuple[str, bytes | None]]) -> list[tuple[str, OSError]]:
+    """Write (or, for None, delete) each VM's file, then sync the folder once.
+
+    Returns the VMs whose file could not be written, with why.
+    """
+    failed = []
+    for vm_id, data in batch:
+        path = folder / f"{vm_id}.json"
+        try:
+            if data is None:
+                path.unlink(missing_ok=True)
+            else:
+                _replace(path, data)
+        except OSError as exc:
+            failed.append((vm_id, exc))
+    with contextlib.suppress(OSError):
+        _fsync_dir(folder)
+    return failed
 
 
 def private_dir(path: Path) -> Path:
@@ -227,41 +250,37 @@ class Registry:
             return
         log.error("VM state %s is unreadable (%s): moved aside to %s", path, exc, aside.name)
 
-    async def persist(self, vm_id: str) -> bool:
-        """Write one VM now (a change about to be acknowledged); False if it failed.
+    async def persist(self, vm_id: str) -> None:
+        """Write the VM now (a change about to be acknowledged), with every other
+        change waiting: concurrent plugs share one pass and one folder fsync.
 
         A failure is logged and the VM stays marked, so the background writer
         tries again: a full disk delays the file, never the host.
         """
-        async with self._write_lock:
-            self._dirty.discard(vm_id)
-            return await self._write(vm_id)
+        self._mark_dirty(vm_id)
+        await self.flush()
 
     async def flush(self) -> None:
         """Write every VM changed since the last flush (and delete removed ones)."""
         async with self._write_lock:
             self._dirty_event.clear()
             dirty, self._dirty = self._dirty, set()
-            for vm_id in sorted(dirty):
-                await self._write(vm_id)
-
-    async def _write(self, vm_id: str) -> bool:
-        path = self._dir / f"{vm_id}.json"
-        vm = self._vms.get(vm_id)
-        try:
-            if vm is None:
-                with contextlib.suppress(FileNotFoundError):
-                    await asyncio.to_thread(path.unlink)
-                return True
-            data = orjson.dumps(vm.state.to_definition(), option=orjson.OPT_INDENT_2)
-            await asyncio.to_thread(atomic_write, path, data)
-        except OSError as exc:
+            if not dirty:
+                return
+            batch = [(vm_id, self._file_of(vm_id)) for vm_id in sorted(dirty)]
+            failed = await asyncio.to_thread(_write_files, self._dir, batch)
+        for vm_id, exc in failed:
             self._write_failed(vm_id, exc)
-            return False
-        if self._write_errors:
+        if not failed and self._write_errors:
             log.info("VM state is written again (after %d failures)", self._write_errors)
             self._write_errors = 0
-        return True
+
+    def _file_of(self, vm_id: str) -> bytes | None:
+        """The VM's state file's content; None: the VM is gone, so is its file."""
+        vm = self._vms.get(vm_id)
+        if vm is None:
+            return None
+        return orjson.dumps(vm.state.to_definition(), option=orjson.OPT_INDENT_2)
 
     def _write_failed(self, vm_id: str, exc: OSError) -> None:
         self._write_errors += 1

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -223,7 +224,7 @@ class Authenticator:
         if wait > 0:
             self._metrics.login_failures["throttled"] += 1
             raise TooManyRequests(
-                f"too many failed sign-ins: try again in {wait:.0f} s", retry_after=wait
+                f"too many failed sign-ins: try again in {math.ceil(wait)} s", retry_after=wait
             )
         user = await self.users.get(name)
         good = await self._verify(password, user.password_hash if user else dummy_hash())

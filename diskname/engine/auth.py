@@ -23,6 +23,8 @@ them into statuses.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import hmac
 import logging
 import math
@@ -31,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import BasicAuth, web
+from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from ..config import ConfigError
@@ -190,11 +192,8 @@ class Authenticator:
         if scheme.lower() == "bearer" and value.strip():
             return await self.from_token(value.strip())
         if scheme.lower() == "basic":
-            try:
-                basic = BasicAuth.decode(header)
-            except ValueError:
-                raise Unauthenticated("malformed HTTP Basic credentials") from None
-            user = await self.sign_in(basic.login, basic.password, request.remote)
+            name, password = _basic(value)
+            user = await self.sign_in(name, password, request.remote)
             return Principal(user.name, user.role, "password")
         raise Unauthenticated("the Authorization header must be Bearer or Basic")
 
@@ -251,3 +250,15 @@ class Authenticator:
 
 def _same(given: str, expected: str) -> bool:
     return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def _basic(value: str) -> tuple[str, str]:
+    """The user name and password of HTTP Basic credentials (RFC 7617, UTF-8)."""
+    try:
+        text = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise Unauthenticated("malformed HTTP Basic credentials") from None
+    name, colon, password = text.partition(":")
+    if not colon:
+        raise Unauthenticated("malformed HTTP Basic credentials")
+    return name, password

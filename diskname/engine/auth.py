@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import hmac
 import logging
 import math
@@ -55,6 +54,8 @@ FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 EVENTS = "/api/events"
 # Password hashes computed at once: each takes 32 MiB and a core for ~0.3 s.
 HASHING_AT_ONCE = 2
+# Failed sign-ins let through before the throttle steps in (engine/throttle.py).
+NAME_FAILURES, ADDRESS_FAILURES = 5, 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +169,9 @@ class Authenticator:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._config, self.users, self._metrics, self._clock = config, users, metrics, clock
-        self.throttle = LoginThrottle()
+        # Many people may share an address (NAT): it gets more free failures than a name.
+        self.name_throttle = LoginThrottle(free=NAME_FAILURES)
+        self.address_throttle = LoginThrottle(free=ADDRESS_FAILURES)
         self._hashing = asyncio.Semaphore(HASHING_AT_ONCE)
         self._open = config.api_token is None and (
             is_loopback(config.http_host) or config.insecure_no_auth
@@ -217,27 +220,37 @@ class Authenticator:
         return self._config.insecure_no_auth or loopback_request
 
     async def sign_in(self, name: str, password: str, client: str | None) -> User:
-        """The user whose name and password these are; slowed down after failures."""
-        keys = (f"user:{name}", f"addr:{client or '?'}")
-        wait = self.throttle.wait(keys, self._clock())
+        """The user whose name and password these are; slowed down after failures.
+
+        The throttle is asked once a hashing slot is free, so tries sent in
+        parallel still see each other's failures.
+        """
+        address = client or "?"
+        self._check_throttle(name, address)  # cheap refusal before queueing
+        user = await self.users.get(name)
+        async with self._hashing:
+            self._check_throttle(name, address)
+            encoded = user.password_hash if user else dummy_hash()
+            good = await asyncio.to_thread(verify_password, password, encoded)
+            if user is None or not good:
+                now = self._clock()
+                self.name_throttle.failed(name, now)
+                self.address_throttle.failed(address, now)
+        if user is None or not good:
+            self._metrics.login_failures["password"] += 1
+            log.info("failed sign-in as %r from %s", name, address)
+            raise Unauthenticated("wrong user name or password")
+        self.name_throttle.succeeded(name)
+        return user
+
+    def _check_throttle(self, name: str, address: str) -> None:
+        now = self._clock()
+        wait = max(self.name_throttle.wait(name, now), self.address_throttle.wait(address, now))
         if wait > 0:
             self._metrics.login_failures["throttled"] += 1
             raise TooManyRequests(
                 f"too many failed sign-ins: try again in {math.ceil(wait)} s", retry_after=wait
             )
-        user = await self.users.get(name)
-        good = await self._verify(password, user.password_hash if user else dummy_hash())
-        if user is None or not good:
-            self.throttle.failed(keys, self._clock())
-            self._metrics.login_failures["password"] += 1
-            log.info("failed sign-in as %r from %s", name, client)
-            raise Unauthenticated("wrong user name or password")
-        self.throttle.succeeded(keys[0])
-        return user
-
-    async def _verify(self, password: str, encoded: str) -> bool:
-        async with self._hashing:
-            return await asyncio.to_thread(verify_password, password, encoded)
 
     async def issue_token(self, user: User) -> tuple[str, int]:
         """A new sign-in token for ``user`` and its lifetime in whole seconds."""
@@ -256,7 +269,7 @@ def _basic(value: str) -> tuple[str, str]:
     """The user name and password of HTTP Basic credentials (RFC 7617, UTF-8)."""
     try:
         text = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # not ASCII, not base64 (binascii.Error) or not UTF-8
         raise Unauthenticated("malformed HTTP Basic credentials") from None
     name, colon, password = text.partition(":")
     if not colon:

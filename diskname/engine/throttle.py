@@ -1,6 +1,7 @@
 """Failed sign-ins slow down further tries, per user name and per client address.
 
-Sans-IO: the caller passes the time. A key may fail ``free`` times; after that
+Sans-IO: the caller passes the time; the engine keeps one throttle for user
+names and one, more lenient, for client addresses. A key may fail ``free`` times; after that
 it must wait ``base`` seconds, doubling with every further failure up to ``cap``,
 before it may try again. Until then the engine answers 429 with Retry-After at
 once, without checking the password: a refusal costs no hashing, holds no
@@ -9,14 +10,13 @@ plainly what is going on. Failures are forgotten ``forget`` seconds after the
 last one, and at most ``max_keys`` keys are remembered (the oldest go first), so
 a flood of names or addresses cannot grow memory.
 
-A success clears the user name's count but not the address's: someone with an
-account of their own must not be able to reset the count of the address they
-guess other users' passwords from.
+The engine clears a user name's count when it signs in, but never an
+address's: someone with an account of their own must not be able to reset the
+count of the address they guess other users' passwords from.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 
@@ -40,20 +40,23 @@ class LoginThrottle:
         self.max_keys = max_keys
         self._records: dict[str, _Record] = {}
 
-    def wait(self, keys: Iterable[str], now: float) -> float:
-        """Seconds until every one of ``keys`` may try again (0.0: now)."""
-        return max((self._wait(key, now) for key in keys), default=0.0)
+    def wait(self, key: str, now: float) -> float:
+        """Seconds until ``key`` may try again (0.0: now)."""
+        record = self._live(key, now)
+        if record is None or record.failures < self.free:
+            return 0.0
+        delay = min(self.cap, self.base * 2.0 ** (record.failures - self.free))
+        return max(0.0, record.last + delay - now)
 
-    def failed(self, keys: Iterable[str], now: float) -> None:
-        for key in keys:
-            record = self._live(key, now)
-            if record is None:
-                record = _Record(0, now)
-            else:
-                del self._records[key]  # re-inserted last: the newest
-            record.failures += 1
-            record.last = now
-            self._records[key] = record
+    def failed(self, key: str, now: float) -> None:
+        record = self._live(key, now)
+        if record is None:
+            record = _Record(0, now)
+        else:
+            del self._records[key]  # re-inserted last: the newest
+        record.failures += 1
+        record.last = now
+        self._records[key] = record
         while len(self._records) > self.max_keys:
             del self._records[next(iter(self._records))]
 
@@ -69,10 +72,3 @@ class LoginThrottle:
             del self._records[key]
             return None
         return record
-
-    def _wait(self, key: str, now: float) -> float:
-        record = self._live(key, now)
-        if record is None or record.failures < self.free:
-            return 0.0
-        delay = min(self.cap, self.base * 2.0 ** (record.failures - self.free))
-        return max(0.0, record.last + delay - now)

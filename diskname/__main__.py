@@ -195,6 +195,7 @@ def _add_bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-baseline", action="store_true", default=S, help="skip the baseline")
     p.add_argument("--dsn", default=S, help="PostgreSQL to use (default: an embedded one)")
     p.add_argument("--chart", default=S, help="write an SVG of the latency distribution")
+    p.add_argument("--tls", action="store_true", default=S, help="mutual TLS engine <-> hosts")
 
 
 ADDERS = {

@@ -56,6 +56,7 @@ EVENTS = "/api/events"
 HASHING_AT_ONCE = 2
 # Failed sign-ins let through before the throttle steps in (engine/throttle.py).
 NAME_FAILURES, ADDRESS_FAILURES = 5, 20
+MAX_NAME = 128  # as users.NAME
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,22 +226,22 @@ class Authenticator:
         The throttle is asked once a hashing slot is free, so tries sent in
         parallel still see each other's failures.
         """
-        address = client or "?"
-        self._check_throttle(name, address)  # cheap refusal before queueing
-        user = await self.users.get(name)
+        key, address = name[:MAX_NAME], client or "?"  # throttle keys stay small
+        self._check_throttle(key, address)  # cheap refusal before queueing
+        user = await self.users.get(name) if len(name) <= MAX_NAME else None
         async with self._hashing:
-            self._check_throttle(name, address)
+            self._check_throttle(key, address)
             encoded = user.password_hash if user else dummy_hash()
             good = await asyncio.to_thread(verify_password, password, encoded)
             if user is None or not good:
                 now = self._clock()
-                self.name_throttle.failed(name, now)
+                self.name_throttle.failed(key, now)
                 self.address_throttle.failed(address, now)
         if user is None or not good:
             self._metrics.login_failures["password"] += 1
-            log.info("failed sign-in as %r from %s", name, address)
+            log.info("failed sign-in as %r from %s", key, address)
             raise Unauthenticated("wrong user name or password")
-        self.name_throttle.succeeded(name)
+        self.name_throttle.succeeded(key)
         return user
 
     def _check_throttle(self, name: str, address: str) -> None:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -22,6 +24,7 @@ from diskname.engine.config import EngineConfig
 from diskname.engine.passwords import hash_password
 from diskname.engine.service import EngineService
 from diskname.engine.users import UserStore
+from diskname.pki import init
 
 from .conftest import started, wait_until
 
@@ -265,3 +268,35 @@ def test_the_engine_refuses_to_serve_a_network_unprotected(
     else:
         with pytest.raises(ConfigError, match=refused):
             check_exposure(config, users)
+
+
+async def test_https_with_the_engine_certificate_of_pki_init(pg_dsn: str, tmp_path: Path) -> None:
+    init(tmp_path / "pki", "engine.lab", ["127.0.0.1"])
+    cert, key = tmp_path / "pki" / "engine.pem", tmp_path / "pki" / "engine.key"
+    async with engine(pg_dsn, https_cert=cert, https_key=key) as e:
+        url = f"https://127.0.0.1:{e.service.http_port}"
+        trust = ssl.create_default_context(cafile=tmp_path / "pki" / "ca.pem")
+        async with e.http.get(url + "/api/me", ssl=trust, headers=bearer(API_TOKEN)) as resp:
+            assert resp.status == 401  # served over TLS; this engine has no api_token
+        token = await _token_over(e.http, url, trust)
+        async with e.http.get(url + "/api/me", ssl=trust, headers=bearer(token)) as resp:
+            assert (await resp.json())["name"] == "alice"
+        with pytest.raises(aiohttp.ClientError):  # a client that does not trust the engine CA
+            async with e.http.get(url + "/healthz", ssl=ssl.create_default_context()):
+                pass
+        with pytest.raises(aiohttp.ClientError):  # plain HTTP to the TLS port
+            async with e.http.get(f"http://127.0.0.1:{e.service.http_port}/healthz"):
+                pass
+
+
+async def _token_over(http: aiohttp.ClientSession, url: str, trust: ssl.SSLContext) -> str:
+    form = {"grant_type": "password", "username": "alice", "password": PASSWORDS["alice"]}
+    async with http.post(url + SSO, data=form, ssl=trust) as resp:
+        return str((await resp.json())["access_token"])
+
+
+def test_https_needs_a_certificate_and_its_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="both https_cert and https_key"):
+        EngineService(EngineConfig(https_cert=tmp_path / "engine.pem"))
+    with pytest.raises(ConfigError, match="cannot load"):
+        EngineService(EngineConfig(https_cert=tmp_path / "x.pem", https_key=tmp_path / "x.key"))

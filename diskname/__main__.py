@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from . import __version__
+from . import __version__, admin
 from .config import ConfigError, resolve, show
 from .runner import ServiceMain, run_until_signalled, setup_logging
 
@@ -134,6 +134,12 @@ def _add_host(p: argparse.ArgumentParser) -> None:
         default=S,
         help="sim hypervisor: seconds a guest holds a disk before releasing it (0)",
     )
+    p.add_argument(
+        "--insecure-plaintext",
+        action="store_true",
+        default=S,
+        help="allow plain TCP on an address that is not loopback",
+    )
 
 
 def _add_engine(p: argparse.ArgumentParser) -> None:
@@ -143,6 +149,22 @@ def _add_engine(p: argparse.ArgumentParser) -> None:
     p.add_argument("--refresh-interval", default=S, help="seconds between host polls (3)")
     p.add_argument("--api-token", default=S, help="require 'Authorization: Bearer TOKEN'")
     p.add_argument("--no-events", action="store_true", default=S, help="poll only")
+    p.add_argument("--pki-dir", default=S, help="engine PKI (diskname pki init): TLS to hosts")
+    p.add_argument("--https-cert", default=S, help="serve REST and the page over TLS")
+    p.add_argument("--https-key", default=S, help="the private key of --https-cert")
+    p.add_argument("--session-lifetime", default=S, help="seconds a sign-in token lives (3600)")
+    p.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        default=S,
+        help="serve a non-loopback address with no user and no api token",
+    )
+    p.add_argument(
+        "--anonymous-admin",
+        action="store_true",
+        default=S,
+        help="loopback only: requests without credentials act as admin",
+    )
     p.add_argument(
         "--no-hash-gate",
         action="store_true",
@@ -173,6 +195,7 @@ def _add_bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-baseline", action="store_true", default=S, help="skip the baseline")
     p.add_argument("--dsn", default=S, help="PostgreSQL to use (default: an embedded one)")
     p.add_argument("--chart", default=S, help="write an SVG of the latency distribution")
+    p.add_argument("--tls", action="store_true", default=S, help="mutual TLS engine <-> hosts")
 
 
 ADDERS = {
@@ -215,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for name, add in ADDERS.items():
         add(sub.add_parser(name, parents=[common], help=HELP[name]))
+    admin.register(sub, common)  # pki init|issue, user add|list|remove
     cfg = sub.add_parser("config", parents=[common], help="print the effective configuration")
     cfg.add_argument("--show", action="store_true", help="(the default action)")
     cfg.add_argument("tier", nargs="?", choices=list(TIERS), default="engine")
@@ -223,6 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "tool", None) is not None:
+        return admin.run(args)
     tier_name = args.tier if args.command == "config" else args.command
     tier = TIERS[tier_name]()
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,11 +19,16 @@ import aiohttp
 
 from .agent.service import AgentConfig, AgentService
 from .engine.config import EngineConfig
+from .engine.hostconn import is_loopback
+from .engine.passwords import hash_password
 from .engine.service import EngineService
+from .engine.users import UserStore
 from .host.service import HostConfig, HostService
 from .runner import start_all
 
 log = logging.getLogger(__name__)
+
+ADMIN = "admin@internal"
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +51,9 @@ class DevCluster:
     def __init__(self, config: DevConfig) -> None:
         self.config = config
         self.state_dir = config.state_dir.resolve()
+        # admin@internal gets a new random password at every start, printed once.
+        self.admin_password = secrets.token_urlsafe(12)
+        self._seed_token = ""
         self.engine = EngineService(
             EngineConfig(
                 dsn=config.dsn,
@@ -53,7 +62,10 @@ class DevCluster:
                 state_dir=self.state_dir / "engine",
                 refresh_interval=config.refresh_interval,
                 events=config.events,
-            )
+                # Zero setup on loopback; anywhere else everybody signs in.
+                anonymous_admin=is_loopback(config.http_host),
+            ),
+            users_setup=self._admin,
         )
         self.hosts = [self._host(i) for i in range(config.hosts)]
 
@@ -86,6 +98,12 @@ class DevCluster:
         )
         await agent.run()
 
+    async def _admin(self, users: UserStore) -> None:
+        """Create (or reset) admin@internal, and a short-lived token to seed with."""
+        encoded = await asyncio.to_thread(hash_password, self.admin_password)
+        await users.put(ADMIN, "admin", encoded)
+        self._seed_token = await users.issue_token(ADMIN, 300.0)
+
     @property
     def base_url(self) -> str:
         return f"http://{self.config.http_host}:{self.engine.http_port}"
@@ -96,12 +114,19 @@ class DevCluster:
             await start_all(tg, [self.engine])
             await self._seed()
             log.info("dev mode ready: %s (web page and REST API)", self.base_url)
+            # Standard output, not the log: logs go to files and journals.
+            print(
+                f"diskname dev: sign in as {ADMIN} with password {self.admin_password} "
+                "(printed once, never logged)",
+                flush=True,
+            )
             if ready is not None:
                 ready.set()
 
     async def _seed(self) -> None:
         """Register the hosts and create V VMs on each, once per state dir."""
-        async with aiohttp.ClientSession(base_url=self.base_url) as http:
+        auth = {"Authorization": f"Bearer {self._seed_token}"}
+        async with aiohttp.ClientSession(base_url=self.base_url, headers=auth) as http:
             known = {h["name"]: h for h in (await _get(http, "/api/hosts"))["host"]}
             for index, host in enumerate(self.hosts):
                 name = f"host{index}"
@@ -113,6 +138,9 @@ class DevCluster:
                     vm = {"name": f"{name}-vm{n}", "host": {"id": created["id"]}}
                     await _post(http, "/api/vms", vm)
                 log.info("seeded %s with %d VMs", name, self.config.vms)
+            logout = "/ovirt-engine/services/sso-logout"
+            async with http.post(logout, data={"token": self._seed_token}) as resp:
+                resp.raise_for_status()
 
 
 async def _get(http: aiohttp.ClientSession, path: str) -> Any:

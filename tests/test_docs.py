@@ -19,7 +19,9 @@ DEPLOY = (Path(__file__).parent.parent / "docs" / "deploy.md").read_text()
 
 def command_lines() -> list[str]:
     text = DEPLOY.replace("\\\n", " ")
-    pattern = r"(?:^\s*|`)(diskname (?:agent|host|engine|dev|config)\b[^&`\n]*)"
+    prefix = r"(?:^\s*|`|\|\s*)(?:sudo\s+)?"  # at a line's start, quoted, or piped into
+    tiers = "agent|host|engine|dev|config|pki|user"
+    pattern = prefix + rf"(diskname (?:{tiers})\b[^&`\n|]*)"
     found = [m.group(1) for m in re.finditer(pattern, text, re.M)]
     return [line.strip() for line in found]
 
@@ -31,14 +33,17 @@ def toml_files() -> list[tuple[str, str]]:
 
 
 def test_the_guide_has_commands_and_files() -> None:
-    assert len(command_lines()) >= 4
+    lines = command_lines()
+    assert len(lines) >= 4
+    for needed in ("diskname pki init", "diskname pki issue", "diskname user add"):
+        assert any(line.startswith(needed) for line in lines), needed
     assert {tier for tier, _ in toml_files()} == {"engine", "host"}
 
 
 @pytest.mark.parametrize("line", command_lines())
 def test_every_command_in_the_guide_parses(line: str) -> None:
     args = build_parser().parse_args(shlex.split(line)[1:])
-    if args.command != "config":
+    if args.command in TIERS:  # services: their flags resolve, too (pki, user: they parse)
         tier = TIERS[args.command]()
         resolve(tier.config_class(), args.command, flags=_flags(args))
 

@@ -26,9 +26,13 @@ import aiohttp
 import pytest
 
 from diskname.dev import DevCluster, DevConfig
+from diskname.engine.config import EngineConfig
+from diskname.engine.passwords import hash_password
+from diskname.engine.service import EngineService
+from diskname.engine.users import UserStore
 
 from .conftest import started, wait_until
-from .fleet import url_in_output
+from .fleet import sim_hosts, url_in_output
 from .rest import Rest
 
 CHROMIUM = next(
@@ -246,3 +250,82 @@ async def test_hot_plug_from_the_page_shows_the_name_without_reload(
         await wait_until(lambda: shows(plug), timeout=5)
         assert await page.js("window.notReloaded === true")
         assert page.tools.console == [], page.tools.console
+
+
+async def sign_in(page: Page, user: str, password: str) -> None:
+    """Type into the sign-in form and press its button, as a person would."""
+    for field, text in (("username", user), ("password", password)):
+        await page.click(f"#{field}")
+        await page.js(f"document.getElementById({field!r}).select()")
+        await page.tools.call("Input.insertText", page.session, text=text)
+    await page.click('#signin button[type="submit"]')
+
+
+async def test_sign_in_hot_plug_and_a_viewer_who_cannot_write(pg_dsn: str, tmp_path: Path) -> None:
+    async def users(store: UserStore) -> None:
+        await store.add("alice", "admin", hash_password("alice-password"))
+        await store.add("bob", "viewer", hash_password("bob-password"))
+
+    engine = EngineService(
+        EngineConfig(dsn=pg_dsn, http_port=0, refresh_interval=0.2), users_setup=users
+    )
+    async with sim_hosts(1) as hosts, started(engine):
+        base = f"http://127.0.0.1:{engine.http_port}"
+        admin = {"Authorization": "Basic " + base64.b64encode(b"alice:alice-password").decode()}
+        async with aiohttp.ClientSession(base_url=base, headers=admin) as http:
+            rest = Rest(http)
+            body = {"name": "h1", "address": "127.0.0.1", "port": hosts[0].port}
+            host = await rest.ok("POST", "/api/hosts", body, status=201)
+            vm = (await rest.ok("POST", "/api/vms", {"name": "vm1", "host": host}, status=201))[
+                "id"
+            ]
+            root = (await rest.ok("GET", f"/api/vms/{vm}/diskattachments"))["disk_attachment"][0]
+            await rest.wait_name(vm, root["id"], timeout=10)
+        async with chromium(tmp_path / "profile") as ws_url, open_page(ws_url, base + "/") as page:
+
+            async def shows(expression: str) -> Any:
+                try:
+                    return await page.js(expression)
+                except RuntimeError:
+                    return None  # the page is still loading
+
+            signin_shown = "!document.getElementById('signin').hidden"
+            await wait_until(lambda: shows(signin_shown), timeout=10)
+            await sign_in(page, "alice", "wrong password")
+            error = "document.getElementById('signin-error').textContent"
+            await wait_until(lambda: shows(f"{error} === 'wrong user name or password'"))
+
+            await sign_in(page, "alice", "alice-password")
+            who = "document.getElementById('who').textContent.trim()"
+            await wait_until(lambda: shows(f"{who} === 'alice admin'"), timeout=10)
+            assert await page.js("!!sessionStorage.getItem('diskname.token')")
+            root_cell = f"document.getElementById('name-{vm}-{root['id']}')?.textContent"
+            await wait_until(lambda: shows(f"{root_cell} === '/dev/vda'"), timeout=10)
+            await wait_until(
+                lambda: shows("document.getElementById('live').textContent === 'live'")
+            )
+            await page.click(f'button[data-action="hotplug"][data-vm="{vm}"]')
+            await wait_until(lambda: shows("document.querySelectorAll('td.name').length === 2"))
+            await wait_until(
+                lambda: shows("[...document.querySelectorAll('td.name')].some("
+                              "td => td.textContent === '/dev/vdb')"),
+                timeout=5,
+            )  # fmt: skip
+
+            await page.click("#signout")
+            await wait_until(lambda: shows(signin_shown))
+            assert await page.js("sessionStorage.getItem('diskname.token') === null")
+
+            await sign_in(page, "bob", "bob-password")
+            await wait_until(lambda: shows(f"{who} === 'bob viewer'"), timeout=10)
+            await wait_until(lambda: shows("document.querySelectorAll('td.name').length === 2"))
+            assert await page.js("document.querySelectorAll('button[data-action]').length") == 0
+            forged = await page.js(
+                f"fetch('/api/vms/{vm}/diskattachments', {{method: 'POST', headers: "
+                "{'Authorization': 'Bearer ' + sessionStorage.getItem('diskname.token'), "
+                "'Content-Type': 'application/json'}, body: '{\"interface\": \"virtio\"}'})"
+                ".then(r => r.status)"
+            )
+            assert forged == 403
+            await page.screenshot(Path("/tmp/diskname-web-viewer.png"))
+            assert page.tools.console == [], page.tools.console

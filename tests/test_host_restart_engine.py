@@ -33,7 +33,8 @@ class Rest:
 
     async def __call__(self, method: str, path: str, body: Any = None) -> Any:
         data = orjson.dumps(body) if body is not None else None
-        async with self.http.request(method, self.base + path, data=data) as resp:
+        headers = {"Content-Type": "application/json"} if data is not None else {}
+        async with self.http.request(method, self.base + path, data=data, headers=headers) as resp:
             assert resp.status < 300, (resp.status, await resp.text())
             return orjson.loads(await resp.read())
 

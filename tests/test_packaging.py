@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import configparser
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -41,3 +42,23 @@ def test_systemd_analyze_verify() -> None:
         check=False,
     )
     assert out.returncode == 0, out.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("diskname-engine.service", {"pki_dir", "https_cert", "https_key"}),
+        ("diskname-host.service", {"tls_cert", "tls_key", "tls_ca"}),
+    ],
+)
+def test_the_units_run_secure_by_default(name: str, expected: set[str]) -> None:
+    """The engine and host units pass the PKI files: TLS on both hops, whatever the TOML says."""
+    from diskname.__main__ import _flags, build_parser
+
+    text = (UNITS[0].parent / name).read_text().replace("\\\n", " ")
+    exec_start = next(line for line in text.splitlines() if line.startswith("ExecStart="))
+    argv = shlex.split(exec_start.removeprefix("ExecStart="))
+    assert argv[:2] == ["/usr/bin/env", "diskname"]
+    flags = _flags(build_parser().parse_args(argv[2:]))
+    assert expected <= set(flags)
+    assert all(str(flags[key]).startswith("/etc/diskname/pki") for key in expected)

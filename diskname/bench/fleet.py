@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import sys
 import uuid
 from pathlib import Path
@@ -49,6 +50,14 @@ class Fleet:
             channel_mode="listen",
             host_id=f"bench-host{index}",
         )
+        if self.args.tls_dir is not None:  # the files diskname.bench.tls issued for it
+            files: Path = self.args.tls_dir / f"h{index}"
+            cfg = dataclasses.replace(
+                cfg,
+                tls_cert=files / "host.pem",
+                tls_key=files / "host.key",
+                tls_ca=files / "ca.pem",
+            )
         return HostService(cfg, guest_launcher=self._guest)
 
     async def _guest(self, vm: str, channel: Path, hw: Path) -> None:
@@ -85,6 +94,7 @@ def main() -> None:
     p.add_argument("state_dir", type=Path)
     p.add_argument("--name-delay", type=float, default=0.05)
     p.add_argument("--heartbeat", type=float, default=5.0)
+    p.add_argument("--tls-dir", type=Path, help="host-pki folder of diskname.bench.tls")
     args = p.parse_args()
     setup_logging("WARNING")
     asyncio.run(run_until_signalled(Fleet(args).run, "bench fleet"))

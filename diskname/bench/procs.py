@@ -81,7 +81,15 @@ async def start_fleet(
 
 
 async def start_engine(
-    dsn: str, port: int, refresh: float, state: Path, *, events: bool, hash_gate: bool, tag: str
+    dsn: str,
+    port: int,
+    refresh: float,
+    state: Path,
+    *,
+    events: bool,
+    hash_gate: bool,
+    tag: str,
+    pki_dir: Path | None = None,
 ) -> Child:
     args = [
         "-m",
@@ -102,4 +110,6 @@ async def start_engine(
         args.append("--no-events")
     if not hash_gate:
         args.append("--no-hash-gate")
+    if pki_dir is not None:
+        args += ["--pki-dir", str(pki_dir)]
     return await Child.start(f"engine-{tag}", state / f"engine-{tag}.log", *args)

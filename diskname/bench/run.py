@@ -28,6 +28,7 @@ from ..pgembed import EmbeddedPostgres
 from .client import EngineClient
 from .procs import Child, start_engine, start_fleet
 from .stats import cdf_svg, summary_ms
+from .tls import connect_ms, make_pki
 
 # Each simulated VM holds ~6 descriptors in its fleet process (two listening
 # sockets and both ends of two connections); stay well under a 20,000 limit.
@@ -49,6 +50,8 @@ class BenchConfig:
     heartbeat: float = 5.0
     chart: Path | None = None
     seed: int = 1
+    # Mutual TLS between engine and hosts, with certificates from diskname.pki.
+    tls: bool = False
 
 
 def progress(message: str) -> None:
@@ -68,6 +71,7 @@ class Bench:
         self.rng = random.Random(config.seed)
         self.fleets: list[Child] = []
         self.hosts: list[dict[str, Any]] = []
+        self.pki_dir: Path | None = None
 
     async def run(self) -> dict[str, Any]:
         with self._workspace() as state:
@@ -108,6 +112,9 @@ class Bench:
     async def _start_fleets(self, state: Path) -> None:
         per_fleet = max(1, VMS_PER_FLEET // max(1, self.cfg.vms_per_host))
         opts = ["--name-delay", str(self.cfg.name_delay), "--heartbeat", str(self.cfg.heartbeat)]
+        if self.cfg.tls:
+            self.pki_dir = make_pki(state, self.cfg.hosts)
+            opts += ["--tls-dir", str(state / "host-pki")]
         starts = []
         for index, first in enumerate(range(0, self.cfg.hosts, per_fleet)):
             count = min(per_fleet, self.cfg.hosts - first)
@@ -136,6 +143,8 @@ class Bench:
             "steady": steady,
             "burst": burst,
             "refresh_interval": self.cfg.refresh_interval,
+            "tls": self.cfg.tls,
+            "host_connect_ms": await connect_ms(self.hosts[0]["port"], self.pki_dir),
         }
         if self.cfg.baseline:
             result["baseline"] = await self._baseline(state, dsn)
@@ -160,6 +169,7 @@ class Bench:
             events=self.cfg.events,
             hash_gate=hash_gate,
             tag=tag,
+            pki_dir=self.pki_dir,
         )
         client = EngineClient(f"http://127.0.0.1:{port}")
         try:

@@ -5,7 +5,6 @@ Every error, aiohttp's own included, leaves as ``{"error": {"code", "message"}}`
 
 from __future__ import annotations
 
-import hmac
 import logging
 import time
 import uuid
@@ -16,9 +15,10 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from . import auth, sso
 from .actions import INTERFACES, Actions
 from .config import EngineConfig
-from .errors import EngineError, Invalid, NotFound, Unauthenticated, http_status
+from .errors import EngineError, Invalid, NotFound, http_headers, http_status
 from .events import EventHub
 from .metrics import Metrics
 from .models import canonical_uuid
@@ -36,6 +36,7 @@ class EngineContext:
     metrics: Metrics
     hub: EventHub
     actions: Actions
+    auth: auth.Authenticator
 
 
 CTX = web.AppKey("diskname_engine", EngineContext)
@@ -55,7 +56,9 @@ async def errors_middleware(request: web.Request, handler: Any) -> web.StreamRes
         response: web.StreamResponse = await handler(request)
         return response
     except EngineError as exc:
-        return error_response(http_status(exc), str(exc))
+        response = error_response(http_status(exc), str(exc))
+        response.headers.update(http_headers(exc))
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -66,24 +69,6 @@ async def errors_middleware(request: web.Request, handler: Any) -> web.StreamRes
     except Exception:
         log.exception("%s %s failed", request.method, request.path)
         return error_response(500, "internal error")
-
-
-@web.middleware
-async def auth_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-    token = request.app[CTX].config.api_token
-    if token and request.path.startswith("/api/") and not _authorised(request, token):
-        raise Unauthenticated("missing or wrong bearer token")
-    response: web.StreamResponse = await handler(request)
-    return response
-
-
-def _authorised(request: web.Request, token: str) -> bool:
-    header = request.headers.get("Authorization", "")
-    given = header.removeprefix("Bearer ") if header.startswith("Bearer ") else ""
-    # EventSource cannot send headers: the event stream may carry the token in the query.
-    if not given and request.path == "/api/events":
-        given = request.query.get("access_token", "")
-    return bool(given) and hmac.compare_digest(given.encode(), token.encode())
 
 
 # -- request parsing -----------------------------------------------------------
@@ -275,12 +260,16 @@ async def index(request: web.Request) -> web.Response:
     return web.Response(body=_resource("index.html"), content_type="text/html", charset="utf-8")
 
 
+def _auth(request: web.Request) -> auth.Authenticator:
+    return request.app[CTX].auth
+
+
 async def _close_events(app: web.Application) -> None:
     app[CTX].hub.close()
 
 
 def make_app(ctx: EngineContext) -> web.Application:
-    app = web.Application(middlewares=[errors_middleware, auth_middleware])
+    app = web.Application(middlewares=[errors_middleware, auth.guard(_auth)])
     app[CTX] = ctx
     app.on_shutdown.append(_close_events)
     vm, att = "/api/vms/{vm_id}", "/api/vms/{vm_id}/diskattachments"
@@ -303,6 +292,7 @@ def make_app(ctx: EngineContext) -> web.Application:
             web.get(att + "/{disk_id}", get_attachment),
             web.put(att + "/{disk_id}", update_attachment),
             web.delete(att + "/{disk_id}", delete_attachment),
+            *sso.routes(_auth),
         ]
     )
     return app

@@ -8,6 +8,8 @@ into this family where they are caught, not passed through.
 
 from __future__ import annotations
 
+import math
+
 
 class EngineError(Exception):
     """Something the engine could not do; ``str(exc)`` is the message for users."""
@@ -71,7 +73,13 @@ class UnsupportedMediaType(EngineError):
 
 
 class TooManyRequests(EngineError):
+    """Too many tries (failed sign-ins); the next may succeed in ``retry_after`` seconds."""
+
     status = 429
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class HostCallFailed(EngineError):
@@ -95,3 +103,12 @@ class HostTimeout(EngineError):
 def http_status(exc: EngineError) -> int:
     """The HTTP status an edge answers ``exc`` with."""
     return exc.status
+
+
+def http_headers(exc: EngineError) -> dict[str, str]:
+    """The headers an edge sends with ``exc``'s status (RFC 9110: a 401 names its scheme)."""
+    if isinstance(exc, Unauthenticated):
+        return {"WWW-Authenticate": 'Bearer realm="diskname"'}
+    if isinstance(exc, TooManyRequests) and exc.retry_after is not None:
+        return {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
+    return {}

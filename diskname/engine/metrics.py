@@ -50,6 +50,8 @@ class Metrics:
         self.name_latency = Histogram(LATENCY_BUCKETS)
         # host name -> 1 while this engine holds the host's lease, else 0
         self.hosts_owned: dict[str, int] = {}
+        # failed sign-ins by reason: password, token, throttled (engine/auth.py)
+        self.login_failures: Counter[str] = Counter()
         self._plugged_at: dict[tuple[str, str], float] = {}
 
     def plug_requested(self, vm_id: str, disk_id: str, at: float | None = None) -> None:
@@ -103,6 +105,13 @@ class Metrics:
         ]
         for host, owned in sorted(self.hosts_owned.items()):
             lines.append(f'diskname_engine_host_owned{{host="{_label(host)}"}} {owned}')
+        lines += [
+            "# HELP diskname_engine_login_failures_total refused sign-ins and credentials",
+            "# TYPE diskname_engine_login_failures_total counter",
+        ]
+        for reason in ("password", "token", "throttled"):
+            count = self.login_failures[reason]
+            lines.append(f'diskname_engine_login_failures_total{{reason="{reason}"}} {count}')
         return "\n".join(lines) + "\n"
 
 

@@ -10,39 +10,54 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
+from ..config import ConfigError
 from ..pgembed import EmbeddedPostgres
 from .actions import Actions
 from .api import EngineContext, make_app
+from .auth import Authenticator, check_exposure
 from .config import EngineConfig
 from .events import EventHub
+from .hostconn import is_loopback
 from .metrics import Metrics
 from .monitors import Monitors
 from .store import Store
+from .users import UserStore
 
 log = logging.getLogger(__name__)
 
 HTTP_SHUTDOWN_TIMEOUT = 5.0
+UsersSetup = Callable[[UserStore], Awaitable[None]]
 
 
 class EngineService:
-    """``await EngineService(config).run(ready)``; cancel the task to stop it."""
+    """``await EngineService(config).run(ready)``; cancel the task to stop it.
 
-    def __init__(self, config: EngineConfig) -> None:
+    ``users_setup`` runs once the database is migrated, before the engine checks
+    that it is not serving a network unprotected (dev mode creates its admin there).
+    """
+
+    def __init__(self, config: EngineConfig, users_setup: UsersSetup | None = None) -> None:
         self.config = config
         self.dsn: str | None = config.dsn
         self.http_port: int | None = None
         self.metrics = Metrics()
+        self._https = https_context(config)
+        self._users_setup = users_setup
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
         async with self._database() as dsn, self._store(dsn) as store:
+            authenticator = await self._authenticator(store)
             hub = EventHub()
             monitors = Monitors(store, self.metrics, hub, self.config, dsn)
             actions = Actions(store, monitors, self.metrics, hub)
-            ctx = EngineContext(self.config, store, monitors, self.metrics, hub, actions)
+            ctx = EngineContext(
+                self.config, store, monitors, self.metrics, hub, actions, authenticator
+            )
             async with asyncio.TaskGroup() as tg:
                 await monitors.start(tg)
                 try:
@@ -53,6 +68,19 @@ class EngineService:
                 finally:
                     await monitors.stop()
                     log.info("engine stopping: host monitors stopped")
+
+    async def _authenticator(self, store: Store) -> Authenticator:
+        users = UserStore(store.pool)
+        if self._users_setup is not None:
+            await self._users_setup(users)
+        check_exposure(self.config, await users.any())
+        if self._https is None and not is_loopback(self.config.http_host):
+            log.warning(
+                "serving the REST API on %s without HTTPS: passwords and tokens cross the "
+                "network in clear text (set https_cert and https_key)",
+                self.config.http_host,
+            )
+        return Authenticator(self.config, users, self.metrics)
 
     @contextlib.asynccontextmanager
     async def _database(self) -> AsyncIterator[str]:
@@ -85,10 +113,13 @@ class EngineService:
         )
         await runner.setup()
         try:
-            site = web.TCPSite(runner, self.config.http_host, self.config.http_port)
+            site = web.TCPSite(
+                runner, self.config.http_host, self.config.http_port, ssl_context=self._https
+            )
             await site.start()
             self.http_port = _bound_port(runner)
-            log.info("engine serving on http://%s:%s", self.config.http_host, self.http_port)
+            scheme = "https" if self._https else "http"
+            log.info("engine serving on %s://%s:%s", scheme, self.config.http_host, self.http_port)
             yield
         finally:
             # Stop accepting, end the event streams, let requests finish within
@@ -102,3 +133,19 @@ def _bound_port(runner: web.AppRunner) -> int:
         if isinstance(address, tuple) and len(address) >= 2:
             return int(address[1])
     raise RuntimeError("the HTTP site is not bound")
+
+
+def https_context(config: EngineConfig) -> ssl.SSLContext | None:
+    """TLS for the REST API and the page, from ``https_cert``/``https_key`` (None: HTTP)."""
+    cert, key = config.https_cert, config.https_key
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise ConfigError("HTTPS needs both https_cert and https_key")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot load https_cert {cert} and https_key {key}: {exc}") from None
+    return context

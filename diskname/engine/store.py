@@ -72,6 +72,11 @@ class Store:
         self._pool = pool
         self.metrics = metrics
 
+    @property
+    def pool(self) -> Any:
+        """The asyncpg pool, for stores of other tables (engine/users.py)."""
+        return self._pool
+
     @classmethod
     async def open(cls, dsn: str, metrics: Metrics, *, max_size: int = 10) -> Store:
         pool = await asyncpg.create_pool(

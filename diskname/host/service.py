@@ -36,7 +36,7 @@ from .hypervisors.base import Hypervisor
 from .hypervisors.sim import SimHypervisor, hw_path
 from .qga import QgaChannel, qga_path
 from .registry import Registry, UnknownVm, private_dir
-from .rpc import RpcServer, server_ssl_context
+from .rpc import RpcServer, is_loopback, server_ssl_context
 from .vm import AGENT, QEMU_GA, Vm, VmState
 
 log = logging.getLogger(__name__)
@@ -80,12 +80,34 @@ class HostConfig:
     # images of hot-plugged disks (none: qcow2 files under state_dir/images).
     libvirt_uri: str = "qemu:///system"
     libvirt_pool: str | None = None
+    # Serve plain TCP on an address that is not loopback (refused without it).
+    insecure_plaintext: bool = False
 
 
 LIBVIRT_MISSING = (
     "--hypervisor libvirt needs libvirt-python: pip install 'diskname[libvirt]'"
     " (it builds against the libvirt-dev and pkg-config packages), or apt install python3-libvirt"
 )
+
+
+def check_listen(config: HostConfig) -> None:
+    """Refuse (:class:`ConfigError`) to serve JSON-RPC to a network without authenticating
+    clients: off loopback, TLS, and a client certificate (``tls_ca``) or a token."""
+    where = f"{config.listen_host or '*'}:{config.listen_port}"
+    if is_loopback(config.listen_host):
+        return
+    if config.tls_cert is None:
+        if config.insecure_plaintext:
+            return
+        raise ConfigError(
+            f"refusing to serve JSON-RPC on {where} without TLS: give --tls-cert, --tls-key "
+            "and --tls-ca (diskname pki issue makes them), or --insecure-plaintext"
+        )
+    if config.tls_ca is None and config.rpc_token is None:
+        raise ConfigError(
+            f"refusing to serve JSON-RPC on {where} to any client: give --tls-ca (the engine "
+            "CA, so only the engine's certificate gets in) or --rpc-token"
+        )
 
 
 def make_hypervisor(config: HostConfig) -> Hypervisor:
@@ -129,6 +151,7 @@ class _Running:
 
 class HostService:
     def __init__(self, config: HostConfig, guest_launcher: GuestLauncher | None = None) -> None:
+        check_listen(config)
         if config.channel_mode not in ("listen", "connect"):
             raise ConfigError(f"channel mode must be listen or connect: {config.channel_mode!r}")
         self.config = config

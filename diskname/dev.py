@@ -19,11 +19,11 @@ import aiohttp
 
 from .agent.service import AgentConfig, AgentService
 from .engine.config import EngineConfig
-from .engine.hostconn import is_loopback
 from .engine.passwords import hash_password
 from .engine.service import EngineService
 from .engine.users import UserStore
 from .host.service import HostConfig, HostService
+from .netaddr import is_loopback
 from .runner import start_all
 
 log = logging.getLogger(__name__)

@@ -20,11 +20,12 @@ import pytest
 from diskname.config import ConfigError
 from diskname.engine.config import EngineConfig
 from diskname.engine.events import EventHub
-from diskname.engine.hostconn import HostConnector, client_tls, is_loopback
+from diskname.engine.hostconn import HostConnector, client_tls
 from diskname.engine.metrics import Metrics
 from diskname.engine.models import HostRow
 from diskname.engine.monitor import HostMonitor
 from diskname.engine.store import Store
+from diskname.netaddr import is_loopback
 
 from .conftest import running_host, wait_until
 from .test_host_rpc_security import tls_host

@@ -36,9 +36,9 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from ..config import ConfigError
+from ..netaddr import is_loopback
 from .config import EngineConfig
 from .errors import Forbidden, TooManyRequests, Unauthenticated, UnsupportedMediaType
-from .hostconn import is_loopback
 from .metrics import Metrics
 from .passwords import dummy_hash, verify_password
 from .throttle import LoginThrottle

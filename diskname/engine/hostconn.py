@@ -15,12 +15,12 @@ Failures come out as two errors the monitor tells apart: :class:`HostUntrusted`
 
 from __future__ import annotations
 
-import ipaddress
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import ConfigError
+from ..netaddr import is_loopback
 from ..protocol import jsonrpc
 from ..streams import JsonRpcClient, NotificationHandler, RpcClientError, RpcError
 from .models import HostRow
@@ -52,16 +52,6 @@ def client_tls(pki_dir: Path | None) -> ssl.SSLContext | None:
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.check_hostname = True  # the certificate must name the registered address
     return context
-
-
-def is_loopback(address: str) -> bool:
-    """``127.0.0.0/8``, ``::1`` or ``localhost``."""
-    if address == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(address.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True, slots=True)

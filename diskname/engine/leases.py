@@ -102,9 +102,11 @@ class Leases:
                 try:
                     result = await self._in_connection(job.run)
                 except LeasesLost as exc:
-                    job.done.set_exception(exc)
+                    if not job.done.done():  # its caller may have given up meanwhile
+                        job.done.set_exception(exc)
                 else:
-                    job.done.set_result(result)
+                    if not job.done.done():
+                        job.done.set_result(result)
         finally:
             await self._drop(close=True)
 

@@ -16,13 +16,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 
 from ..config import ConfigError
+from ..netaddr import is_loopback
 from ..pgembed import EmbeddedPostgres
 from .actions import Actions
 from .api import EngineContext, make_app
 from .auth import Authenticator, check_exposure
 from .config import EngineConfig
 from .events import EventHub
-from .hostconn import is_loopback
 from .metrics import Metrics
 from .monitors import Monitors
 from .store import Store

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import ipaddress
 import logging
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
@@ -39,16 +38,6 @@ MAX_UNREAD = 4 * 1024 * 1024
 MAX_IN_FLIGHT = 64
 AUTHENTICATE = "Host.authenticate"
 TLS_HANDSHAKE_TIMEOUT = 10.0
-
-
-def is_loopback(address: str) -> bool:
-    """``127.0.0.0/8``, ``::1`` or ``localhost``; not the wildcard address."""
-    if address == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(address.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def server_ssl_context(

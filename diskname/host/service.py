@@ -27,6 +27,7 @@ from typing import Any
 
 from ..config import ConfigError
 from ..damping import Damper
+from ..netaddr import is_loopback
 from ..protocol import jsonrpc
 from ..protocol.limits import MAX_DEVICES_PER_VM
 from .api import HostApi
@@ -36,7 +37,7 @@ from .hypervisors.base import Hypervisor
 from .hypervisors.sim import SimHypervisor, hw_path
 from .qga import QgaChannel, qga_path
 from .registry import Registry, UnknownVm, private_dir
-from .rpc import RpcServer, is_loopback, server_ssl_context
+from .rpc import RpcServer, server_ssl_context
 from .vm import AGENT, QEMU_GA, Vm, VmState
 
 log = logging.getLogger(__name__)

@@ -164,7 +164,9 @@ async def test_hot_plug_unplug_and_replug(api: Api) -> None:
     base = f"/api/vms/{vm_id}/diskattachments"
     att = await api.call("POST", base, {"interface": "virtio_scsi", "active": True}, status=201)
     disk_id = att["id"]
-    assert att["disk"] == {"id": disk_id} and att["vm"] == {"id": vm_id}
+    # The root disk is vm1_Disk1; a new disk without a name takes the next number.
+    disk = {"id": disk_id, "name": "vm1_Disk2", "provisioned_size": 1 << 30, "status": "ok"}
+    assert att["disk"] == disk and att["vm"] == {"id": vm_id}
     assert att["interface"] == "virtio_scsi" and att["active"] is True
     assert await wait_until(lambda: api.logical_name(vm_id, disk_id)) == "/dev/vdb"
     named = await api.call("GET", f"{base}/{disk_id}")

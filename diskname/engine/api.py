@@ -1,6 +1,7 @@
 """The REST API (SPEC §7), server-sent events, metrics and the web page (aiohttp).
 
-Every error, aiohttp's own included, leaves as ``{"error": {"code", "message"}}``.
+Every error, aiohttp's own included, leaves as ``{"error": {"code", "message"}}``,
+or as a ``<fault>`` on oVirt's XML API (:mod:`.ovirt`, mounted here too).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from . import auth, sso
+from . import auth, ovirt, sso
 from .actions import Actions
 from .config import EngineConfig
 from .errors import EngineError, Invalid, http_headers, http_status
@@ -79,7 +80,9 @@ async def errors_middleware(request: web.Request, handler: Any) -> web.StreamRes
 def _error(
     request: web.Request, status: int, message: str, headers: dict[str, str] | None = None
 ) -> web.Response:
-    """The error as the JSON API writes it."""
+    """The error in the caller's dialect: a ``<fault>`` on oVirt's XML API, else JSON."""
+    if ovirt.is_ovirt_api(request.path):
+        return ovirt.fault_response(status, message, headers)
     response = error_response(status, message)
     response.headers.update(headers or {})
     return response
@@ -315,6 +318,7 @@ def make_app(ctx: EngineContext) -> web.Application:
             web.put(att + "/{disk_id}", update_attachment),
             web.delete(att + "/{disk_id}", delete_attachment),
             *sso.routes(_auth),
+            *ovirt.routes(_res),
         ]
     )
     return app

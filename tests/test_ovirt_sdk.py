@@ -210,3 +210,18 @@ def test_example_deactivate_disk_attachment(cluster: Cluster, sdist: Path, tmp_p
     assert "There's no disk attachment" not in done.stdout
     after = cluster.attachment("myvm", disk)
     assert after["active"] is False and after["logical_name"] is None
+
+
+def test_the_readme_example(cluster: Cluster, tmp_path: Path) -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    (block,) = re.findall(r"```python\n(import ovirtsdk4.*?)```", readme, re.S)
+    settings = {
+        "url": cluster.url,
+        "username": USER,
+        "password": PASSWORD,
+        "ca_file": str(cluster.ca_file),
+    }
+    source = ovirt_examples.with_connection(block, settings).replace("host0-vm0", "myvm")
+    done = ovirt_examples.run(source, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "myvm_Disk1 virtio /dev/vda" in done.stdout.splitlines()  # the root disk

@@ -18,7 +18,7 @@ from .errors import HostNotConnected, HostRefused, NotFound
 from .events import EventHub
 from .matching import disk_serial
 from .metrics import Metrics
-from .models import Attachment, NameChange, VmRow, canonical_uuid
+from .models import DISK_NAME_MAX, Attachment, DiskSpec, NameChange, VmRow, canonical_uuid
 from .monitor import HostMonitor
 from .monitors import Monitors
 from .store import Store
@@ -47,6 +47,15 @@ def _returned_device(result: Any, att: Attachment) -> tuple[str, str | None]:
         device_id = att.device_id
     address = result.get("address")
     return device_id, address if isinstance(address, str) and address else None
+
+
+def default_disk_name(vm_name: str, taken: set[str]) -> str:
+    """``<vm>_Disk<n>`` with the lowest ``n`` not yet used, as oVirt names a VM's disks."""
+    stem = vm_name[: DISK_NAME_MAX - 16] + "_Disk"
+    n = 1
+    while f"{stem}{n}" in taken:
+        n += 1
+    return f"{stem}{n}"
 
 
 def _new_attachment(vm_id: str, disk_id: str, interface: str) -> Attachment:
@@ -93,7 +102,8 @@ class Actions:
         vm = VmRow(vm_id or str(uuid.uuid4()), name, "unknown", host_id)
         disk_id = str(uuid.uuid4())
         root = _new_attachment(vm.id, disk_id, ROOT_INTERFACE)
-        await self._store.create_vm(vm, root, disk_serial(disk_id))
+        root_disk = DiskSpec(default_disk_name(name, set()))
+        await self._store.create_vm(vm, root, disk_serial(disk_id), root_disk)
         async with monitor.vm_action(vm.id):
             params = {
                 "vmId": vm.id,
@@ -123,28 +133,43 @@ class Actions:
     # -- disks ---------------------------------------------------------------
 
     async def add_attachment(
-        self, vm_id: str, disk_id: str | None, interface: str, active: bool, requested_at: float
+        self,
+        vm_id: str,
+        disk_id: str | None,
+        interface: str,
+        active: bool,
+        requested_at: float,
+        *,
+        new_disk: DiskSpec | None = None,
     ) -> Attachment:
-        """Attach an existing disk, or a new one when ``disk_id`` is None; plug it if active."""
+        """Attach an existing disk, or a new one when ``disk_id`` is None; plug it if active.
+
+        A new disk takes ``new_disk``'s name and size; by default it is named
+        ``<vm>_Disk<n>`` and sized :data:`.models.DEFAULT_DISK_SIZE`.
+        """
         vm = await self.vm(vm_id)
-        new_disk = disk_id is None
+        spec = None if disk_id is not None else new_disk or await self._default_disk(vm)
         disk_id = disk_id or str(uuid.uuid4())
-        serial = disk_serial(disk_id) if new_disk else await self._store.disk_serial(disk_id)
+        serial = disk_serial(disk_id) if spec else await self._store.disk_serial(disk_id)
         if serial is None:
             raise NotFound(f"no disk {disk_id}")
         monitor = self._monitor(vm.host_id)
         att = _new_attachment(vm_id, disk_id, interface)
         async with monitor.vm_action(vm_id):
-            await self._store.attach(att, serial, new_disk=new_disk)
+            await self._store.attach(att, serial, spec, plug=active)
             if active:
                 try:
                     await self._plug(monitor, att, serial, requested_at)
                 except Exception:
                     await self._store.detach(vm_id, disk_id)
-                    if new_disk:
+                    if spec:
                         await self._store.delete_disk(disk_id)
                     raise
         return await self.attachment(vm_id, disk_id)
+
+    async def _default_disk(self, vm: VmRow) -> DiskSpec:
+        taken = {a.disk.name for a in await self._store.list_attachments(vm.id) if a.disk}
+        return DiskSpec(default_disk_name(vm.name, taken))
 
     async def set_active(
         self, vm_id: str, disk_id: str, active: bool, requested_at: float

@@ -1,6 +1,7 @@
 """The REST API (SPEC §7), server-sent events, metrics and the web page (aiohttp).
 
-Every error, aiohttp's own included, leaves as ``{"error": {"code", "message"}}``.
+Every error, aiohttp's own included, leaves as ``{"error": {"code", "message"}}``,
+or as a ``<fault>`` on oVirt's XML API (:mod:`.ovirt`, mounted here too).
 """
 
 from __future__ import annotations
@@ -15,14 +16,15 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from . import auth, sso
-from .actions import INTERFACES, Actions
+from . import auth, ovirt, sso
+from .actions import Actions
 from .config import EngineConfig
-from .errors import EngineError, Invalid, NotFound, http_headers, http_status
+from .errors import EngineError, Invalid, http_headers, http_status
 from .events import EventHub
 from .metrics import Metrics
-from .models import canonical_uuid
+from .models import DEFAULT_DISK_SIZE, DiskSpec, canonical_uuid
 from .monitors import Monitors
+from .resources import AttachRequest, Resources
 from .store import UNAVAILABLE, Store
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,10 @@ class EngineContext:
     hub: EventHub
     actions: Actions
     auth: auth.Authenticator
+
+    @property
+    def resources(self) -> Resources:
+        return Resources(self.store, self.actions, self.monitors)
 
 
 CTX = web.AppKey("diskname_engine", EngineContext)
@@ -56,19 +62,30 @@ async def errors_middleware(request: web.Request, handler: Any) -> web.StreamRes
         response: web.StreamResponse = await handler(request)
         return response
     except EngineError as exc:
-        response = error_response(http_status(exc), str(exc))
-        response.headers.update(http_headers(exc))
-        return response
+        return _error(request, http_status(exc), str(exc), http_headers(exc))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return error_response(exc.status, exc.reason)
+        # Keep what the status needs (RFC 9110: a 405 lists the methods in Allow).
+        allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else {}
+        return _error(request, exc.status, exc.reason, allow)
     except UNAVAILABLE as exc:
         log.info("%s %s: database unavailable: %s", request.method, request.path, exc)
-        return error_response(503, "database unavailable, try again")
+        return _error(request, 503, "database unavailable, try again")
     except Exception:
         log.exception("%s %s failed", request.method, request.path)
-        return error_response(500, "internal error")
+        return _error(request, 500, "internal error")
+
+
+def _error(
+    request: web.Request, status: int, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    """The error in the caller's dialect: a ``<fault>`` on oVirt's XML API, else JSON."""
+    if ovirt.is_ovirt_api(request.path):
+        return ovirt.fault_response(status, message, headers)
+    response = error_response(status, message)
+    response.headers.update(headers or {})
+    return response
 
 
 # -- request parsing -----------------------------------------------------------
@@ -131,39 +148,39 @@ async def healthz(request: web.Request) -> web.Response:
     return error_response(503, "database unreachable")
 
 
+def _res(request: web.Request) -> Resources:
+    return request.app[CTX].resources
+
+
 async def list_hosts(request: web.Request) -> web.Response:
-    hosts = await request.app[CTX].store.list_hosts()
+    hosts = await _res(request).hosts()
     return json_response({"host": [h.to_json() for h in hosts]})
 
 
 async def get_host(request: web.Request) -> web.Response:
-    host_id = _path_uuid(request, "host_id")
-    host = await request.app[CTX].store.get_host(host_id)
-    if host is None:
-        raise NotFound(f"no host {host_id}")
+    host = await _res(request).host(_path_uuid(request, "host_id"))
     return json_response(host.to_json())
 
 
 async def add_host(request: web.Request) -> web.Response:
-    ctx, body = request.app[CTX], await _body(request)
+    body = await _body(request)
     name, address = _field(body, "name", str), _field(body, "address", str)
     port = _field(body, "port", int)
     if not 1 <= port <= 65535:
         raise Invalid("port must be between 1 and 65535")
     host_id = _optional_uuid(body.get("id"), "id") or str(uuid.uuid4())
     token = _field(body, "token", str, required=False)
-    host = await ctx.store.add_host(host_id, name, address, port, token)
-    await ctx.monitors.register(host)
+    host = await _res(request).add_host(host_id, name, address, port, token)
     return json_response(host.to_json(), 201)
 
 
 async def list_vms(request: web.Request) -> web.Response:
-    vms = await request.app[CTX].store.list_vms()
+    vms = await _res(request).vms()
     return json_response({"vm": [vm.to_json() for vm in vms]})
 
 
 async def get_vm(request: web.Request) -> web.Response:
-    vm = await request.app[CTX].actions.vm(_path_uuid(request, "vm_id"))
+    vm = await _res(request).vm(_path_uuid(request, "vm_id"))
     return json_response(vm.to_json())
 
 
@@ -172,55 +189,63 @@ async def add_vm(request: web.Request) -> web.Response:
     name = _field(body, "name", str)
     host_id = _ref_id(body, "host", required=True) or ""
     vm_id = _optional_uuid(body.get("id"), "id")
-    vm = await request.app[CTX].actions.create_vm(name, host_id, vm_id)
+    vm = await _res(request).create_vm(name, host_id, vm_id)
     return json_response(vm.to_json(), 201)
 
 
 async def delete_vm(request: web.Request) -> web.Response:
-    await request.app[CTX].actions.destroy_vm(_path_uuid(request, "vm_id"))
+    await _res(request).destroy_vm(_path_uuid(request, "vm_id"))
     return web.Response(status=204)
 
 
 async def list_attachments(request: web.Request) -> web.Response:
-    ctx = request.app[CTX]
-    vm = await ctx.actions.vm(_path_uuid(request, "vm_id"))
-    atts = await ctx.store.list_attachments(vm.id)
+    atts = await _res(request).attachments(_path_uuid(request, "vm_id"))
     return json_response({"disk_attachment": [a.to_json() for a in atts]})
 
 
 async def get_attachment(request: web.Request) -> web.Response:
-    ctx = request.app[CTX]
-    vm = await ctx.actions.vm(_path_uuid(request, "vm_id"))
-    att = await ctx.actions.attachment(vm.id, _path_uuid(request, "disk_id"))
-    return json_response(att.to_json())
+    vm_id, disk_id = _path_uuid(request, "vm_id"), _path_uuid(request, "disk_id")
+    return json_response((await _res(request).attachment(vm_id, disk_id)).to_json())
 
 
 async def add_attachment(request: web.Request) -> web.Response:
     requested_at = time.monotonic()
     vm_id = _path_uuid(request, "vm_id")
     body = await _body(request)
-    interface = _field(body, "interface", str)
-    if interface not in INTERFACES:
-        raise Invalid(f"interface must be one of {sorted(INTERFACES)}")
     active = _field(body, "active", bool, required=False)
-    disk_id = _ref_id(body, "disk", required=False)
-    att = await request.app[CTX].actions.add_attachment(
-        vm_id, disk_id, interface, True if active is None else active, requested_at
+    attach = AttachRequest(
+        interface=_field(body, "interface", str),
+        active=True if active is None else active,
+        disk_id=_ref_id(body, "disk", required=False),
+        new_disk=_new_disk(body),
     )
+    att = await _res(request).attach(vm_id, attach, requested_at)
     return json_response(att.to_json(), 201)
+
+
+def _new_disk(body: dict[str, Any]) -> DiskSpec | None:
+    """The name and size in ``{"disk": {"name", "provisioned_size"}}``, if any."""
+    disk = _field(body, "disk", dict, required=False) or {}
+    name = _field(disk, "name", str, required=False)
+    size = _field(disk, "provisioned_size", int, required=False)
+    if name is None and size is None:
+        return None
+    if name is None:
+        raise Invalid("a new disk with a provisioned_size needs a name too")
+    return DiskSpec(name, DEFAULT_DISK_SIZE if size is None else size)
 
 
 async def update_attachment(request: web.Request) -> web.Response:
     requested_at = time.monotonic()
     vm_id, disk_id = _path_uuid(request, "vm_id"), _path_uuid(request, "disk_id")
     active = _field(await _body(request), "active", bool)
-    att = await request.app[CTX].actions.set_active(vm_id, disk_id, active, requested_at)
+    att = await _res(request).set_active(vm_id, disk_id, active, requested_at)
     return json_response(att.to_json())
 
 
 async def delete_attachment(request: web.Request) -> web.Response:
     vm_id, disk_id = _path_uuid(request, "vm_id"), _path_uuid(request, "disk_id")
-    await request.app[CTX].actions.detach(vm_id, disk_id)
+    await _res(request).detach(vm_id, disk_id)
     return web.Response(status=204)
 
 
@@ -293,6 +318,7 @@ def make_app(ctx: EngineContext) -> web.Application:
             web.put(att + "/{disk_id}", update_attachment),
             web.delete(att + "/{disk_id}", delete_attachment),
             *sso.routes(_auth),
+            *ovirt.routes(_res),
         ]
     )
     return app

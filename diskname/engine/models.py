@@ -47,6 +47,37 @@ class VmRow:
         return {"id": self.id, "name": self.name, "status": self.status, "host": host}
 
 
+# A disk that names no size gets what the hypervisors create by default (bytes).
+DEFAULT_DISK_SIZE = 1 << 30
+DISK_NAME_MAX = 255
+
+
+@dataclass(frozen=True, slots=True)
+class Disk:
+    """A disk as users see it: its name, size and whether it is ready ("ok" or "locked")."""
+
+    id: str
+    name: str
+    provisioned_size: int
+    status: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "provisioned_size": self.provisioned_size,
+            "status": self.status,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class DiskSpec:
+    """What a new disk is created with."""
+
+    name: str
+    provisioned_size: int = DEFAULT_DISK_SIZE
+
+
 @dataclass(frozen=True, slots=True)
 class Attachment:
     vm_id: str
@@ -58,12 +89,14 @@ class Attachment:
     logical_name: str | None
     logical_name_source: str | None
     logical_name_seen_at: datetime | None
+    # The attached disk, when the row was read with it.
+    disk: Disk | None = None
 
     def to_json(self) -> dict[str, Any]:
         seen = self.logical_name_seen_at
         return {
             "id": self.disk_id,
-            "disk": {"id": self.disk_id},
+            "disk": self.disk.to_json() if self.disk else {"id": self.disk_id},
             "interface": self.interface,
             "active": self.active,
             "logical_name": self.logical_name,

@@ -9,6 +9,7 @@ fails, the old hash stays and the next poll fetches again.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -21,7 +22,8 @@ from .errors import Conflict
 from .matching import MatchResult
 from .metrics import Metrics
 from .migrations import apply_migrations
-from .models import Attachment, HostRow, NameChange, VmReport, VmRow
+from .models import Attachment, Disk, DiskSpec, HostRow, NameChange, VmReport, VmRow
+from .search import NameFilter
 from .writes import Fence, Stored
 
 log = logging.getLogger(__name__)
@@ -49,10 +51,14 @@ UNAVAILABLE: tuple[type[Exception], ...] = (
 
 
 _HOST_COLUMNS = "id::text, name, address, port, status, status_reason, token"
-_ATTACHMENT_COLUMNS = """
-    vm_id::text, disk_id::text, device_id::text, interface, is_plugged, address,
-    logical_name, logical_name_source, logical_name_seen_at
+_ATTACHMENTS = """
+SELECT vd.vm_id::text, vd.disk_id::text, vd.device_id::text, vd.interface, vd.is_plugged,
+       vd.address, vd.logical_name, vd.logical_name_source, vd.logical_name_seen_at,
+       d.name, d.provisioned_size, d.status
+FROM vm_device vd JOIN disks d ON d.id = vd.disk_id
 """
+_DISKS = "SELECT id::text, name, provisioned_size, status FROM disks"
+_VMS = "SELECT id::text, name, status, host_id::text FROM vms"
 
 
 def _rows_changed(status: str) -> int:
@@ -62,7 +68,30 @@ def _rows_changed(status: str) -> int:
 
 
 def _attachment(row: Any) -> Attachment:
-    return Attachment(*row.values())
+    values = list(row.values())  # the attachment's nine columns, then its disk's
+    att = Attachment(*values[:9])
+    return dataclasses.replace(att, disk=Disk(att.disk_id, *values[9:]))
+
+
+def _by_name(where: list[str], args: list[Any], names: NameFilter | None) -> None:
+    """Add the ``name`` condition of an oVirt search to a query's WHERE list."""
+    if names is not None:
+        args.append(names.like)
+        operator = "LIKE" if names.case_sensitive else "ILIKE"
+        where.append(f"name {operator} ${len(args)}")
+
+
+def _filtered(
+    select: str, names: NameFilter | None, limit: int | None, order: str
+) -> tuple[str, list[Any]]:
+    where: list[str] = []
+    args: list[Any] = []
+    _by_name(where, args, names)
+    sql = select + (" WHERE " + " AND ".join(where) if where else "") + f" ORDER BY {order}"
+    if limit is not None:
+        args.append(limit)
+        sql += f" LIMIT ${len(args)}"
+    return sql, args
 
 
 class Store:
@@ -145,16 +174,14 @@ class Store:
 
     # -- VMs --------------------------------------------------------------
 
-    async def list_vms(self) -> list[VmRow]:
-        rows = await self._pool.fetch(
-            "SELECT id::text, name, status, host_id::text FROM vms ORDER BY name, id"
-        )
-        return [VmRow(*r.values()) for r in rows]
+    async def list_vms(
+        self, names: NameFilter | None = None, limit: int | None = None
+    ) -> list[VmRow]:
+        sql, args = _filtered(_VMS, names, limit, "name, id")
+        return [VmRow(*r.values()) for r in await self._pool.fetch(sql, *args)]
 
     async def get_vm(self, vm_id: str) -> VmRow | None:
-        row = await self._pool.fetchrow(
-            "SELECT id::text, name, status, host_id::text FROM vms WHERE id = $1", vm_id
-        )
+        row = await self._pool.fetchrow(f"{_VMS} WHERE id = $1", vm_id)
         return VmRow(*row.values()) if row else None
 
     async def vm_states(self, host_id: str) -> dict[str, tuple[str | None, str]]:
@@ -175,7 +202,7 @@ class Store:
         async with self._pool.acquire() as conn:
             await self._exec(conn, sql, vm_id)
 
-    async def create_vm(self, vm: VmRow, root: Attachment, serial: str) -> None:
+    async def create_vm(self, vm: VmRow, root: Attachment, serial: str, disk: DiskSpec) -> None:
         """The VM with its root disk attached (not yet plugged)."""
         async with self._pool.acquire() as conn, conn.transaction():
             try:
@@ -189,7 +216,7 @@ class Store:
                 )
             except asyncpg.UniqueViolationError:
                 raise Conflict(f"VM {vm.id} exists") from None
-            await self._insert_attachment(conn, root, serial, new_disk=True)
+            await self._insert_attachment(conn, root, serial, disk, plug=True)
 
     async def delete_vm(self, vm_id: str) -> None:
         async with self._pool.acquire() as conn:
@@ -198,19 +225,47 @@ class Store:
     # -- attachments --------------------------------------------------------
 
     async def list_attachments(self, vm_id: str) -> list[Attachment]:
+        return await self.attachments_of([vm_id])
+
+    async def attachments_of(self, vm_ids: Sequence[str]) -> list[Attachment]:
+        """The attachments of several VMs in one query, by VM then disk."""
         rows = await self._pool.fetch(
-            f"SELECT {_ATTACHMENT_COLUMNS} FROM vm_device WHERE vm_id = $1 ORDER BY disk_id",
-            vm_id,
+            f"{_ATTACHMENTS} WHERE vd.vm_id = ANY($1::uuid[]) ORDER BY vd.vm_id, vd.disk_id",
+            list(vm_ids),
         )
         return [_attachment(r) for r in rows]
 
     async def get_attachment(self, vm_id: str, disk_id: str) -> Attachment | None:
         row = await self._pool.fetchrow(
-            f"SELECT {_ATTACHMENT_COLUMNS} FROM vm_device WHERE vm_id = $1 AND disk_id = $2",
-            vm_id,
-            disk_id,
+            f"{_ATTACHMENTS} WHERE vd.vm_id = $1 AND vd.disk_id = $2", vm_id, disk_id
         )
         return _attachment(row) if row else None
+
+    # -- disks ----------------------------------------------------------------
+
+    async def list_disks(
+        self, names: NameFilter | None = None, limit: int | None = None
+    ) -> list[Disk]:
+        sql, args = _filtered(_DISKS, names, limit, "name, id")
+        return [Disk(*r.values()) for r in await self._pool.fetch(sql, *args)]
+
+    async def get_disk(self, disk_id: str) -> Disk | None:
+        row = await self._pool.fetchrow(f"{_DISKS} WHERE id = $1", disk_id)
+        return Disk(*row.values()) if row else None
+
+    async def disk_users(self, disk_id: str) -> list[str]:
+        """The VMs the disk is attached to."""
+        rows = await self._pool.fetch(
+            "SELECT vm_id::text FROM vm_device WHERE disk_id = $1 ORDER BY vm_id", disk_id
+        )
+        return [r["vm_id"] for r in rows]
+
+    async def remove_disk(self, disk_id: str) -> bool:
+        """Delete a disk attached to no VM; False when it is attached (or gone)."""
+        sql = """DELETE FROM disks WHERE id = $1
+                 AND NOT EXISTS (SELECT 1 FROM vm_device WHERE disk_id = $1)"""
+        async with self._pool.acquire() as conn:
+            return await self._exec(conn, sql, disk_id) > 0
 
     async def disk_serial(self, disk_id: str) -> str | None:
         """The disk's serial, or None when there is no such disk."""
@@ -244,19 +299,29 @@ class Store:
         async with self._pool.acquire() as conn:
             await self._exec(conn, sql, vm_id, disk_id)
 
-    async def attach(self, att: Attachment, serial: str, *, new_disk: bool) -> None:
+    async def attach(
+        self, att: Attachment, serial: str, new_disk: DiskSpec | None, *, plug: bool
+    ) -> None:
+        """Attach a disk (created first with ``new_disk``'s name and size when given).
+
+        A new disk about to be plugged is "locked" until :meth:`mark_plugged`.
+        """
         async with self._pool.acquire() as conn, conn.transaction():
-            await self._insert_attachment(conn, att, serial, new_disk=new_disk)
+            await self._insert_attachment(conn, att, serial, new_disk, plug=plug)
 
     async def _insert_attachment(
-        self, conn: Any, att: Attachment, serial: str, *, new_disk: bool
+        self, conn: Any, att: Attachment, serial: str, new_disk: DiskSpec | None, *, plug: bool
     ) -> None:
-        if new_disk:
+        if new_disk is not None:
             await self._exec(
                 conn,
-                "INSERT INTO disks (id, serial) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                """INSERT INTO disks (id, serial, name, provisioned_size, status)
+                   VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING""",
                 att.disk_id,
                 serial,
+                new_disk.name,
+                new_disk.provisioned_size,
+                "locked" if plug else "ok",
             )
         sql = """INSERT INTO vm_device (vm_id, disk_id, device_id, interface, is_plugged)
                  VALUES ($1, $2, $3, $4, false)"""
@@ -272,8 +337,10 @@ class Store:
         sql = """UPDATE vm_device SET is_plugged = true, device_id = $3,
                      address = COALESCE($4, address)
                  WHERE vm_id = $1 AND disk_id = $2"""
+        ready = "UPDATE disks SET status = 'ok' WHERE id = $1 AND status <> 'ok'"
         async with self._pool.acquire() as conn, conn.transaction():
             await self._exec(conn, sql, vm_id, disk_id, device_id, address)
+            await self._exec(conn, ready, disk_id)
             await self._forget(conn, vm_id)
 
     async def mark_unplugged(self, vm_id: str, disk_id: str) -> NameChange | None:

@@ -1,0 +1,194 @@
+"""The ``/ovirt-engine/api`` routes (SPEC §14): oVirt's XML over the engine's resources.
+
+Each handler parses the query and body (:mod:`.xmlin`), calls
+:class:`~diskname.engine.resources.Resources` exactly as the JSON API does, and
+writes the values it gets back (:mod:`.xmlout`). Who may call is decided
+before (``engine/auth.py``'s guard covers this prefix, Content-Type included);
+every error leaves as a ``<fault>`` through the API's one error middleware
+(:func:`fault_response`).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+from ..errors import Invalid, NotFound
+from ..resources import Resources
+from ..search import NameFilter, parse_search
+from . import xmlin, xmlout
+from .xmlout import CONTENT_TYPE, PREFIX
+
+GetResources = Callable[[web.Request], Resources]
+
+FOLLOWS = frozenset({"disk_attachments", "disk_attachments.disk"})
+_BOOLEANS = {"true": True, "false": False}
+
+
+def is_ovirt_api(path: str) -> bool:
+    return path == PREFIX or path.startswith(PREFIX + "/")
+
+
+def xml_response(
+    element: ET.Element, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        body=xmlout.render(element),
+        status=status,
+        content_type=CONTENT_TYPE,
+        charset="utf-8",
+        headers=headers,
+    )
+
+
+def fault_response(status: int, detail: str, headers: dict[str, str] | None = None) -> web.Response:
+    return xml_response(xmlout.fault(status, detail), status, headers)
+
+
+# -- the query -----------------------------------------------------------------
+
+
+def _path_id(request: web.Request, name: str, what: str) -> str:
+    """A path id; one that is no UUID names nothing here, as in oVirt: 404."""
+    value = request.match_info[name]
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise NotFound(f"no {what} {value!r}") from None
+
+
+def _flag(request: web.Request, name: str, default: bool) -> bool:
+    value = request.query.get(name)
+    if value is None:
+        return default
+    if value.lower() not in _BOOLEANS:
+        raise Invalid(f"{name} must be true or false, not {value!r}")
+    return _BOOLEANS[value.lower()]
+
+
+def _names(request: web.Request) -> NameFilter | None:
+    return parse_search(
+        request.query.get("search"), case_sensitive=_flag(request, "case_sensitive", True)
+    )
+
+
+def _max(request: web.Request) -> int | None:
+    """``max``: a count, or -1 for no limit (oVirt's own meaning)."""
+    value = request.query.get("max")
+    if value is None or value.strip() == "-1":
+        return None
+    if not value.strip().isdigit() or len(value) > 9:
+        raise Invalid(f"max must be a whole number (or -1), not {value!r}")
+    return int(value)
+
+
+def _follow(request: web.Request) -> set[str]:
+    wanted = {f.strip() for f in request.query.get("follow", "").split(",") if f.strip()}
+    unknown = wanted - FOLLOWS
+    if unknown:
+        raise Invalid(f"cannot follow {sorted(unknown)}: only {sorted(FOLLOWS)} are served")
+    return wanted
+
+
+def _check_version(request: web.Request) -> None:
+    version = request.headers.get("Version")
+    if version is not None and version.strip() != "4":
+        raise Invalid(f"only version 4 of oVirt's API is served, not {version!r}")
+
+
+# -- the handlers ----------------------------------------------------------------
+
+
+class _Handlers:
+    def __init__(self, get: GetResources) -> None:
+        self._get = get
+
+    def _res(self, request: web.Request) -> Resources:
+        _check_version(request)
+        return self._get(request)
+
+    async def api(self, request: web.Request) -> web.Response:
+        self._res(request)
+        return xml_response(xmlout.api(datetime.now(UTC)))
+
+    async def vms(self, request: web.Request) -> web.Response:
+        res, follow = self._res(request), _follow(request)
+        rows = await res.vms(_names(request), _max(request))
+        atts = await res.attachments_of(rows) if follow else None
+        disks = "disk_attachments.disk" in follow
+        return xml_response(xmlout.vm_list(rows, atts, disks=disks))
+
+    async def vm(self, request: web.Request) -> web.Response:
+        res, follow = self._res(request), _follow(request)
+        row = await res.vm(_path_id(request, "vm_id", "VM"))
+        atts = await res.attachments(row.id) if follow else None
+        disks = "disk_attachments.disk" in follow
+        return xml_response(xmlout.vm(row, atts, disks=disks))
+
+    async def attachments(self, request: web.Request) -> web.Response:
+        vm_id = _path_id(request, "vm_id", "VM")
+        atts = await self._res(request).attachments(vm_id)
+        return xml_response(xmlout.attachment_list(vm_id, atts))
+
+    async def attachment(self, request: web.Request) -> web.Response:
+        vm_id, disk_id = _path_id(request, "vm_id", "VM"), _path_id(request, "disk_id", "disk")
+        att = await self._res(request).attachment(vm_id, disk_id)
+        return xml_response(xmlout.attachment(att))
+
+    async def attach(self, request: web.Request) -> web.Response:
+        requested_at = time.monotonic()
+        res, vm_id = self._res(request), _path_id(request, "vm_id", "VM")
+        att = await res.attach(vm_id, xmlin.attach_request(await request.read()), requested_at)
+        href = xmlout.attachment_href(att.vm_id, att.disk_id)
+        return xml_response(xmlout.attachment(att), 201, {"Location": href})
+
+    async def update(self, request: web.Request) -> web.Response:
+        requested_at = time.monotonic()
+        res = self._res(request)
+        vm_id, disk_id = _path_id(request, "vm_id", "VM"), _path_id(request, "disk_id", "disk")
+        change = xmlin.attachment_update(await request.read())
+        att = await res.attachment(vm_id, disk_id)
+        if change.interface not in (None, att.interface):
+            raise Invalid("an attached disk's interface cannot change: detach and attach it")
+        if change.bootable or change.read_only:
+            raise Invalid("bootable and read-only disks are not served")
+        if change.active is not None:
+            att = await res.set_active(vm_id, disk_id, change.active, requested_at)
+        return xml_response(xmlout.attachment(att))
+
+    async def detach(self, request: web.Request) -> web.Response:
+        res = self._res(request)
+        vm_id, disk_id = _path_id(request, "vm_id", "VM"), _path_id(request, "disk_id", "disk")
+        remove = not _flag(request, "detach_only", True)
+        await res.detach(vm_id, disk_id, remove_disk=remove)
+        return xml_response(xmlout.action_done())  # 200: the SDK takes a 204 for an error
+
+    async def disks(self, request: web.Request) -> web.Response:
+        rows = await self._res(request).disks(_names(request), _max(request))
+        return xml_response(xmlout.disk_list(rows))
+
+    async def disk(self, request: web.Request) -> web.Response:
+        row = await self._res(request).disk(_path_id(request, "disk_id", "disk"))
+        return xml_response(xmlout.disk(row))
+
+
+def routes(get: GetResources) -> list[web.RouteDef]:
+    h = _Handlers(get)
+    vm, atts = f"{PREFIX}/vms/{{vm_id}}", f"{PREFIX}/vms/{{vm_id}}/diskattachments"
+    return [
+        web.get(PREFIX, h.api),
+        web.get(f"{PREFIX}/vms", h.vms),
+        web.get(vm, h.vm),
+        web.get(atts, h.attachments),
+        web.post(atts, h.attach),
+        web.get(atts + "/{disk_id}", h.attachment),
+        web.put(atts + "/{disk_id}", h.update),
+        web.delete(atts + "/{disk_id}", h.detach),
+        web.get(f"{PREFIX}/disks", h.disks),
+        web.get(f"{PREFIX}/disks/{{disk_id}}", h.disk),
+    ]

@@ -16,14 +16,16 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import orjson
 
 from . import __version__, admin, client
 from .binding import BindError
 from .config import ConfigError, resolve, show
-from .runner import ServiceMain, run_until_signalled, setup_logging
+
+if TYPE_CHECKING:  # the services' imports wait until a service runs: the client starts fast
+    from .runner import ServiceMain
 
 S = argparse.SUPPRESS
 
@@ -473,6 +475,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "config":
         print(orjson.dumps(show(cfg), option=orjson.OPT_INDENT_2).decode())
         return 0
+    from .runner import run_until_signalled, setup_logging
+
     setup_logging(args.log_level, args.log_format)
     try:
         asyncio.run(run_until_signalled(tier.service(cfg), tier_name))

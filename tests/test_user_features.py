@@ -6,12 +6,7 @@ real agent) on real sockets and real PostgreSQL.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import re
-import shutil
-import tempfile
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,49 +15,13 @@ import asyncpg
 import orjson
 import pytest
 
-from diskname.dev import DevCluster, DevConfig
-from diskname.engine.service import EngineService
 from diskname.streams import JsonRpcClient
 
-from .conftest import running_host, started, wait_until
-from .rest import Rest
+from .conftest import running_host, wait_until
+from .devcluster import Dev, dev
 
 pytestmark = pytest.mark.timeout(90)
 DEFAULT_CLUSTER = "00000000-0000-0000-0000-000000000001"
-
-
-@dataclasses.dataclass
-class Dev:
-    rest: Rest
-    cluster: DevCluster
-    dsn: str
-
-    async def vm(self) -> str:
-        return await self.rest.first_vm()
-
-    async def atts(self, vm: str) -> list[dict[str, Any]]:
-        data = await self.rest.ok("GET", f"/api/vms/{vm}/diskattachments")
-        return list(data["disk_attachment"])
-
-
-@asynccontextmanager
-async def dev(dsn: str, keepalive: float = 15.0, **overrides: Any) -> AsyncIterator[Dev]:
-    state = Path(tempfile.mkdtemp(prefix="dnu"))
-    settings: dict[str, Any] = {
-        "hosts": 1,
-        "vms": 1,
-        "http_port": 0,
-        "state_dir": state,
-        "dsn": dsn,
-    }
-    cluster = DevCluster(DevConfig(**{**settings, **overrides}))
-    engine_config = dataclasses.replace(cluster.engine.config, events_keepalive=keepalive)
-    cluster.engine = EngineService(engine_config)
-    try:
-        async with started(cluster), aiohttp.ClientSession(base_url=cluster.base_url) as http:
-            yield Dev(Rest(http), cluster, dsn)
-    finally:
-        shutil.rmtree(state, ignore_errors=True)
 
 
 # -- history -----------------------------------------------------------------------

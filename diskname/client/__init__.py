@@ -10,12 +10,12 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TextIO
 
 from . import commands
 from .http import DEFAULT_URL, Api, ClientError
 
-Command = Callable[[Api, argparse.Namespace], None]
+Command = Callable[[Api, argparse.Namespace, TextIO], None]
 
 
 def _vm(p: argparse.ArgumentParser) -> None:
@@ -101,13 +101,13 @@ def add_commands(sub: Any) -> None:
             add(parser)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
     """Run one client command: 0 on success, 1 with one line on stderr otherwise."""
     command = COMMANDS[args.command][0]
     try:
-        command(Api(args.url, args.token), args)
+        command(Api(args.url, args.token), args, out or sys.stdout)
     except ClientError as exc:
-        print(f"diskname {args.command}: {exc}", file=sys.stderr)
+        print(f"diskname {args.command}: {exc}", file=err or sys.stderr)
         return 1
     except BrokenPipeError:  # `diskname vms | head`
         return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Any
+from typing import Any, TextIO
 
 from . import resolve
 from .http import Api, ClientError
@@ -15,16 +15,16 @@ INTERFACES = ("virtio", "virtio_scsi", "sata", "nvme")
 POLL = 0.05
 
 
-def vms(api: Api, args: argparse.Namespace) -> None:
+def vms(api: Api, args: argparse.Namespace, out: TextIO) -> None:
     found = api.get("/api/vms")["vm"]
     hosts = {h["id"]: h["name"] for h in api.get("/api/hosts")["host"]}
     if args.json:
-        return as_json(found)
+        return as_json(found, out)
     rows = [
         (v["name"], v["status"], hosts.get(v["host"]["id"], v["host"]["id"]), v["id"])
         for v in found
     ]
-    table(("VM", "STATUS", "HOST", "ID"), rows)
+    table(("VM", "STATUS", "HOST", "ID"), rows, out)
     return None
 
 
@@ -48,16 +48,16 @@ def _attachment_rows(atts: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
 ATTACHMENT_HEADERS = ("NAME", "INTERFACE", "PLUGGED", "MATCHED BY", "SEEN (UTC)", "DISK")
 
 
-def disks(api: Api, args: argparse.Namespace) -> None:
+def disks(api: Api, args: argparse.Namespace, out: TextIO) -> None:
     vm = resolve.vm(api, args.vm)
     atts = api.get(f"/api/vms/{vm['id']}/diskattachments")["disk_attachment"]
     if args.json:
-        return as_json(atts)
-    table(ATTACHMENT_HEADERS, _attachment_rows(atts))
+        return as_json(atts, out)
+    table(ATTACHMENT_HEADERS, _attachment_rows(atts), out)
     return None
 
 
-def plug(api: Api, args: argparse.Namespace) -> None:
+def plug(api: Api, args: argparse.Namespace, out: TextIO) -> None:
     """Hot-plug a new disk (or a given one, or a direct LUN), then wait for its name."""
     vm = resolve.vm(api, args.vm)
     base = f"/api/vms/{vm['id']}/diskattachments"
@@ -76,8 +76,8 @@ def plug(api: Api, args: argparse.Namespace) -> None:
         att = api.post(base, body)
     att = _wait_named(api, f"{base}/{att['id']}", att, args.wait)
     if args.json:
-        return as_json(att)
-    table(ATTACHMENT_HEADERS, _attachment_rows([att]))
+        return as_json(att, out)
+    table(ATTACHMENT_HEADERS, _attachment_rows([att]), out)
     if att.get("logical_name") is None and args.wait > 0:
         print(f"the guest has not named it within {args.wait:g} s", file=sys.stderr)
     return None
@@ -91,18 +91,18 @@ def _wait_named(api: Api, path: str, att: dict[str, Any], wait: float) -> dict[s
     return att
 
 
-def unplug(api: Api, args: argparse.Namespace) -> None:
+def unplug(api: Api, args: argparse.Namespace, out: TextIO) -> None:
     vm = resolve.vm(api, args.vm)
     base = f"/api/vms/{vm['id']}/diskattachments"
     att = resolve.attachment(api.get(base)["disk_attachment"], args.disk)
     att = api.put(f"{base}/{att['id']}", {"active": False})
     if args.json:
-        return as_json(att)
-    table(ATTACHMENT_HEADERS, _attachment_rows([att]))
+        return as_json(att, out)
+    table(ATTACHMENT_HEADERS, _attachment_rows([att]), out)
     return None
 
 
-def which(api: Api, args: argparse.Namespace) -> None:
+def which(api: Api, args: argparse.Namespace, out: TextIO) -> None:
     """Which VM has the disk, and what does its guest call it?"""
     text = args.disk.strip()
     query = {"id": text.lower()} if resolve.is_uuid(text) else {"serial": text}
@@ -110,7 +110,7 @@ def which(api: Api, args: argparse.Namespace) -> None:
     if not found:
         raise ClientError(f"no disk has the id or serial {text!r}")
     if args.json:
-        return as_json(found)
+        return as_json(found, out)
     rows = []
     for disk in found:
         for use in disk["attachments"]:
@@ -128,20 +128,20 @@ def which(api: Api, args: argparse.Namespace) -> None:
             )
         if not disk["attachments"]:
             rows.append(("(no VM)", "-", "-", False, disk["serial"], disk["id"], "-"))
-    table(("VM", "NAME", "INTERFACE", "PLUGGED", "SERIAL", "DISK", "VM ID"), rows)
+    table(("VM", "NAME", "INTERFACE", "PLUGGED", "SERIAL", "DISK", "VM ID"), rows, out)
     return None
 
 
-def history(api: Api, args: argparse.Namespace) -> None:
+def history(api: Api, args: argparse.Namespace, out: TextIO) -> None:
     vm = resolve.vm(api, args.vm)
     base = f"/api/vms/{vm['id']}/diskattachments"
     att = resolve.attachment(api.get(base)["disk_attachment"], args.disk)
     entries = api.get(f"{base}/{att['id']}/history", max=str(args.max))["history"]
     if args.json:
-        return as_json(entries)
+        return as_json(entries, out)
     rows = [
         (when(e["seen_at"]), e["logical_name"], e["previous"], e["source"], e.get("matched_by"))
         for e in entries
     ]
-    table(("SEEN (UTC)", "NAME", "PREVIOUS", "SOURCE", "MATCHED BY"), rows)
+    table(("SEEN (UTC)", "NAME", "PREVIOUS", "SOURCE", "MATCHED BY"), rows, out)
     return None

@@ -28,7 +28,7 @@ def when(iso: str | None) -> str:
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], out: TextIO | None = None) -> None:
     out = out or sys.stdout
     text = [[cell(v) for v in row] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in text)) for i, h in enumerate(headers)]
+    widths = [max([len(h), *(len(r[i]) for r in text)]) for i, h in enumerate(headers)]
     for row in [list(headers), *text]:
         line = "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True))
         print(line.rstrip(), file=out)

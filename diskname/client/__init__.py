@@ -42,7 +42,9 @@ def _plug(p: argparse.ArgumentParser) -> None:
         help="the bus of a new disk (default: virtio)",
     )
     p.add_argument("--disk", metavar="ID", help="plug this existing disk (default: a new disk)")
-    p.add_argument("--lun", metavar="SERIAL", help="a new direct-LUN disk that keeps this serial")
+    p.add_argument(
+        "--lun", metavar="SERIAL", help="a new direct-LUN disk with this serial (default: none)"
+    )
     p.add_argument(
         "--wait",
         type=float,

@@ -8,10 +8,9 @@ CREATE UNIQUE INDEX disks_lun_serial ON disks (serial) WHERE storage_type = 'lun
 -- `diskname which SERIAL` looks disks up by serial.
 CREATE INDEX disks_serial ON disks (serial);
 
--- History is read per disk, newest first, and replayed to event streams by id;
--- each row also says how the guest's report was matched to the disk.
+-- Each history row also says how the guest's report was matched to the disk
+-- (read per disk through 0002's index; replayed to event streams by id).
 ALTER TABLE logical_name_history ADD COLUMN matched_by text;
-CREATE INDEX logical_name_history_disk_id ON logical_name_history (vm_id, disk_id, id DESC);
 
 -- A host that still has VMs cannot be removed: the database refuses instead of
 -- silently removing the VMs with it (DELETE /api/hosts/{id} answers 409).

@@ -1,12 +1,10 @@
--- Issue 15: direct-LUN disks, name history read per disk newest first, safe host removal.
+-- Issue 15: direct-LUN disks, how each name was matched, safe host removal.
 
 -- A direct-LUN disk keeps the LUN's own serial (an image disk's serial is its
 -- id's first 20 characters). One LUN is one disk: its serial names it alone.
 ALTER TABLE disks ADD COLUMN storage_type text NOT NULL DEFAULT 'image'
     CHECK (storage_type IN ('image', 'lun'));
 CREATE UNIQUE INDEX disks_lun_serial ON disks (serial) WHERE storage_type = 'lun';
--- `diskname which SERIAL` looks disks up by serial.
-CREATE INDEX disks_serial ON disks (serial);
 
 -- Each history row also says how the guest's report was matched to the disk
 -- (read per disk through 0002's index; replayed to event streams by id).

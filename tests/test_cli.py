@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from diskname.__main__ import ADDERS, TIERS, parsers
+from diskname.dev import banner
 
 ROOT = Path(__file__).parent.parent
 
@@ -117,3 +118,17 @@ def test_dev_mode_names_the_flag_of_each_port_it_opens(busy_port: int, tmp_path:
     assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
     assert f"127.0.0.1:{busy_port}" in out.stderr and "--rpc-port PORT" in out.stderr
     assert not (tmp_path / "state").exists()  # nothing was started
+
+
+def test_dev_mode_says_where_it_is_and_what_to_try() -> None:
+    text = banner("http://127.0.0.1:8080")
+    assert "http://127.0.0.1:8080/" in text and "/api/openapi.json" in text
+    assert (
+        " vms" in text
+        and "plug host0-vm0" in text
+        and "curl -s http://127.0.0.1:8080/api/vms" in text
+    )
+    assert "--url" not in text and "password" not in text
+    other = banner("http://127.0.0.1:9000", admin=("admin@internal", "pw-once"))
+    assert "--url http://127.0.0.1:9000" in other
+    assert "admin@internal" in other and "pw-once" in other

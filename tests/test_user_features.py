@@ -194,9 +194,9 @@ async def test_a_host_without_vms_is_forgotten_and_no_longer_monitored(
         await wait_until(up, timeout=10)
         assert "spare" in await _owned_hosts(d.rest.http)
 
-        dev_host = next(
-            h for h in (await d.rest.ok("GET", "/api/hosts"))["host"] if h["name"] == "host0"
-        )
+        listed = (await d.rest.ok("GET", "/api/hosts"))["host"]
+        dev_host = next(h for h in listed if h["name"] == "host0")
+        assert dev_host["id"] == d.cluster.hosts[0].host_id  # host and engine logs agree
         status, error = await d.rest.call("DELETE", f"/api/hosts/{dev_host['id']}")
         assert status == 409 and "VMs" in error["error"]["message"]
 

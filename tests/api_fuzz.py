@@ -90,7 +90,8 @@ def fuzz(base: str, work: Path) -> int:
         "--url", base, "--checks", "all", "--phases", "examples,coverage,fuzzing,stateful",
         "--exclude-path", "/api/events", "--seed", SEED, "--request-timeout", "30",
     ]  # fmt: skip
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    # In the work folder: schemathesis keeps a cache of its own in the current one.
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=work)
     output = done.stdout + done.stderr
     print(output[-6000:])
     cases = re.search(r"(\d+) generated", output)

@@ -13,7 +13,6 @@ from typing import Any
 import aiohttp
 
 from diskname.dev import DevCluster, DevConfig
-from diskname.engine.service import EngineService
 
 from .conftest import started
 from .rest import Rest
@@ -44,8 +43,8 @@ async def dev(dsn: str, keepalive: float = 15.0, **overrides: Any) -> AsyncItera
         "dsn": dsn,
     }
     cluster = DevCluster(DevConfig(**{**settings, **overrides}))
-    engine_config = dataclasses.replace(cluster.engine.config, events_keepalive=keepalive)
-    cluster.engine = EngineService(engine_config)
+    # The keepalive is read per request, so the service's config can change before it starts.
+    cluster.engine.config = dataclasses.replace(cluster.engine.config, events_keepalive=keepalive)
     try:
         async with started(cluster), aiohttp.ClientSession(base_url=cluster.base_url) as http:
             yield Dev(Rest(http), cluster, dsn)

@@ -251,7 +251,7 @@ async def test_hot_plug_from_the_page_shows_the_name_without_reload(
         assert await page.js("window.notReloaded === true")
 
         # The disk's names, newest first, in a small list that opens under its row.
-        await page.click(f'button[data-action="history"][data-disk="{disk}"]')
+        await page.click(f'button[data-history="{disk}"]')
         items = f"[...document.querySelectorAll('#history-{vm}-{disk} li')].map(e => e.textContent)"
         listed = await wait_until(
             lambda: shows(f"(() => {{ const i = {items}; return i.length === 2 && i; }})()"),

@@ -78,6 +78,14 @@ def config(base: str, work: Path) -> Path:
         lines += [f"[dictionaries.{name}]", f"values = {json.dumps(values)}", ""]
     lines.append("[parameters]")
     lines += [f'"path.{name}" = {{ dictionary = "{name}", probability = 0.5 }}' for name in known]
+    # Wrong credentials are a 400 (access_denied), as OAuth 2.0 (RFC 6749 §5.2) and the
+    # contract say: for the sign-in endpoint a schema-valid form may well be refused.
+    lines += [
+        "",
+        "[[operations]]",
+        'include-path = "/ovirt-engine/sso/oauth/token"',
+        'checks.positive_data_acceptance.expected-statuses = ["2XX", 400, 429]',
+    ]
     path = work / "schemathesis.toml"
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -1,4 +1,4 @@
-"""Command line: ``diskname agent|host|engine|dev|config``.
+"""Command line: ``diskname agent|host|engine|dev|bench|config`` and the client.
 
 Each service subcommand resolves its configuration once (defaults < TOML file
 < ``DISKNAME_*`` < flags, see :mod:`diskname.config`) into the tier's frozen
@@ -16,13 +16,16 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import orjson
 
-from . import __version__, admin
+from . import __version__, admin, client
+from .binding import BindError
 from .config import ConfigError, resolve, show
-from .runner import ServiceMain, run_until_signalled, setup_logging
+
+if TYPE_CHECKING:  # the services' imports wait until a service runs: the client starts fast
+    from .runner import ServiceMain
 
 S = argparse.SUPPRESS
 
@@ -92,15 +95,45 @@ def _hostport(text: str) -> tuple[str, int]:
 
 
 def _add_agent(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--connect", default=S, help="unix:PATH or tcp:HOST:PORT instead of a port")
-    p.add_argument("--channel", default=S, help="virtio-serial port path")
-    p.add_argument("--source", choices=["udev", "sim"], default=S, help="default: udev")
-    p.add_argument("--sim-hw", default=S, help="sim source: unix:PATH of the sim hardware port")
-    p.add_argument("--report-interval", default=S, help="seconds between full reports (60)")
-    p.add_argument("--heartbeat-interval", default=S, help="seconds (5)")
-    p.add_argument("--name-delay", default=S, help="sim source: seconds until a disk shows")
     p.add_argument(
-        "--uevents", choices=["udev", "kernel"], default=S, help="default: udev if udevd runs"
+        "--connect",
+        default=S,
+        metavar="unix:PATH|tcp:HOST:PORT",
+        help="talk to the host over this socket (default: the virtio-serial port)",
+    )
+    p.add_argument(
+        "--channel",
+        default=S,
+        metavar="PATH",
+        help="the virtio-serial port (default: /dev/virtio-ports/ovirt-guest-agent.0,"
+        " then com.redhat.rhevm.vdsm)",
+    )
+    p.add_argument(
+        "--source",
+        choices=["udev", "sim"],
+        default=S,
+        help="where disks come from: udev, or the sim hypervisor's port (default: udev)",
+    )
+    p.add_argument(
+        "--sim-hw",
+        default=S,
+        metavar="unix:PATH",
+        help="--source sim: the sim hardware port (default: none)",
+    )
+    p.add_argument(
+        "--report-interval", default=S, help="seconds between full reports (default: 60)"
+    )
+    p.add_argument("--heartbeat-interval", default=S, help="seconds (default: 5)")
+    p.add_argument(
+        "--name-delay",
+        default=S,
+        help="--source sim: seconds until a plugged disk shows (default: 0)",
+    )
+    p.add_argument(
+        "--uevents",
+        choices=["udev", "kernel"],
+        default=S,
+        help="which uevents to follow (default: udev if udevd runs, else kernel)",
     )
     p.add_argument(
         "--print",
@@ -115,24 +148,71 @@ def _add_agent(p: argparse.ArgumentParser) -> None:
 
 
 def _add_host(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--listen", type=_hostport, default=S, metavar="HOST:PORT", help="JSON-RPC")
-    p.add_argument("--state-dir", default=S, help="VM definitions survive restarts here")
-    p.add_argument("--channels-dir", default=S, help="per-VM agent channel sockets")
-    p.add_argument("--channel-mode", choices=["connect", "listen"], default=S)
-    p.add_argument("--hypervisor", choices=["sim", "qemu", "libvirt"], default=S)
-    p.add_argument("--libvirt-uri", default=S, help="libvirt: the daemon (qemu:///system)")
-    p.add_argument("--libvirt-pool", default=S, help="libvirt: storage pool for new disks")
-    p.add_argument("--host-id", default=S)
-    p.add_argument("--no-qemu-ga", action="store_true", default=S, help="ignore qemu-ga channels")
-    p.add_argument("--qga-interval", default=S, help="seconds between qemu-ga polls (30)")
-    p.add_argument("--tls-cert", default=S, help="serve JSON-RPC over TLS with this certificate")
-    p.add_argument("--tls-key", default=S, help="the private key of --tls-cert")
-    p.add_argument("--tls-ca", default=S, help="require client certificates signed by this CA")
-    p.add_argument("--rpc-token", default=S, help="clients must call Host.authenticate {token}")
+    p.add_argument(
+        "--listen",
+        type=_hostport,
+        default=S,
+        metavar="HOST:PORT",
+        help="serve JSON-RPC for the engine here (default: 127.0.0.1:54321)",
+    )
+    p.add_argument(
+        "--state-dir",
+        default=S,
+        help="VM definitions survive restarts here (default: state/host)",
+    )
+    p.add_argument(
+        "--channels-dir",
+        default=S,
+        help="per-VM agent channel sockets (default: state/channels)",
+    )
+    p.add_argument(
+        "--channel-mode",
+        choices=["connect", "listen"],
+        default=S,
+        help="connect to the sockets QEMU serves, or serve them (default: connect)",
+    )
+    p.add_argument(
+        "--hypervisor",
+        choices=["sim", "qemu", "libvirt"],
+        default=S,
+        help="the VMs' backend (default: sim)",
+    )
+    p.add_argument("--libvirt-uri", default=S, help="libvirt: the daemon (default: qemu:///system)")
+    p.add_argument(
+        "--libvirt-pool",
+        default=S,
+        help="libvirt: storage pool for new disks (default: none, images in the state dir)",
+    )
+    p.add_argument(
+        "--host-id", default=S, help="this host's id (default: a UUID made from the FQDN)"
+    )
+    p.add_argument(
+        "--no-qemu-ga",
+        action="store_true",
+        default=S,
+        help="ignore qemu-ga channels (default: use them)",
+    )
+    p.add_argument("--qga-interval", default=S, help="seconds between qemu-ga polls (default: 30)")
+    p.add_argument(
+        "--tls-cert",
+        default=S,
+        help="serve JSON-RPC over TLS with this certificate (default: none)",
+    )
+    p.add_argument("--tls-key", default=S, help="the private key of --tls-cert (default: none)")
+    p.add_argument(
+        "--tls-ca",
+        default=S,
+        help="require client certificates signed by this CA (default: none)",
+    )
+    p.add_argument(
+        "--rpc-token",
+        default=S,
+        help="clients must call Host.authenticate {token} first (default: none)",
+    )
     p.add_argument(
         "--sim-unplug-delay",
         default=S,
-        help="sim hypervisor: seconds a guest holds a disk before releasing it (0)",
+        help="sim hypervisor: seconds a guest holds a disk before releasing it (default: 0)",
     )
     p.add_argument(
         "--insecure-plaintext",
@@ -143,16 +223,43 @@ def _add_host(p: argparse.ArgumentParser) -> None:
 
 
 def _add_engine(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dsn", default=S, help="PostgreSQL DSN; none: embedded PostgreSQL")
-    p.add_argument("--http", type=_hostport, default=S, metavar="HOST:PORT", help="REST + web")
-    p.add_argument("--state-dir", default=S)
-    p.add_argument("--refresh-interval", default=S, help="seconds between host polls (3)")
-    p.add_argument("--api-token", default=S, help="require 'Authorization: Bearer TOKEN'")
-    p.add_argument("--no-events", action="store_true", default=S, help="poll only")
-    p.add_argument("--pki-dir", default=S, help="engine PKI (diskname pki init): TLS to hosts")
-    p.add_argument("--https-cert", default=S, help="serve REST and the page over TLS")
-    p.add_argument("--https-key", default=S, help="the private key of --https-cert")
-    p.add_argument("--session-lifetime", default=S, help="seconds a sign-in token lives (3600)")
+    p.add_argument(
+        "--dsn",
+        default=S,
+        help="PostgreSQL DSN (default: $DISKNAME_DSN, else an embedded PostgreSQL in STATE_DIR/pg)",
+    )
+    p.add_argument(
+        "--http",
+        type=_hostport,
+        default=S,
+        metavar="HOST:PORT",
+        help="serve the REST API and web page here (default: 127.0.0.1:8080)",
+    )
+    p.add_argument("--state-dir", default=S, help="the engine's files (default: state)")
+    p.add_argument("--refresh-interval", default=S, help="seconds between host polls (default: 3)")
+    p.add_argument(
+        "--api-token",
+        default=S,
+        help="require 'Authorization: Bearer TOKEN' on /api/ (default: none)",
+    )
+    p.add_argument(
+        "--no-events",
+        action="store_true",
+        default=S,
+        help="ignore the hosts' notifications and poll only (default: use them)",
+    )
+    p.add_argument(
+        "--pki-dir",
+        default=S,
+        help="the engine PKI (diskname pki init): TLS to every host (default: none)",
+    )
+    p.add_argument(
+        "--https-cert", default=S, help="serve REST and the page over TLS (default: none)"
+    )
+    p.add_argument("--https-key", default=S, help="the private key of --https-cert (default: none)")
+    p.add_argument(
+        "--session-lifetime", default=S, help="seconds a sign-in token lives (default: 3600)"
+    )
     p.add_argument(
         "--insecure-no-auth",
         action="store_true",
@@ -174,27 +281,75 @@ def _add_engine(p: argparse.ArgumentParser) -> None:
 
 
 def _add_dev(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--hosts", default=S, help="simulated hosts (1)")
-    p.add_argument("--vms", default=S, help="VMs per host (2)")
-    p.add_argument("--http", type=_hostport, default=S, metavar="HOST:PORT")
-    p.add_argument("--state-dir", default=S)
-    p.add_argument("--dsn", default=S, help="use this PostgreSQL instead of the embedded one")
-    p.add_argument("--name-delay", default=S, help="seconds a guest takes to name a disk")
-    p.add_argument("--refresh-interval", default=S)
-    p.add_argument("--no-events", action="store_true", default=S, help="poll only")
+    p.add_argument("--hosts", default=S, help="simulated hosts (default: 1)")
+    p.add_argument("--vms", default=S, help="VMs per host (default: 2)")
+    p.add_argument(
+        "--http",
+        type=_hostport,
+        default=S,
+        metavar="HOST:PORT",
+        help="serve the REST API and web page here (default: 127.0.0.1:8080)",
+    )
+    p.add_argument(
+        "--rpc-port",
+        default=S,
+        metavar="PORT",
+        help="the first host's JSON-RPC port, one more per host; 0: any free ports, for a new"
+        " state dir (default: the HTTP port + 1)",
+    )
+    p.add_argument(
+        "--state-dir",
+        default=S,
+        help="everything dev mode keeps: PostgreSQL in STATE_DIR/engine/pg, hosts in"
+        " STATE_DIR/hostN (default: state)",
+    )
+    p.add_argument(
+        "--dsn",
+        default=S,
+        help="use this PostgreSQL instead of the embedded one (default: embedded)",
+    )
+    p.add_argument(
+        "--name-delay",
+        default=S,
+        help="seconds a simulated guest takes to name a disk (default: 0.05)",
+    )
+    p.add_argument("--refresh-interval", default=S, help="seconds between host polls (default: 3)")
+    p.add_argument(
+        "--no-events",
+        action="store_true",
+        default=S,
+        help="the engine ignores notifications and polls only (default: use them)",
+    )
 
 
 def _add_bench(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--hosts", default=S, help="hosts (2)")
-    p.add_argument("--vms-per-host", default=S, help="simulated VMs per host (10)")
-    p.add_argument("--hotplugs", default=S, help="hot-plugs timed one after another (20)")
-    p.add_argument("--burst", default=S, help="hot-plugs fired at once (min(1000, VMs))")
-    p.add_argument("--no-events", action="store_true", default=S, help="engine polls only")
-    p.add_argument("--refresh-interval", default=S, help="engine poll interval, seconds (3)")
-    p.add_argument("--quiet-seconds", default=S, help="length of the quiet window (15)")
-    p.add_argument("--no-baseline", action="store_true", default=S, help="skip the baseline")
+    p.add_argument("--hosts", default=S, help="hosts (default: 2)")
+    p.add_argument("--vms-per-host", default=S, help="simulated VMs per host (default: 10)")
+    p.add_argument("--hotplugs", default=S, help="hot-plugs timed one after another (default: 20)")
+    p.add_argument("--burst", default=S, help="hot-plugs fired at once (default: min(1000, VMs))")
+    p.add_argument(
+        "--no-events",
+        action="store_true",
+        default=S,
+        help="the engine polls only (default: notifications on)",
+    )
+    p.add_argument(
+        "--refresh-interval", default=S, help="engine poll interval, seconds (default: 3)"
+    )
+    p.add_argument("--quiet-seconds", default=S, help="length of the quiet window (default: 15)")
+    p.add_argument(
+        "--no-baseline",
+        action="store_true",
+        default=S,
+        help="skip the naive-poller baseline (default: run it)",
+    )
     p.add_argument("--dsn", default=S, help="PostgreSQL to use (default: an embedded one)")
-    p.add_argument("--chart", default=S, help="write an SVG of the latency distribution")
+    p.add_argument(
+        "--chart",
+        default=S,
+        metavar="FILE",
+        help="write an SVG of the latency distribution (default: none)",
+    )
     p.add_argument("--tls", action="store_true", default=S, help="mutual TLS engine <-> hosts")
 
 
@@ -210,7 +365,7 @@ HELP = {
     "host": "run on a hypervisor: VM state and JSON-RPC for the engine",
     "engine": "run management: monitor hosts, store names, serve REST and the web page",
     "dev": "everything in one process, simulated guests, embedded PostgreSQL",
-    "bench": "measure the whole system (SPEC §9); prints one JSON object last",
+    "bench": "measure the whole system; prints one JSON object last",
 }
 
 
@@ -228,25 +383,85 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
     return flags
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors are one line that names the (sub)command and where its help is."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
+
+
+DESCRIPTION = """\
+diskname reports the name a guest OS gives each VM disk (/dev/vdb, /dev/sdc) up to
+management. Services: agent (in a guest), host (on a hypervisor), engine
+(management), dev (all in one process) and bench. Client: vms, disks, plug,
+unplug, which, history (against a running engine's REST API).
+"""
+EPILOG = """\
+Each service reads its settings from defaults, then a TOML file (--config), then
+DISKNAME_* environment variables, then flags. 'diskname COMMAND --help' describes
+a command's flags; 'diskname config --show TIER' prints a service's settings.
+"""
+# The flag that sets a port, per (command, config field), for "port in use" errors.
+PORT_FLAGS = {
+    ("engine", "http_port"): "--http HOST:PORT",
+    ("dev", "http_port"): "--http HOST:PORT",
+    ("dev", "rpc_port"): "--rpc-port PORT",
+    ("host", "listen_port"): "--listen HOST:PORT",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="diskname", description=__doc__.splitlines()[0])
+    return parsers()[0]
+
+
+def parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The parser, and each subcommand's own (for its usage errors)."""
+    parser = _Parser(
+        prog="diskname",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"diskname {__version__}")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", type=Path, help="TOML configuration file")
-    common.add_argument("--log-level", default="INFO")
-    common.add_argument("--log-format", choices=["text", "json"], default="text")
-    sub = parser.add_subparsers(dest="command", required=True)
+    common.add_argument("--config", type=Path, help="TOML configuration file (default: none)")
+    common.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default: INFO)")
+    common.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default="text",
+        help="text, or JSON lines (default: text)",
+    )
+    sub: Any = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, add in ADDERS.items():
-        add(sub.add_parser(name, parents=[common], help=HELP[name]))
+        add(sub.add_parser(name, parents=[common], help=HELP[name], description=HELP[name]))
     admin.register(sub, common)  # pki init|issue, user add|list|remove
-    cfg = sub.add_parser("config", parents=[common], help="print the effective configuration")
+    cfg = sub.add_parser(
+        "config",
+        parents=[common],
+        help="print a service's effective configuration (secrets masked)",
+        description="print a service's effective configuration (secrets masked)",
+    )
     cfg.add_argument("--show", action="store_true", help="(the default action)")
-    cfg.add_argument("tier", nargs="?", choices=list(TIERS), default="engine")
-    return parser
+    cfg.add_argument(
+        "tier", nargs="?", choices=list(TIERS), default="engine", help="(default: engine)"
+    )
+    client.add_commands(sub)
+    return parser, dict(sub.choices)
+
+
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser, subs = parsers()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        subs[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
+    if args.command in client.COMMANDS:
+        return client.run(args)
     if getattr(args, "tool", None) is not None:
         return admin.run(args)
     tier_name = args.tier if args.command == "config" else args.command
@@ -260,6 +475,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "config":
         print(orjson.dumps(show(cfg), option=orjson.OPT_INDENT_2).decode())
         return 0
+    from .runner import run_until_signalled, setup_logging
+
     setup_logging(args.log_level, args.log_format)
     try:
         asyncio.run(run_until_signalled(tier.service(cfg), tier_name))
@@ -269,10 +486,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         errors = _config_errors(exc)
         if not errors:
             raise
-        for error in errors:
-            print(f"diskname: {error}", file=sys.stderr)
+        for line in dict.fromkeys(_explained(tier_name, e) for e in errors):
+            print(line, file=sys.stderr)
         return 2
     return 0
+
+
+def _explained(command: str, error: BaseException) -> str:
+    line = f"diskname: {error}"
+    if isinstance(error, BindError) and (command, error.setting) in PORT_FLAGS:
+        line += f"; choose another with {PORT_FLAGS[command, error.setting]}"
+    return line
 
 
 def _config_errors(exc: BaseException) -> list[BaseException]:

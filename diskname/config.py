@@ -130,7 +130,7 @@ def resolve(
         if name in fields:
             values[name] = _convert(raw, fields[name], "environment", key)
     for key, raw in (flags or {}).items():
-        values[key] = _convert(raw, fields[key], "command line", key)
+        values[key] = _convert(raw, fields[key], "command line", "--" + key.replace("_", "-"))
     return cls(**values)
 
 

@@ -11,13 +11,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import shutil
+import sys
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import aiohttp
 
 from .agent.service import AgentConfig, AgentService
+from .binding import BindError, ensure_free
+from .config import ConfigError
 from .engine.config import EngineConfig
 from .engine.passwords import hash_password
 from .engine.service import EngineService
@@ -43,14 +48,18 @@ class DevConfig:
     refresh_interval: float = 3.0
     heartbeat_interval: float = 5.0
     events: bool = True
+    # The first host's JSON-RPC port, the next host's is one more, and so on.
+    # None: the ports after the HTTP port; 0: any free ports (a fresh state dir only).
+    rpc_port: int | None = None
 
 
 class DevCluster:
     """The composition; after ``ready`` the REST API is at ``self.base_url``."""
 
-    def __init__(self, config: DevConfig) -> None:
+    def __init__(self, config: DevConfig, out: TextIO | None = None) -> None:
         self.config = config
         self.state_dir = config.state_dir.resolve()
+        self._out = out
         # admin@internal gets a new random password at every start, printed once.
         self.admin_password = secrets.token_urlsafe(12)
         self._seed_token = ""
@@ -69,19 +78,25 @@ class DevCluster:
         )
         self.hosts = [self._host(i) for i in range(config.hosts)]
 
+    def _rpc_port(self, index: int) -> int:
+        # Stable ports, so a restarted dev cluster finds its hosts where the
+        # database remembers them; port 0 (tests) = any.
+        first = self.config.rpc_port
+        if first is None:
+            first = self.config.http_port + 1 if self.config.http_port else 0
+        return first + index if first else 0
+
     def _host(self, index: int) -> HostService:
-        # Stable ports next to the HTTP port, so a restarted dev cluster finds
-        # its hosts where the database remembers them; port 0 (tests) = any.
-        port = self.config.http_port + 1 + index if self.config.http_port else 0
         host_dir = self.state_dir / f"host{index}"
         cfg = HostConfig(
             listen_host="127.0.0.1",
-            listen_port=port,
+            listen_port=self._rpc_port(index),
             state_dir=host_dir,
             channels_dir=host_dir / "ch",
             channel_mode="listen",
             hypervisor="sim",
-            host_id=f"host{index}",
+            # The id the engine registers it under, so host and engine logs agree.
+            host_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"diskname-dev:{host_dir}")),
         )
         return HostService(cfg, guest_launcher=self._run_guest)
 
@@ -109,19 +124,28 @@ class DevCluster:
         return f"http://{self.config.http_host}:{self.engine.http_port}"
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
-        async with asyncio.TaskGroup() as tg:
-            await start_all(tg, self.hosts)
-            await start_all(tg, [self.engine])
-            await self._seed()
-            log.info("dev mode ready: %s (web page and REST API)", self.base_url)
-            # Standard output, not the log: logs go to files and journals.
-            print(
-                f"diskname dev: sign in as {ADMIN} with password {self.admin_password} "
-                "(printed once, never logged)",
-                flush=True,
-            )
-            if ready is not None:
-                ready.set()
+        # Every fixed port first: a busy one is one line, before anything started.
+        ensure_free("the REST API", self.config.http_host, self.config.http_port, "http_port")
+        for index in range(self.config.hosts):
+            ensure_free(f"host{index}'s JSON-RPC", "127.0.0.1", self._rpc_port(index), "rpc_port")
+        try:
+            async with asyncio.TaskGroup() as tg:
+                await start_all(tg, self.hosts)
+                await start_all(tg, [self.engine])
+                await self._seed()
+                log.info("dev mode ready: %s (web page and REST API)", self.base_url)
+                self._announce()
+                if ready is not None:
+                    ready.set()
+        except* BindError as group:
+            # A host's port is set by dev's own --rpc-port, not the host's --listen.
+            raise _as_dev_setting(group.exceptions[0]) from None
+
+    def _announce(self) -> None:
+        # Standard output, not the log: logs go to files and journals, and the
+        # password is printed once, never logged.
+        out = self._out or sys.stdout
+        print(banner(self.base_url, (ADMIN, self.admin_password)), file=out, flush=True)
 
     async def _seed(self) -> None:
         """Register the hosts and create V VMs on each, once per state dir."""
@@ -131,8 +155,9 @@ class DevCluster:
             for index, host in enumerate(self.hosts):
                 name = f"host{index}"
                 if name in known:
+                    _check_port(known[name], host.port, index)
                     continue
-                body = {"name": name, "address": "127.0.0.1", "port": host.port}
+                body = {"id": host.host_id, "name": name, "address": "127.0.0.1", "port": host.port}
                 created = await _post(http, "/api/hosts", body)
                 for n in range(self.config.vms):
                     vm = {"name": f"{name}-vm{n}", "host": {"id": created["id"]}}
@@ -141,6 +166,51 @@ class DevCluster:
             logout = "/ovirt-engine/services/sso-logout"
             async with http.post(logout, data={"token": self._seed_token}) as resp:
                 resp.raise_for_status()
+
+
+def _as_dev_setting(exc: BaseException) -> BaseException:
+    if isinstance(exc, BindError) and exc.setting == "listen_port":
+        return BindError(exc.what, exc.host, exc.port, "rpc_port", str(exc).rsplit(": ", 1)[-1])
+    return exc
+
+
+def _check_port(known: dict[str, Any], port: int, index: int) -> None:
+    if known["port"] != port:
+        raise ConfigError(
+            f"the state dir has {known['name']} on port {known['port']}, but it now listens on"
+            f" {port}: start with --rpc-port {known['port'] - index} or use a new --state-dir"
+        )
+
+
+def _client_command() -> str:
+    """How this installation runs the client: ``diskname`` if it is on PATH."""
+    if shutil.which("diskname"):
+        return "diskname"
+    return f"{sys.executable} -m diskname"
+
+
+def banner(base_url: str, admin: tuple[str, str] | None = None) -> str:
+    """What dev mode prints once it serves: where it is, and what to try next."""
+    url_flag = "" if base_url == "http://127.0.0.1:8080" else f" --url {base_url}"
+    client = _client_command()
+    lines = [
+        "",
+        "diskname dev mode is ready",
+        f"  web page and REST API  {base_url}/   (OpenAPI: {base_url}/api/openapi.json)",
+    ]
+    if admin is not None:
+        lines.append(
+            f"  admin                  sign in as {admin[0]} with password {admin[1]}"
+            " (printed once, never logged)"
+        )
+    lines += [
+        f"  try                    {client} vms{url_flag}",
+        f"                         {client} plug host0-vm0{url_flag}   (a new disk and its name)",
+        f"                         curl -s {base_url}/api/vms",
+        "  stop                   Ctrl-C",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 async def _get(http: aiohttp.ClientSession, path: str) -> Any:

@@ -7,7 +7,7 @@ import pytest
 from diskname.agent.records import DeviceRecord, build_mapping, mapping_json
 from diskname.agent.service import AgentConfig, make_source
 from diskname.agent.sources.base import SourceUnavailable
-from diskname.agent.sources.sim import SimKernel, disk_letters
+from diskname.agent.sources.sim import SimKernel, SimSource, disk_letters, guest_serial
 from diskname.agent.transport import (
     Backoff,
     Endpoint,
@@ -16,7 +16,7 @@ from diskname.agent.transport import (
     resolve_endpoint,
 )
 from diskname.protocol import agent_wire as aw
-from diskname.protocol.simhw import VirtualDisk
+from diskname.protocol.simhw import HardwareState, VirtualDisk
 
 
 def test_mapping_is_keyed_by_trimmed_serial_with_present_extensions_only() -> None:
@@ -126,6 +126,36 @@ def test_sim_kernel_diskseq_grows_on_every_plug_even_a_replug() -> None:
     assert first.diskseq is not None and again.diskseq is not None
     assert again.diskseq > first.diskseq
     assert again.bus == "virtio" and again.address == "a1" and again.serial == "serial1"
+
+
+async def test_at_boot_the_sim_kernel_names_disks_in_address_order() -> None:
+    """As a real kernel probes them, not in the order they were once hot-plugged."""
+    disks = (
+        VirtualDisk("root", "s-root", "virtio", "0000:00:05.0"),
+        VirtualDisk("late", "s-late", "virtio", "0000:00:0a.0"),  # plugged second, higher slot
+        VirtualDisk("early", "s-early", "virtio", "0000:00:06.0"),
+        VirtualDisk("scsi1", "s-scsi1", "virtio_scsi", "0:0:0:1"),
+        VirtualDisk("scsi0", "s-scsi0", "virtio_scsi", "0:0:0:0"),
+    )
+    source = SimSource("unix:/nonexistent")
+    source.apply(HardwareState(disks=disks))
+    names = {r.serial: r.name for r in source.snapshot()}
+    assert names == {
+        "s-root": "/dev/vda",
+        "s-early": "/dev/vdb",
+        "s-late": "/dev/vdc",
+        "s-scsi0": "/dev/sda",
+        "s-scsi1": "/dev/sdb",
+    }
+    await source.close()
+
+
+def test_the_sim_guest_sees_serials_as_the_bus_carries_them() -> None:
+    lun = "36001405f1e2d3c4b5a69788776655443"
+    assert guest_serial("virtio", lun) == lun[:20]  # virtio-blk: 20 bytes
+    assert guest_serial("sata", lun) == lun[:20]
+    assert guest_serial("virtio_scsi", lun) == lun
+    assert guest_serial("nvme", lun) == lun
 
 
 def test_parse_endpoint() -> None:

@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from diskname.__main__ import TIERS, _flags, build_parser
+from diskname.__main__ import TIERS, _flags, build_parser, parse
 from diskname.config import resolve
 
-DEPLOY = (Path(__file__).parent.parent / "docs" / "deploy.md").read_text()
+ROOT = Path(__file__).parent.parent
+DEPLOY = (ROOT / "docs" / "deploy.md").read_text()
+README = (ROOT / "README.md").read_text()
 
 
 def command_lines() -> list[str]:
@@ -53,3 +55,39 @@ def test_every_config_file_in_the_guide_resolves(tier: str, text: str, tmp_path:
     path = tmp_path / f"{tier}.toml"
     path.write_text(text)
     resolve(TIERS[tier]().config_class(), tier, file=path)
+
+
+def test_the_readme_installs_what_ci_installs() -> None:
+    """One `apt-get install` line before the test command, the same packages as .ci/run."""
+    script = (ROOT / ".ci" / "run").read_text()
+    uncommented = "\n".join(line.split("#", 1)[0] for line in script.splitlines())
+    listed = re.search(r"APT_PACKAGES=\((.*?)\)", uncommented, re.S)
+    assert listed is not None
+    ci = set(listed.group(1).split())
+    # .ci/run's steps that install packages of their own (libvirt).
+    for helper in sorted((ROOT / ".ci").glob("*-setup")):
+        for found in re.finditer(r"apt-get install ((?:\\\n|[^\n])*)", helper.read_text()):
+            words = found.group(1).replace("\\\n", " ").split()
+            ci |= {w for w in words if not w.startswith(("-", "$", "\\"))}
+    lines = [line for line in README.splitlines() if "apt-get install" in line]
+    assert len(lines) == 1, lines
+    readme = {w for w in lines[0].split() if not w.startswith("-")} - {"apt-get", "install"}
+    assert readme == ci
+    assert README.index("apt-get install") < README.index(".venv/bin/python -m pytest")
+
+
+def test_docs_point_only_at_files_in_the_repository() -> None:
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        text = doc.read_text()
+        assert "SPEC.md" not in text and "FACTS.md" not in text and "shared/" not in text, doc
+        for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", text):
+            assert (doc.parent / target).exists(), (doc.name, target)
+
+
+def test_every_client_command_in_the_readme_parses() -> None:
+    lines = re.findall(
+        r"^(diskname (?:vms|disks|plug|unplug|which|history)\b[^#\n]*)", README, re.M
+    )
+    assert len(lines) >= 6
+    for line in lines:
+        parse(shlex.split(line)[1:])

@@ -249,6 +249,16 @@ async def test_hot_plug_from_the_page_shows_the_name_without_reload(
         plug = f'!!document.querySelector(\'button[data-action="plug"][data-disk="{disk}"]\')'
         await wait_until(lambda: shows(plug), timeout=5)
         assert await page.js("window.notReloaded === true")
+
+        # The disk's names, newest first, in a small list that opens under its row.
+        await page.click(f'button[data-history="{disk}"]')
+        items = f"[...document.querySelectorAll('#history-{vm}-{disk} li')].map(e => e.textContent)"
+        listed = await wait_until(
+            lambda: shows(f"(() => {{ const i = {items}; return i.length === 2 && i; }})()"),
+            timeout=5,
+        )
+        assert listed[0].startswith("no name (unplug)"), listed
+        assert listed[1].startswith("/dev/vdb from agent, by serial"), listed
         assert page.tools.console == [], page.tools.console
 
 

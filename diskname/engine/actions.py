@@ -141,16 +141,24 @@ class Actions:
         requested_at: float,
         *,
         new_disk: DiskSpec | None = None,
+        lun_serial: str | None = None,
     ) -> Attachment:
         """Attach an existing disk, or a new one when ``disk_id`` is None; plug it if active.
 
         A new disk takes ``new_disk``'s name and size; by default it is named
-        ``<vm>_Disk<n>`` and sized :data:`.models.DEFAULT_DISK_SIZE`.
+        ``<vm>_Disk<n>`` and sized :data:`.models.DEFAULT_DISK_SIZE`. With
+        ``lun_serial`` it is a direct LUN: it keeps the LUN's own serial (SPEC §2)
+        instead of taking its id's first 20 characters.
         """
         vm = await self.vm(vm_id)
         spec = None if disk_id is not None else new_disk or await self._default_disk(vm)
+        if spec is not None and lun_serial is not None:
+            spec = dataclasses.replace(spec, lun_serial=lun_serial)
         disk_id = disk_id or str(uuid.uuid4())
-        serial = disk_serial(disk_id) if spec else await self._store.disk_serial(disk_id)
+        if spec is not None:
+            serial: str | None = spec.lun_serial or disk_serial(disk_id)
+        else:
+            serial = await self._store.disk_serial(disk_id)
         if serial is None:
             raise NotFound(f"no disk {disk_id}")
         monitor = self._monitor(vm.host_id)

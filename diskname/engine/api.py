@@ -9,51 +9,23 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-import orjson
 from aiohttp import web
 
-from . import auth, ovirt, sso
-from .actions import Actions
-from .config import EngineConfig
+from . import auth, catalog_api, ovirt, sse, sso
+from . import parsing as p
+from .context import CTX, EngineContext
 from .errors import EngineError, Invalid, http_headers, http_status
-from .events import EventHub
-from .metrics import Metrics
-from .models import DEFAULT_DISK_SIZE, DiskSpec, canonical_uuid
-from .monitors import Monitors
+from .models import DEFAULT_DISK_SIZE, DISK_NAME_MAX, DiskSpec
+from .parsing import error_response, json_response
 from .resources import AttachRequest, Resources
-from .store import UNAVAILABLE, Store
+from .store import UNAVAILABLE
+
+__all__ = ["CTX", "EngineContext", "make_app"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class EngineContext:
-    config: EngineConfig
-    store: Store
-    monitors: Monitors
-    metrics: Metrics
-    hub: EventHub
-    actions: Actions
-    auth: auth.Authenticator
-
-    @property
-    def resources(self) -> Resources:
-        return Resources(self.store, self.actions, self.monitors)
-
-
-CTX = web.AppKey("diskname_engine", EngineContext)
-
-
-def json_response(data: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
-
-
-def error_response(status: int, message: str) -> web.Response:
-    return json_response({"error": {"code": status, "message": message}}, status)
 
 
 @web.middleware
@@ -88,57 +60,6 @@ def _error(
     return response
 
 
-# -- request parsing -----------------------------------------------------------
-
-
-def _path_uuid(request: web.Request, name: str) -> str:
-    try:
-        return canonical_uuid(request.match_info[name])
-    except ValueError:
-        raise Invalid(f"{name} is not a UUID") from None
-
-
-async def _body(request: web.Request) -> dict[str, Any]:
-    try:
-        body = orjson.loads(await request.read())
-    except orjson.JSONDecodeError:
-        raise Invalid("the body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise Invalid("the body must be a JSON object")
-    return body
-
-
-def _field(body: dict[str, Any], name: str, kind: type, *, required: bool = True) -> Any:
-    if name not in body or body[name] is None:
-        if required:
-            raise Invalid(f"missing field {name!r}")
-        return None
-    value = body[name]
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise Invalid(f"field {name!r} must be a {kind.__name__}")
-    if isinstance(value, str) and not value.strip():
-        raise Invalid(f"field {name!r} must not be empty")
-    return value
-
-
-def _optional_uuid(value: Any, what: str) -> str | None:
-    if value is None:
-        return None
-    try:
-        return canonical_uuid(value)
-    except ValueError:
-        raise Invalid(f"{what} is not a UUID") from None
-
-
-def _ref_id(body: dict[str, Any], name: str, *, required: bool) -> str | None:
-    """The ``id`` inside a reference such as ``{"host": {"id": ...}}``."""
-    ref = _field(body, name, dict, required=required)
-    ref_id = _optional_uuid(ref.get("id") if ref else None, f"{name}.id")
-    if ref_id is None and required:
-        raise Invalid(f"missing field {name}.id")
-    return ref_id
-
-
 # -- handlers --------------------------------------------------------------------
 
 
@@ -158,18 +79,19 @@ async def list_hosts(request: web.Request) -> web.Response:
 
 
 async def get_host(request: web.Request) -> web.Response:
-    host = await _res(request).host(_path_uuid(request, "host_id"))
+    host = await _res(request).host(p.path_uuid(request, "host_id"))
     return json_response(host.to_json())
 
 
 async def add_host(request: web.Request) -> web.Response:
-    body = await _body(request)
-    name, address = _field(body, "name", str), _field(body, "address", str)
-    port = _field(body, "port", int)
+    body = await p.body(request)
+    name = p.text(body, "name", p.NAME_PATTERN, p.NAME_MAX) or ""
+    address = p.text(body, "address", p.ADDRESS_PATTERN, p.ADDRESS_MAX) or ""
+    port = p.field(body, "port", int)
     if not 1 <= port <= 65535:
         raise Invalid("port must be between 1 and 65535")
-    host_id = _optional_uuid(body.get("id"), "id") or str(uuid.uuid4())
-    token = _field(body, "token", str, required=False)
+    host_id = p.optional_uuid(body, "id") or str(uuid.uuid4())
+    token = p.text(body, "token", p.NAME_PATTERN, p.TOKEN_MAX, required=False)
     host = await _res(request).add_host(host_id, name, address, port, token)
     return json_response(host.to_json(), 201)
 
@@ -180,44 +102,45 @@ async def list_vms(request: web.Request) -> web.Response:
 
 
 async def get_vm(request: web.Request) -> web.Response:
-    vm = await _res(request).vm(_path_uuid(request, "vm_id"))
+    vm = await _res(request).vm(p.path_uuid(request, "vm_id"))
     return json_response(vm.to_json())
 
 
 async def add_vm(request: web.Request) -> web.Response:
-    body = await _body(request)
-    name = _field(body, "name", str)
-    host_id = _ref_id(body, "host", required=True) or ""
-    vm_id = _optional_uuid(body.get("id"), "id")
+    body = await p.body(request)
+    name = p.text(body, "name", p.NAME_PATTERN, p.NAME_MAX) or ""
+    host_id = p.ref_id(body, "host", required=True) or ""
+    vm_id = p.optional_uuid(body, "id")
     vm = await _res(request).create_vm(name, host_id, vm_id)
     return json_response(vm.to_json(), 201)
 
 
 async def delete_vm(request: web.Request) -> web.Response:
-    await _res(request).destroy_vm(_path_uuid(request, "vm_id"))
+    await _res(request).destroy_vm(p.path_uuid(request, "vm_id"))
     return web.Response(status=204)
 
 
 async def list_attachments(request: web.Request) -> web.Response:
-    atts = await _res(request).attachments(_path_uuid(request, "vm_id"))
+    atts = await _res(request).attachments(p.path_uuid(request, "vm_id"))
     return json_response({"disk_attachment": [a.to_json() for a in atts]})
 
 
 async def get_attachment(request: web.Request) -> web.Response:
-    vm_id, disk_id = _path_uuid(request, "vm_id"), _path_uuid(request, "disk_id")
+    vm_id, disk_id = p.path_uuid(request, "vm_id"), p.path_uuid(request, "disk_id")
     return json_response((await _res(request).attachment(vm_id, disk_id)).to_json())
 
 
 async def add_attachment(request: web.Request) -> web.Response:
     requested_at = time.monotonic()
-    vm_id = _path_uuid(request, "vm_id")
-    body = await _body(request)
-    active = _field(body, "active", bool, required=False)
+    vm_id = p.path_uuid(request, "vm_id")
+    body = await p.body(request)
+    active = p.field(body, "active", bool, required=False)
     attach = AttachRequest(
-        interface=_field(body, "interface", str),
+        interface=p.field(body, "interface", str),
         active=True if active is None else active,
-        disk_id=_ref_id(body, "disk", required=False),
+        disk_id=p.ref_id(body, "disk", required=False),
         new_disk=_new_disk(body),
+        lun_serial=_lun_serial(body),
     )
     att = await _res(request).attach(vm_id, attach, requested_at)
     return json_response(att.to_json(), 201)
@@ -225,9 +148,9 @@ async def add_attachment(request: web.Request) -> web.Response:
 
 def _new_disk(body: dict[str, Any]) -> DiskSpec | None:
     """The name and size in ``{"disk": {"name", "provisioned_size"}}``, if any."""
-    disk = _field(body, "disk", dict, required=False) or {}
-    name = _field(disk, "name", str, required=False)
-    size = _field(disk, "provisioned_size", int, required=False)
+    disk = p.field(body, "disk", dict, required=False) or {}
+    name = p.text(disk, "name", p.NAME_PATTERN, DISK_NAME_MAX, required=False)
+    size = p.field(disk, "provisioned_size", int, required=False)
     if name is None and size is None:
         return None
     if name is None:
@@ -235,32 +158,27 @@ def _new_disk(body: dict[str, Any]) -> DiskSpec | None:
     return DiskSpec(name, DEFAULT_DISK_SIZE if size is None else size)
 
 
+def _lun_serial(body: dict[str, Any]) -> str | None:
+    """The serial in ``{"disk": {"lun_storage": {"serial"}}}``: a new direct-LUN disk."""
+    disk = body.get("disk")
+    if not isinstance(disk, dict) or "lun_storage" not in disk:
+        return None
+    lun = p.field(disk, "lun_storage", dict)
+    return p.text(lun, "serial", p.LUN_SERIAL_PATTERN, p.LUN_SERIAL_MAX)
+
+
 async def update_attachment(request: web.Request) -> web.Response:
     requested_at = time.monotonic()
-    vm_id, disk_id = _path_uuid(request, "vm_id"), _path_uuid(request, "disk_id")
-    active = _field(await _body(request), "active", bool)
+    vm_id, disk_id = p.path_uuid(request, "vm_id"), p.path_uuid(request, "disk_id")
+    active = p.field(await p.body(request), "active", bool)
     att = await _res(request).set_active(vm_id, disk_id, active, requested_at)
     return json_response(att.to_json())
 
 
 async def delete_attachment(request: web.Request) -> web.Response:
-    vm_id, disk_id = _path_uuid(request, "vm_id"), _path_uuid(request, "disk_id")
+    vm_id, disk_id = p.path_uuid(request, "vm_id"), p.path_uuid(request, "disk_id")
     await _res(request).detach(vm_id, disk_id)
     return web.Response(status=204)
-
-
-async def events(request: web.Request) -> web.StreamResponse:
-    response = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-    )
-    await response.prepare(request)
-    await response.write(b": connected\n\n")
-    try:
-        async for event in request.app[CTX].hub.subscribe():
-            await response.write(b"data: " + orjson.dumps(event) + b"\n\n")
-    except ConnectionError:
-        log.debug("event subscriber went away")
-    return response
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -303,7 +221,7 @@ def make_app(ctx: EngineContext) -> web.Application:
             web.get("/", index),
             web.get("/healthz", healthz),
             web.get("/metrics", metrics),
-            web.get("/api/events", events),
+            web.get("/api/events", sse.events),
             web.get("/api/openapi.json", openapi),
             web.get("/api/hosts", list_hosts),
             web.post("/api/hosts", add_host),
@@ -317,6 +235,7 @@ def make_app(ctx: EngineContext) -> web.Application:
             web.get(att + "/{disk_id}", get_attachment),
             web.put(att + "/{disk_id}", update_attachment),
             web.delete(att + "/{disk_id}", delete_attachment),
+            *catalog_api.routes(),
             *sso.routes(_auth),
             *ovirt.routes(_res),
         ]

@@ -49,3 +49,5 @@ class EngineConfig:
     insecure_no_auth: bool = False
     anonymous_admin: bool = False
     session_lifetime: float = 3600.0
+    # Seconds of silence after which /api/events sends a comment (keeps proxies from cutting it).
+    events_keepalive: float = 15.0

@@ -3,46 +3,78 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 QUEUE_LIMIT = 1000
 _CLOSED: dict[str, Any] = {}
 
 
-class EventHub:
-    """Each subscriber gets its own bounded queue; a slow one loses old events, not memory."""
+class Subscription:
+    """One subscriber's bounded queue; a slow one loses old events, not memory."""
 
     def __init__(self) -> None:
-        self._queues: set[asyncio.Queue[dict[str, Any]]] = set()
+        self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(QUEUE_LIMIT)
+        self.closed = False
+
+    def put(self, event: dict[str, Any]) -> None:
+        if self._queue.full():
+            self._queue.get_nowait()
+        self._queue.put_nowait(event)
+
+    async def next(self, timeout: float | None = None) -> dict[str, Any] | None:
+        """The next event; None when ``timeout`` passed first. Raises EOFError once closed."""
+        if self.closed and self._queue.empty():
+            raise EOFError
+        try:
+            async with asyncio.timeout(timeout):
+                event = await self._queue.get()
+        except TimeoutError:
+            return None
+        if event is _CLOSED:
+            self.closed = True
+            raise EOFError
+        return event
+
+
+class EventHub:
+    def __init__(self) -> None:
+        self._subscribers: set[Subscription] = set()
         self._closed = False
 
     def publish(self, event: dict[str, Any]) -> None:
-        for queue in self._queues:
-            if queue.full():
-                queue.get_nowait()
-            queue.put_nowait(event)
+        for subscriber in self._subscribers:
+            subscriber.put(event)
+
+    @contextlib.contextmanager
+    def subscription(self) -> Iterator[Subscription]:
+        """A subscription for the duration of the block (events published meanwhile)."""
+        sub = Subscription()
+        if self._closed:
+            sub.put(_CLOSED)
+        self._subscribers.add(sub)
+        try:
+            yield sub
+        finally:
+            self._subscribers.discard(sub)
 
     async def subscribe(self) -> AsyncIterator[dict[str, Any]]:
         """Yield events until :meth:`close` is called."""
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(QUEUE_LIMIT)
-        self._queues.add(queue)
-        try:
-            while not self._closed:
-                event = await queue.get()
-                if event is _CLOSED:
+        with self.subscription() as sub:
+            while True:
+                try:
+                    event = await sub.next()
+                except EOFError:
                     return
-                yield event
-        finally:
-            self._queues.discard(queue)
+                if event is not None:
+                    yield event
 
     @property
     def subscribers(self) -> int:
-        return len(self._queues)
+        return len(self._subscribers)
 
     def close(self) -> None:
         self._closed = True
-        for queue in self._queues:
-            if queue.full():
-                queue.get_nowait()
-            queue.put_nowait(_CLOSED)
+        for subscriber in self._subscribers:
+            subscriber.put(_CLOSED)

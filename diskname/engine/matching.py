@@ -44,6 +44,8 @@ class MatchResult:
     names: dict[str, str] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
     rejected: Counter[str] = field(default_factory=Counter)
+    # Which guest source reported each name: "agent" or "qemu-ga".
+    origins: dict[str, str] = field(default_factory=dict)
 
 
 def disk_serial(disk_id: str) -> str:
@@ -54,6 +56,16 @@ def disk_serial(disk_id: str) -> str:
 def valid_name(name: object) -> bool:
     """A device path by the grammar of SPEC §12 (:mod:`diskname.protocol.names`)."""
     return valid_device_path(name)
+
+
+ORIGIN_AGENT = "agent"
+ORIGINS = frozenset({ORIGIN_AGENT, "qemu-ga"})
+
+
+def entry_origin(entry: Mapping[str, Any]) -> str:
+    """The guest source of a mapping entry (the host marks qemu-ga's; the agent's carry none)."""
+    origin = entry.get("source")
+    return origin if origin in ORIGINS else ORIGIN_AGENT
 
 
 def normalise_serial(reported: str) -> str:
@@ -104,19 +116,21 @@ class _Matcher:
         self.result = MatchResult()
         self.conflicted: set[str] = set()
 
-    def assign(self, disk: VmDisk, name: str, source: str) -> None:
-        names = self.result.names
+    def assign(self, disk: VmDisk, entry: Mapping[str, Any], source: str) -> None:
+        names, name = self.result.names, entry["name"]
         if disk.disk_id in self.conflicted:
             return
         if disk.disk_id in names and names[disk.disk_id] != name:
             # Two entries name the same disk differently: trust neither.
             del names[disk.disk_id]
             del self.result.sources[disk.disk_id]
+            del self.result.origins[disk.disk_id]
             self.conflicted.add(disk.disk_id)
             self.result.rejected["ambiguous"] += 1
             return
         names[disk.disk_id] = name
         self.result.sources.setdefault(disk.disk_id, source)
+        self.result.origins.setdefault(disk.disk_id, entry_origin(entry))
 
     def by_serial(self, reported: str, entry: Mapping[str, Any]) -> bool:
         candidates, source = _serial_candidates(normalise_serial(reported), self.disks)
@@ -124,7 +138,7 @@ class _Matcher:
             self.result.rejected["ambiguous"] += 1
             return True
         if candidates:
-            self.assign(candidates[0], entry["name"], source)
+            self.assign(candidates[0], entry, source)
             return True
         return False
 
@@ -132,7 +146,7 @@ class _Matcher:
         unnamed = [d for d in self.disks if d.disk_id not in self.result.names]
         candidates = _address_candidates(entry, unnamed)
         if len(candidates) == 1:
-            self.assign(candidates[0], entry["name"], SOURCE_ADDRESS)
+            self.assign(candidates[0], entry, SOURCE_ADDRESS)
         else:
             self.result.rejected["ambiguous" if candidates else "unmatched"] += 1
 

@@ -60,14 +60,20 @@ class Disk:
     name: str
     provisioned_size: int
     status: str
+    # Set for a direct-LUN disk: the LUN's own serial (SPEC §2).
+    lun_serial: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "id": self.id,
             "name": self.name,
             "provisioned_size": self.provisioned_size,
             "status": self.status,
         }
+        if self.lun_serial is not None:
+            out["storage_type"] = "lun"
+            out["lun_storage"] = {"serial": self.lun_serial}
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +82,8 @@ class DiskSpec:
 
     name: str
     provisioned_size: int = DEFAULT_DISK_SIZE
+    # A direct LUN keeps the LUN's own serial instead of its id's first 20 characters.
+    lun_serial: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,21 +116,43 @@ class Attachment:
 
 @dataclass(frozen=True, slots=True)
 class NameChange:
+    """One change of a disk's logical name, as the history keeps it.
+
+    ``source`` says where the new name came from (``agent``, ``qemu-ga``) or why
+    the name went (``unplug``, ``guest``: no longer reported, ``cluster``: the
+    cluster's version keeps no names); ``matched_by`` how the guest's report was
+    matched to the disk. ``id`` is the history row's id once stored: the event id.
+    """
+
     vm_id: str
     disk_id: str
     old: str | None
     new: str | None
     source: str | None
     at: datetime
+    matched_by: str | None = None
+    id: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "id": self.id,
             "vm_id": self.vm_id,
             "disk_id": self.disk_id,
             "old": self.old,
             "new": self.new,
             "source": self.source,
+            "matched_by": self.matched_by,
             "at": self.at.isoformat(),
+        }
+
+    def history_json(self) -> dict[str, Any]:
+        """The entry of ``GET .../history`` (SPEC §7)."""
+        return {
+            "logical_name": self.new,
+            "previous": self.old,
+            "source": self.source,
+            "matched_by": self.matched_by,
+            "seen_at": self.at.isoformat(),
         }
 
 

@@ -145,6 +145,11 @@ class HostMonitor:
         self.sync.forget_hash(vm_id)
         self._wake.set()
 
+    def invalidate_all(self) -> None:
+        """Fetch and store every VM of the host again (its cluster's version changed)."""
+        self.sync.forget_all()
+        self._wake.set()
+
     async def _serve(self, client: JsonRpcClient) -> None:
         self.sync.stale = True
         self._client = client

@@ -24,6 +24,8 @@ from .store import UNAVAILABLE, Store
 
 log = logging.getLogger(__name__)
 
+# An action notification naming a whole host ("host:<id>") rather than one VM.
+HOST_PREFIX = "host:"
 # A balancing round that fails for these pauses monitoring; anything else is a bug.
 _LEASES_AWAY: tuple[type[Exception], ...] = (LeasesLost, *UNAVAILABLE)
 
@@ -40,6 +42,7 @@ class Monitors:
         )
         self._by_host: dict[str, HostMonitor] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._task_of: dict[str, asyncio.Task[None]] = {}
         self._tg: asyncio.TaskGroup | None = None
         self.balanced = asyncio.Event()
 
@@ -49,12 +52,13 @@ class Monitors:
         await self.rebalance()  # adds a monitor for every known host, claims our share
         self._spawn(self._balance_loop(), "balancing")
 
-    def _spawn(self, coro: Coroutine[object, object, None], name: str) -> None:
+    def _spawn(self, coro: Coroutine[object, object, None], name: str) -> asyncio.Task[None]:
         if self._tg is None:
             raise RuntimeError("monitors are not started")
         task = self._tg.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     def add(self, host: HostRow) -> HostMonitor:
         if host.id in self._by_host:
@@ -70,8 +74,28 @@ class Monitors:
             self._leases.fence,
         )
         self._by_host[host.id] = monitor
-        self._spawn(monitor.run(), f"monitor-{host.name}")
+        self._task_of[host.id] = self._spawn(monitor.run(), f"monitor-{host.name}")
         return monitor
+
+    def remove(self, host_id: str) -> None:
+        """Stop monitoring a host that was deleted; its lease goes at the next round."""
+        monitor = self._by_host.pop(host_id, None)
+        task = self._task_of.pop(host_id, None)
+        if task is not None:
+            task.cancel()
+        if monitor is not None:
+            monitor.revoke()
+            self._metrics.hosts_owned.pop(monitor.host.name, None)
+            log.info("stopped monitoring host %s (deleted)", monitor.host.name)
+
+    async def refetch_hosts(self, host_ids: list[str]) -> None:
+        """Every VM of these hosts is fetched and stored again, by whichever engine owns it."""
+        for host_id in host_ids:
+            monitor = self._by_host.get(host_id)
+            if monitor is not None and monitor.owned.is_set():
+                monitor.invalidate_all()
+            else:
+                await self._leases.announce_action(HOST_PREFIX + host_id)
 
     def get(self, host_id: str) -> HostMonitor | None:
         return self._by_host.get(host_id)
@@ -84,8 +108,11 @@ class Monitors:
 
     async def rebalance(self) -> None:
         try:
-            for host in await self._store.list_hosts():
+            hosts = await self._store.list_hosts()
+            for host in hosts:
                 self.add(host)
+            for gone in set(self._by_host) - {h.id for h in hosts}:
+                self.remove(gone)  # deleted, maybe through another engine
             owned = await self._leases.balance(self._by_host)
         except _LEASES_AWAY as exc:
             log.warning("host leases lost, pausing all monitoring: %s", exc)
@@ -103,9 +130,14 @@ class Monitors:
             await asyncio.sleep(self._period)
             await self.rebalance()
 
-    def _on_foreign_action(self, vm_id: str) -> None:
+    def _on_foreign_action(self, payload: str) -> None:
+        if payload.startswith(HOST_PREFIX):
+            monitor = self._by_host.get(payload.removeprefix(HOST_PREFIX))
+            if monitor is not None:
+                monitor.invalidate_all()
+            return
         for monitor in self._by_host.values():
-            monitor.invalidate(vm_id)
+            monitor.invalidate(payload)
 
     async def stop(self) -> None:
         """Cancel every monitor, wait for their connections to close, then free the leases."""

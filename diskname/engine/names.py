@@ -99,15 +99,25 @@ def plan_update(
         plan.rows.append(row)
         old_name = old.logical_name if old else None
         if old_name != row.logical_name:
+            source = _change_source(row, match, keep_names)
             plan.changes.append(
                 NameChange(
-                    report.vm_id, disk_id, old_name, row.logical_name, _change_source(row), now
+                    report.vm_id,
+                    disk_id,
+                    old_name,
+                    row.logical_name,
+                    source,
+                    now,
+                    matched_by=row.logical_name_source,
                 )
             )
     return plan
 
 
-def _change_source(row: DeviceRow) -> str:
-    if row.logical_name_source:
-        return row.logical_name_source
-    return "guest" if row.is_plugged else "unplug"
+def _change_source(row: DeviceRow, match: MatchResult, keep_names: bool) -> str:
+    """Who gave the new name (agent, qemu-ga), or why the name went."""
+    if row.logical_name is not None:
+        return match.origins.get(row.disk_id, "agent")
+    if not row.is_plugged:
+        return "unplug"
+    return "guest" if keep_names else "cluster"

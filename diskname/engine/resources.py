@@ -10,6 +10,7 @@ the values returned (:class:`HostRow`, :class:`VmRow`, :class:`Attachment`,
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -17,6 +18,7 @@ from .actions import INTERFACES, Actions
 from .errors import Conflict, Invalid, NotFound
 from .models import DISK_NAME_MAX, Attachment, Disk, DiskSpec, HostRow, VmRow
 from .monitors import Monitors
+from .parsing import NAME_PATTERN
 from .search import NameFilter
 from .store import Store
 
@@ -32,6 +34,8 @@ class AttachRequest:
     active: bool = True
     disk_id: str | None = None
     new_disk: DiskSpec | None = None
+    # A new direct-LUN disk that keeps this serial (SPEC §2).
+    lun_serial: str | None = None
 
     def __post_init__(self) -> None:
         if self.new_disk is not None:
@@ -40,11 +44,16 @@ class AttachRequest:
             raise Invalid(f"interface must be one of {sorted(INTERFACES)}, not {self.interface!r}")
         if self.disk_id is not None and self.new_disk is not None:
             raise Invalid("give an existing disk's id or a new disk's name and size, not both")
+        if self.disk_id is not None and self.lun_serial is not None:
+            raise Invalid(
+                "give disk.id (an existing disk) or disk.lun_storage (a new LUN), not both"
+            )
 
 
 def _check_new_disk(disk: DiskSpec) -> None:
     name = disk.name
-    if not name.strip() or len(name) > DISK_NAME_MAX or not name.isprintable():
+    # The JSON API's rule for names (engine/parsing.py), which its OpenAPI document states.
+    if len(name) > DISK_NAME_MAX or not re.fullmatch(NAME_PATTERN, name):
         raise Invalid(f"a disk's name must be 1-{DISK_NAME_MAX} printable characters")
     if not 0 < disk.provisioned_size <= DISK_SIZE_MAX:
         raise Invalid(f"provisioned_size must be between 1 and {DISK_SIZE_MAX} bytes")
@@ -113,6 +122,7 @@ class Resources:
             request.active,
             requested_at,
             new_disk=request.new_disk,
+            lun_serial=request.lun_serial,
         )
 
     async def set_active(

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
+from ..binding import ensure_free, translated
 from ..config import ConfigError
 from ..netaddr import is_loopback
 from ..pgembed import EmbeddedPostgres
@@ -50,6 +51,8 @@ class EngineService:
         self._users_setup = users_setup
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
+        http = self.config.http_host, self.config.http_port
+        ensure_free("the REST API", *http, setting="http_port")
         async with self._database() as dsn, self._store(dsn) as store:
             authenticator = await self._authenticator(store)
             hub = EventHub()
@@ -113,10 +116,10 @@ class EngineService:
         )
         await runner.setup()
         try:
-            site = web.TCPSite(
-                runner, self.config.http_host, self.config.http_port, ssl_context=self._https
-            )
-            await site.start()
+            http = self.config.http_host, self.config.http_port
+            site = web.TCPSite(runner, *http, ssl_context=self._https)
+            with translated("the REST API", *http, setting="http_port"):
+                await site.start()
             self.http_port = _bound_port(runner)
             scheme = "https" if self._https else "http"
             log.info("engine serving on %s://%s:%s", scheme, self.config.http_host, self.http_port)

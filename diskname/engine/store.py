@@ -54,10 +54,11 @@ _HOST_COLUMNS = "id::text, name, address, port, status, status_reason, token"
 _ATTACHMENTS = """
 SELECT vd.vm_id::text, vd.disk_id::text, vd.device_id::text, vd.interface, vd.is_plugged,
        vd.address, vd.logical_name, vd.logical_name_source, vd.logical_name_seen_at,
-       d.name, d.provisioned_size, d.status
+       d.name, d.provisioned_size, d.status, CASE WHEN d.storage_type = 'lun' THEN d.serial END
 FROM vm_device vd JOIN disks d ON d.id = vd.disk_id
 """
-_DISKS = "SELECT id::text, name, provisioned_size, status FROM disks"
+_DISKS = """SELECT id::text, name, provisioned_size, status,
+                  CASE WHEN storage_type = 'lun' THEN serial END FROM disks"""
 _VMS = "SELECT id::text, name, status, host_id::text FROM vms"
 
 
@@ -103,7 +104,7 @@ class Store:
 
     @property
     def pool(self) -> Any:
-        """The asyncpg pool, for stores of other tables (engine/users.py)."""
+        """The asyncpg pool, for the stores and read models beside this one (users, catalog)."""
         return self._pool
 
     @classmethod
@@ -309,10 +310,26 @@ class Store:
         async with self._pool.acquire() as conn, conn.transaction():
             await self._insert_attachment(conn, att, serial, new_disk, plug=plug)
 
+    async def _insert_lun(self, conn: Any, disk_id: str, lun: DiskSpec, *, plug: bool) -> None:
+        """A direct-LUN disk: it keeps the LUN's serial, and one LUN is one disk."""
+        sql = """INSERT INTO disks (id, serial, name, provisioned_size, status, storage_type)
+                 VALUES ($1, $2, $3, $4, $5, 'lun')"""
+        status = "locked" if plug else "ok"
+        try:
+            await self._exec(
+                conn, sql, disk_id, lun.lun_serial, lun.name, lun.provisioned_size, status
+            )
+        except asyncpg.UniqueViolationError:
+            raise Conflict(
+                f"a direct-LUN disk with serial {lun.lun_serial!r} exists: attach it by its id"
+            ) from None
+
     async def _insert_attachment(
         self, conn: Any, att: Attachment, serial: str, new_disk: DiskSpec | None, *, plug: bool
     ) -> None:
-        if new_disk is not None:
+        if new_disk is not None and new_disk.lun_serial is not None:
+            await self._insert_lun(conn, att.disk_id, new_disk, plug=plug)
+        elif new_disk is not None:
             await self._exec(
                 conn,
                 """INSERT INTO disks (id, serial, name, provisioned_size, status)
@@ -366,8 +383,8 @@ class Store:
             if old is None:
                 return None
             change = NameChange(vm_id, disk_id, old, None, "unplug", datetime.now(UTC))
-            await writes.insert_history(conn, self._exec, [change])
-            return change
+            self.metrics.db_writes += 1  # the history row
+            return (await writes.insert_history(conn, self._exec, [change]))[0]
 
     async def _forget(self, conn: Any, vm_id: str) -> None:
         sql = "UPDATE vms SET hash = NULL WHERE id = $1 AND hash IS NOT NULL"
@@ -390,7 +407,10 @@ class Store:
     ) -> Stored:
         """Store a batch of VMs of one host in one transaction (:mod:`.writes`)."""
         async with self._pool.acquire() as conn, conn.transaction():
-            return await writes.apply_reports(conn, self._exec, host_id, items, fence)
+            stored = await writes.apply_reports(conn, self._exec, host_id, items, fence)
+        if stored.changes:
+            self.metrics.db_writes += 1  # the history rows (a fetch: it returns their ids)
+        return stored
 
     async def history(self, vm_id: str, disk_id: str) -> list[tuple[str | None, str | None]]:
         rows = await self._pool.fetch(

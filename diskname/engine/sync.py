@@ -104,6 +104,11 @@ class HostSync:
             self._hashes[vm_id] = None
             self._dirty[vm_id] = None
 
+    def forget_all(self) -> None:
+        """Fetch every VM of the host whatever its hash says (its cluster's version changed)."""
+        for vm_id in list(self._statuses):
+            self.forget_hash(vm_id)
+
     @property
     def known(self) -> int:
         return len(self._hashes)

@@ -18,7 +18,7 @@ plan needs to respect the rules a host cannot break:
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -124,9 +124,8 @@ async def apply_reports(
         await execute(conn, _NEW_DISKS_SQL, *zip(*batch.new_disks.items(), strict=True))
     if batch.rows:
         await execute(conn, _UPSERT_SQL, *zip(*batch.rows, strict=True))
-    await insert_history(conn, execute, batch.changes)
+    out.changes = await insert_history(conn, execute, batch.changes)
     await execute(conn, _HASH_SQL, vm_ids, [r.hash for r, _ in reports])
-    out.changes = batch.changes
     return out
 
 
@@ -150,16 +149,23 @@ def _blocked_disks(
     return blocked
 
 
-async def insert_history(conn: Any, execute: Exec, changes: Sequence[NameChange]) -> None:
-    """Record name changes, then trim those disks' history to :data:`HISTORY_PER_DISK`."""
+async def insert_history(
+    conn: Any, execute: Exec, changes: Sequence[NameChange]
+) -> list[NameChange]:
+    """Record name changes, then trim those disks' history to :data:`HISTORY_PER_DISK`.
+
+    Returns the changes with their row ids: the event ids of ``/api/events``. The
+    INSERT returns rows, so it runs as a fetch: its caller counts it as a write.
+    """
     if not changes:
-        return
-    columns = list(
-        zip(*((c.vm_id, c.disk_id, c.old, c.new, c.source, c.at) for c in changes), strict=True)
-    )
-    await execute(conn, _HISTORY_SQL, *columns)
+        return []
+    rows = [(c.vm_id, c.disk_id, c.old, c.new, c.source, c.matched_by, c.at) for c in changes]
+    stored = await conn.fetch(_HISTORY_SQL, *zip(*rows, strict=True))
+    # A batch names each (VM, disk) at most once: that pair finds each change its id.
+    ids = {(r["vm_id"], r["disk_id"]): r["id"] for r in stored}
     disks = sorted({c.disk_id for c in changes})
     await execute(conn, _TRIM_HISTORY_SQL, disks, HISTORY_PER_DISK)
+    return [replace(c, id=ids.get((c.vm_id, c.disk_id))) for c in changes]
 
 
 # One round trip for every rule the plan must respect (see the module docstring).
@@ -210,9 +216,11 @@ UPDATE vms SET hash = u.hash FROM unnest($1::uuid[], $2::text[]) AS u(id, hash)
 WHERE vms.id = u.id AND vms.hash IS DISTINCT FROM u.hash
 """
 _HISTORY_SQL = """
-INSERT INTO logical_name_history (vm_id, disk_id, old_name, new_name, source, changed_at)
-SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[],
-                     $6::timestamptz[])
+INSERT INTO logical_name_history
+    (vm_id, disk_id, old_name, new_name, source, matched_by, changed_at)
+SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
+                     $7::timestamptz[])
+RETURNING id, vm_id::text, disk_id::text
 """
 _TRIM_HISTORY_SQL = """
 DELETE FROM logical_name_history WHERE id IN (

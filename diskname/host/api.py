@@ -15,7 +15,7 @@ import orjson
 from .. import __version__
 from ..protocol import jsonrpc
 from ..protocol.limits import MAX_DEVICES_PER_VM, MAX_RPC_FRAME, RPC_ENVELOPE
-from .devices import MAX_TEXT, Device, InvalidDevice, UnknownDevice
+from .devices import MAX_TEXT, Device, InvalidDevice, NoFreeAddress, UnknownDevice
 from .hypervisors.base import HypervisorError
 from .registry import Registry, UnknownVm
 from .rpc import Handler, MethodError
@@ -213,6 +213,8 @@ def _translated(fn: Handler) -> Handler:
             raise MethodError(jsonrpc.UNKNOWN_DEVICE, f"unknown disk {exc.args[0]}") from None
         except InvalidDevice as exc:
             raise _invalid(str(exc)) from None
+        except NoFreeAddress as exc:
+            raise MethodError(jsonrpc.CONFLICT, str(exc)) from None
         except HypervisorError as exc:
             raise MethodError(jsonrpc.HYPERVISOR_ERROR, str(exc)) from None
 

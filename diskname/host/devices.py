@@ -34,6 +34,10 @@ class InvalidDevice(ValueError):
     """A drive description the host cannot plug."""
 
 
+class NoFreeAddress(Exception):
+    """Every address a disk could take on that bus is in use: a state, not a bad drive."""
+
+
 class UnknownDevice(KeyError):
     """No such disk plugged into the VM."""
 
@@ -129,7 +133,7 @@ class Addresses:
                 if address not in self._taken:
                     self._taken.add(address)
                     return address
-            raise InvalidDevice("no free PCI slot")
+            raise NoFreeAddress("no free PCI slot")
         while True:
             address = scsi_address(self._next_lun)
             self._next_lun += 1

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..binding import ensure_free, translated
 from ..config import ConfigError
 from ..damping import Damper
 from ..netaddr import is_loopback
@@ -177,6 +178,8 @@ class HostService:
         self.port = 0
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
+        rpc = self.config.listen_host, self.config.listen_port
+        ensure_free("JSON-RPC", *rpc, setting="listen_port")
         private_dir(self.config.state_dir)
         self.config.channels_dir.mkdir(parents=True, exist_ok=True)
         async with asyncio.TaskGroup() as tg:
@@ -186,8 +189,15 @@ class HostService:
                 for vm in self.registry.load():
                     await self._start(vm)
                 tg.create_task(self.hypervisor.run(self), name="hypervisor")
-                self.port = await self.rpc.start(self.config.listen_host, self.config.listen_port)
-                log.info("host %s serving JSON-RPC on port %d", self.host_id, self.port)
+                with translated("JSON-RPC", *rpc, setting="listen_port"):
+                    self.port = await self.rpc.start(*rpc)
+                log.info(
+                    "host %s serving JSON-RPC on port %d (register it in the engine with"
+                    ' "id": "%s" and both show the same id)',
+                    self.host_id,
+                    self.port,
+                    self.host_id,
+                )
                 if ready is not None:
                     ready.set()
                 await asyncio.Future()

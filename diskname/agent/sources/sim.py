@@ -42,6 +42,26 @@ def _name(iface: str, index: int) -> str:
 
 
 _FAMILY = {"virtio": "vd", "virtio_scsi": "sd", "sata": "sd", "nvme": "nvme"}
+# virtio-blk hands the guest at most 20 bytes of serial (FACTS §1); ATA's field is
+# 20 characters too. A longer serial (a direct LUN's) arrives cut short.
+SERIAL_LIMIT = {"virtio": 20, "sata": 20}
+
+
+def guest_serial(iface: str, serial: str) -> str:
+    """The serial as the guest kernel shows it for a disk on ``iface``."""
+    limit = SERIAL_LIMIT.get(iface)
+    return serial[:limit] if limit else serial
+
+
+def address_order(disk: VirtualDisk) -> tuple[int, tuple[int, ...], str]:
+    """Where a kernel finds a disk when it probes at boot: by bus, then address."""
+    parts = disk.address.replace(".", ":").split(":")
+    numbers = tuple(
+        int(p, 16) for p in parts if p and all(c in "0123456789abcdefABCDEF" for c in p)
+    )
+    return (0 if disk.iface in ("virtio", "nvme") else 1, numbers, disk.device_id)
+
+
 _BY_ID = {
     "virtio": "virtio-{}",
     "virtio_scsi": "scsi-0QEMU_QEMU_HARDDISK_{}",
@@ -65,13 +85,14 @@ class SimKernel:
         used.add(index)
         self._index[disk.device_id] = (family, index)
         self._diskseq += 1
+        serial = guest_serial(disk.iface, disk.serial)
         return DeviceRecord(
             name=_name(disk.iface, index),
-            serial=disk.serial,
+            serial=serial,
             bus=disk.iface,
             address=disk.address or None,
             diskseq=self._diskseq,
-            by_id=(f"/dev/disk/by-id/{_BY_ID[disk.iface].format(disk.serial)}",),
+            by_id=(f"/dev/disk/by-id/{_BY_ID[disk.iface].format(serial)}",),
         )
 
     def unplug(self, device_id: str) -> None:
@@ -158,7 +179,18 @@ class SimSource:
         """
         boot, self._booted = not self._booted, True
         self._boot.set()
-        wanted = {disk.device_id: disk for disk in state.disks}
+        disks = list(state.disks)
+        if boot:
+            # A kernel probes its disks at boot in bus and address order, not in
+            # the order they were once hot-plugged; names can differ from before.
+            disks.sort(key=address_order)
+            if disks != list(state.disks):
+                log.info(
+                    "boot: naming %d disks in bus/address order, as a kernel does; disks "
+                    "hot-plugged out of address order may get other names than before",
+                    len(disks),
+                )
+        wanted = {disk.device_id: disk for disk in disks}
         for device_id, disk in list(self._plugged.items()):
             if wanted.get(device_id) != disk:
                 self._remove(device_id)

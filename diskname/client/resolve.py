@@ -1,0 +1,51 @@
+"""Names people type, turned into the ids the API wants."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from .http import Api, ApiError, ClientError
+
+UUID = re.compile(r"[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
+MIN_PREFIX = 4
+
+
+def is_uuid(text: str) -> bool:
+    return bool(UUID.fullmatch(text))
+
+
+def vm(api: Api, text: str) -> dict[str, Any]:
+    """A VM by id, by name, or by a unique start of its id."""
+    if is_uuid(text):
+        try:
+            found: dict[str, Any] = api.get(f"/api/vms/{text.lower()}")
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+        else:
+            return found
+    vms: list[dict[str, Any]] = api.get("/api/vms")["vm"]
+    named = [v for v in vms if v["name"] == text]
+    if not named and len(text) >= MIN_PREFIX:
+        named = [v for v in vms if v["id"].startswith(text.lower())]
+    if not named:
+        raise ClientError(f"no VM named {text!r} (diskname vms lists them)")
+    if len(named) > 1:
+        ids = ", ".join(v["id"] for v in named)
+        raise ClientError(f"{len(named)} VMs are called {text!r} ({ids}): give the id")
+    return named[0]
+
+
+def attachment(atts: list[dict[str, Any]], text: str) -> dict[str, Any]:
+    """A VM's disk by id, a unique start of its id, or the guest's name (/dev/vdb or vdb)."""
+    wanted = text.lower()
+    for att in atts:
+        if att["id"] == wanted or att.get("logical_name") in (text, f"/dev/{text}"):
+            return att
+    found = [a for a in atts if len(text) >= MIN_PREFIX and a["id"].startswith(wanted)]
+    if len(found) == 1:
+        return found[0]
+    if found:
+        raise ClientError(f"{len(found)} disks start with {text!r}: give more of the id")
+    raise ClientError(f"the VM has no disk {text!r} (diskname disks VM lists them)")

@@ -1,0 +1,124 @@
+"""Request parsing for the JSON API: every rule here is also in ``web/openapi.json``.
+
+The document and the code must agree exactly (a fuzzer holds them to it): a body
+the document allows is accepted, anything else is an :class:`Invalid` (400). The
+patterns are shared: ``tests/test_engine_openapi.py`` checks the document uses them.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from .errors import Invalid
+
+# A name: 1-255 characters, no control characters, not only white space.
+NAME_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+NAME_MAX = 255
+TOKEN_MAX = 4096
+# A host's address: a DNS name or an IPv4/IPv6 literal (no brackets, no spaces).
+ADDRESS_PATTERN = r"^[A-Za-z0-9:][A-Za-z0-9.:-]*$"
+ADDRESS_MAX = 253
+# A direct LUN's serial as the storage reports it (SCSI unit serial, WWID).
+LUN_SERIAL_PATTERN = r"^[A-Za-z0-9._:+-]+$"
+LUN_SERIAL_MAX = 255
+VERSION_PATTERN = r"^[0-9]{1,3}\.[0-9]{1,3}$"
+UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+
+_KIND_NAMES = {str: "a string", int: "an integer", bool: "a boolean", dict: "an object"}
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+
+def error_response(
+    status: int, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    response = json_response({"error": {"code": status, "message": message}}, status)
+    response.headers.update(headers or {})
+    return response
+
+
+def uuid_text(value: Any, what: str) -> str:
+    """The lower-case canonical form of a UUID written 8-4-4-4-12, or :class:`Invalid`."""
+    if not isinstance(value, str) or not re.fullmatch(UUID_PATTERN, value):
+        raise Invalid(f"{what} is not a UUID")
+    return value.lower()
+
+
+def path_uuid(request: web.Request, name: str) -> str:
+    return uuid_text(request.match_info[name], name)
+
+
+async def body(request: web.Request) -> dict[str, Any]:
+    try:
+        parsed = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        raise Invalid("the body is not valid JSON") from None
+    if not isinstance(parsed, dict):
+        raise Invalid("the body must be a JSON object")
+    return parsed
+
+
+def field(body: dict[str, Any], name: str, kind: type, *, required: bool = True) -> Any:
+    """``body[name]`` of type ``kind``; absent (and not required) is None, null is wrong."""
+    if name not in body:
+        if required:
+            raise Invalid(f"missing field {name!r}")
+        return None
+    value = body[name]
+    if kind is int and isinstance(value, float) and value.is_integer():
+        value = int(value)  # JSON has one number type: 8779.0 is the integer 8779
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise Invalid(f"field {name!r} must be {_KIND_NAMES.get(kind, kind.__name__)}")
+    return value
+
+
+def text(
+    body: dict[str, Any], name: str, pattern: str, max_len: int, *, required: bool = True
+) -> str | None:
+    """A string field that matches ``pattern`` and has at most ``max_len`` characters."""
+    value: str | None = field(body, name, str, required=required)
+    if value is not None and (len(value) > max_len or not re.fullmatch(pattern, value)):
+        raise Invalid(f"field {name!r} is not valid: {_describe(pattern, max_len)}")
+    return value
+
+
+def _describe(pattern: str, max_len: int) -> str:
+    rules = {
+        NAME_PATTERN: "printable text, not only white space",
+        ADDRESS_PATTERN: "a DNS name or an IP address",
+        LUN_SERIAL_PATTERN: "letters, digits and . _ : + -",
+        VERSION_PATTERN: "MAJOR.MINOR, such as 4.7",
+    }
+    return f"{rules.get(pattern, 'see /api/openapi.json')}, at most {max_len} characters"
+
+
+def optional_uuid(body: dict[str, Any], name: str) -> str | None:
+    value = field(body, name, str, required=False)
+    return None if value is None else uuid_text(value, name)
+
+
+def ref_id(body: dict[str, Any], name: str, *, required: bool) -> str | None:
+    """The ``id`` inside a reference such as ``{"host": {"id": ...}}``."""
+    ref = field(body, name, dict, required=required)
+    if ref is None:
+        return None
+    if "id" not in ref:
+        if required:
+            raise Invalid(f"missing field {name}.id")
+        return None
+    return uuid_text(ref["id"], f"{name}.id")
+
+
+def query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not re.fullmatch(r"[0-9]{1,9}", raw) or not low <= int(raw) <= high:
+        raise Invalid(f"{name} must be an integer from {low} to {high}")
+    return int(raw)

@@ -20,7 +20,7 @@ import orjson
 import pytest
 
 from diskname.protocol.limits import MAX_AGENT_LINE
-from diskname.streams import JsonRpcClient
+from diskname.streams import JsonRpcClient, close_writer
 
 from .conftest import wait_until
 from .fleet import engine_process, host_process
@@ -39,6 +39,8 @@ class Guest:
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer = reader, writer
+        # Keep reading what the host sends, as an agent does.
+        self._reading = asyncio.get_running_loop().create_task(_drain(reader))
 
     @classmethod
     async def connect(cls, channels: Path, vm_id: str) -> Guest:
@@ -46,16 +48,17 @@ class Guest:
         await wait_until(path.exists, timeout=15)
         reader, writer = await asyncio.open_unix_connection(str(path), limit=1 << 20)
         await asyncio.wait_for(reader.readline(), 10)  # the host's refresh
-        # Keep reading what the host sends, as an agent does.
-        asyncio.get_running_loop().create_task(_drain(reader))
         return cls(reader, writer)
 
     async def send(self, data: bytes) -> None:
         self.writer.write(data)
         await self.writer.drain()
 
-    def close(self) -> None:
-        self.writer.close()
+    async def close(self) -> None:
+        self._reading.cancel()
+        await close_writer(self.writer)
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reading
 
 
 async def _drain(reader: asyncio.StreamReader) -> None:
@@ -144,7 +147,7 @@ async def test_huge_mappings_do_not_starve_their_neighbours(pg_dsn: str, short_d
             await wait_until(all_named, timeout=60, interval=0.5)
             assert await c.metric("diskname_engine_host_reports_dropped_total") > 0  # deferred
         for guest in guests:
-            guest.close()
+            await guest.close()
 
 
 def _mapping(disk: str, *, huge: bool) -> dict[str, Any]:
@@ -177,7 +180,7 @@ async def test_a_flood_never_loses_the_latest_mapping(pg_dsn: str, short_dir: Pa
         await guest.send(junk * 25_000)  # 50,000 lines in one burst
         await guest.send(usage({disk[:20]: {"name": "/dev/vdq"}}))
         assert await wait_until(lambda: _is(c, vm_id, disk, "/dev/vdq"), timeout=10)
-        guest.close()
+        await guest.close()
 
 
 async def _is(c: Cluster, vm_id: str, disk: str, name: str) -> bool:
@@ -212,8 +215,8 @@ async def test_a_flapping_guest_costs_bounded_writes_and_its_last_name_lands_wit
         writes = await c.metric("diskname_engine_db_writes_total") - writes_before
         await wait_until(lambda: _is(c, neighbour, neighbour_disk, "/dev/vda"), timeout=5)
         print(f"{n} flaps in 5 s: {writes:.0f} database writes, last name after {landed:.2f} s")
-        assert n > 2000
+        assert n > 500  # the test's own pace (~700 a second unloaded, less on a busy machine)
         assert writes <= 100
         assert landed <= 1.0
-        guest.close()
-        other.close()
+        await guest.close()
+        await other.close()

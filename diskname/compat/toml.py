@@ -14,11 +14,15 @@ import json
 import re
 from typing import TYPE_CHECKING, Any
 
+_BLANK = " \t"
 _KEY = r"[A-Za-z0-9_-]+"
 _TABLE = re.compile(rf"\[\s*({_KEY})\s*\]")
 _PAIR = re.compile(rf"({_KEY})\s*=\s*(.+)")
-_BASIC = re.compile(r'"((?:[^"\\\x00-\x1f]|\\["\\bfnrt/]|\\u[0-9A-Fa-f]{4})*)"')
-_LITERAL = re.compile(r"'([^'\x00-\x1f]*)'")
+# Escapes TOML and JSON share; a surrogate (\ud800..\udfff) is no character in either.
+_BASIC = re.compile(
+    r'"((?:[^"\\\x00-\x08\x0a-\x1f\x7f]|\\["\\bfnrt]|\\u(?![dD][89a-fA-F])[0-9A-Fa-f]{4})*)"'
+)
+_LITERAL = re.compile(r"'([^'\x00-\x08\x0a-\x1f\x7f]*)'")
 _INT = re.compile(r"[+-]?(?:0|[1-9](?:_?[0-9])*)")
 _FLOAT = re.compile(r"[+-]?(?:0|[1-9](?:_?[0-9])*)(?:\.[0-9](?:_?[0-9])*)?(?:[eE][+-]?[0-9]+)?")
 _COMMENT = re.compile(r"\s*(?:#[^\x00-\x08\x0a-\x1f\x7f]*)?")
@@ -35,7 +39,7 @@ def _value(text: str, lineno: int) -> tuple[Any, str]:
     """One value at the start of ``text``, and what follows it."""
     basic = _BASIC.match(text)
     if basic:
-        return json.loads(f'"{basic.group(1)}"'), text[basic.end() :]
+        return json.loads(f'"{basic.group(1)}"', strict=False), text[basic.end() :]
     literal = _LITERAL.match(text)
     if literal:
         return literal.group(1), text[literal.end() :]
@@ -49,7 +53,7 @@ def _value(text: str, lineno: int) -> tuple[Any, str]:
     if _FLOAT.fullmatch(token) and any(c in token for c in ".eE"):
         return float(token.replace("_", "")), rest
     raise SubsetDecodeError(
-        lineno, f"cannot read value {text.strip()!r} without tomllib (install python3-tomli)"
+        lineno, f"cannot read value {text.strip(_BLANK)!r} without tomllib (install python3-tomli)"
     )
 
 
@@ -57,8 +61,10 @@ def subset_loads(text: str) -> dict[str, Any]:
     """Parse ``text`` with the small reader (see the module's docstring)."""
     data: dict[str, Any] = {}
     table = data
-    for lineno, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
+    # TOML's newline is LF (or CRLF) and its white space is space and tab:
+    # str.splitlines() and str.strip() know many more.
+    for lineno, raw in enumerate(text.split("\n"), 1):
+        line = raw.removesuffix("\r").strip(_BLANK)
         if not line or line.startswith("#"):
             continue
         header = _TABLE.match(line)

@@ -15,10 +15,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import platform
 import sys
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+from .. import __version__
 from ..compat import SLOTS, jsonlib
 from ..compat.aio import TaskGroup, timeout
 from ..protocol import agent_wire as aw
@@ -89,6 +91,12 @@ class AgentService:
         self.connections = 0
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
+        log.info(
+            "diskname agent %s on Python %s, JSON by %s",
+            __version__,
+            platform.python_version(),
+            jsonlib.BACKEND,
+        )
         await self._source.start()
         try:
             if self.config.once:

@@ -83,5 +83,6 @@ def build(output: Path, interpreter: str = INTERPRETER, package: Path = PACKAGE)
         output.parent.mkdir(parents=True, exist_ok=True)
         partial = output.with_name(output.name + ".part")
         zipapp.create_archive(root, partial, interpreter=interpreter, compressed=True)
+        partial.chmod(0o755)  # zipapp makes it executable for its owner only
         partial.replace(output)
     return output.stat().st_size

@@ -44,6 +44,8 @@ def test_the_archive_holds_the_agent_and_nothing_else(pyz: Path) -> None:
     for needed in ("agent/service.py", "agent/sources/udev.py", "protocol/agent_wire.py"):
         assert f"diskname/{needed}" in names
     assert "diskname/compat/_stdjson.py" in names
+    sources = {n for n in names if n.startswith("diskname/") and n.endswith(".py")}
+    assert {n + "c" for n in sources} <= set(names)  # compiled by this Python, beside each
     for absent in ("host/", "engine/", "bench/", "dev.py", "pgembed.py", "pyz.py"):
         assert not [n for n in names if n.startswith(f"diskname/{absent}")], absent
     assert pyz.read_bytes().startswith(b"#!/usr/bin/python3\n")

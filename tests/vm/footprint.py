@@ -4,9 +4,11 @@
 agent as transient systemd units (``Type=notify``), so systemd itself times
 exec to READY=1 (``ExecMainStartTimestampMonotonic`` to
 ``ActiveEnterTimestampMonotonic``), then reads the unit's VmRSS from /proc.
-Both ways run ``agent --print`` on the guest's udev source: the archive on the
-system python3 with the stdlib JSON, and the files a ``pip install`` puts in a
-venv (the diskname package and orjson, byte-compiled) on ``PYTHONPATH``. The
+Each way runs ``agent --print`` on the guest's udev source: the archive on the
+system python3 with the stdlib JSON (as built, with bytecode for this
+Python; and built without it, as a guest of another Python version runs it),
+and the files a ``pip install`` puts in a venv (the diskname package and
+orjson, byte-compiled) on ``PYTHONPATH``. The
 packaged unit's own figures (the archive, as started by udev) come last.
 
 :func:`site_install` makes that second folder on the host for the 9p share.
@@ -22,6 +24,7 @@ from pathlib import Path
 import orjson
 
 import diskname
+from diskname.pyz import build
 
 SCRIPT = r"""
 import json, statistics, subprocess, time
@@ -40,7 +43,7 @@ def figures(unit):
     ready = int(show(unit, "ActiveEnterTimestampMonotonic"))
     return {"ready_ms": round((ready - start) / 1000), "rss_kib": rss_kib(show(unit, "MainPID"))}
 
-def measure(name, env, argv, rounds=5):
+def measure(name, env, argv, rounds=3):
     runs = []
     for n in range(rounds):
         unit = f"dn-{name}-{n}"
@@ -55,6 +58,9 @@ def measure(name, env, argv, rounds=5):
 out = {
     "pyz": measure("pyz", [], ["/usr/bin/python3", "/opt/diskname/diskname-agent.pyz",
                                "agent", "--print"]),
+    "pyz_source": measure("src", [], ["/usr/bin/python3",
+                                      "/opt/diskname/diskname-agent-source.pyz",
+                                      "agent", "--print"]),
     "site": measure("site", ["PYTHONPATH=/opt/diskname/site"],
                     ["/usr/bin/python3", "-m", "diskname", "agent", "--print"]),
     "packaged_unit": figures("diskname-agent.service"),
@@ -64,7 +70,11 @@ print(json.dumps(out))
 
 
 def site_install(folder: Path) -> Path:
-    """``folder/site``: the diskname package and this machine's orjson, byte-compiled."""
+    """``folder/site``: the diskname package and this machine's orjson, byte-compiled.
+
+    Also ``folder/diskname-agent-source.pyz``, the archive without bytecode.
+    """
+    build(folder / "diskname-agent-source.pyz", compiled=False)
     site = folder / "site"
     ignore = shutil.ignore_patterns("__pycache__")
     shutil.copytree(Path(diskname.__file__).parent, site / "diskname", ignore=ignore)

@@ -449,8 +449,14 @@ def parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     cfg.add_argument(
         "tier", nargs="?", choices=list(TIERS), default="engine", help="(default: engine)"
     )
-    pyz = sub.add_parser("agent-pyz", help="build diskname-agent.pyz for a guest's own python3")
-    pyz.add_argument("--output", type=Path, default=Path("diskname-agent.pyz"))
+    about = "build diskname-agent.pyz: the agent as one file for a guest's own python3 (3.9+)"
+    pyz = sub.add_parser("agent-pyz", help=about, description=about)
+    pyz.add_argument(
+        "--output",
+        type=Path,
+        default=Path("diskname-agent.pyz"),
+        help="where to write it (default: diskname-agent.pyz)",
+    )
     client.add_commands(sub)
     return parser, dict(sub.choices)
 

@@ -18,11 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-import orjson
-
 from . import __version__, admin, client
 from .binding import BindError
+from .compat import BaseExceptionGroup, ExceptionGroup, jsonlib
 from .config import ConfigError, resolve, show
+from .extras import MissingExtra
+from .extras import check as check_installed
 
 if TYPE_CHECKING:  # the services' imports wait until a service runs: the client starts fast
     from .runner import ServiceMain
@@ -39,7 +40,9 @@ class Tier:
 def _agent_tier() -> Tier:
     from .agent import service as m
 
-    return Tier(lambda: m.AgentConfig, lambda cfg: m.AgentService(cfg).run)
+    # Made inside the event loop: before 3.10 an asyncio.Event binds to the
+    # loop current when it is made, which is not the one asyncio.run starts.
+    return Tier(lambda: m.AgentConfig, lambda cfg: lambda ready: m.AgentService(cfg).run(ready))
 
 
 def _host_tier() -> Tier:
@@ -67,7 +70,7 @@ def _bench_main(cfg: Any) -> ServiceMain:
     async def main(ready: asyncio.Event) -> None:
         ready.set()
         result = await Bench(cfg).run()
-        print(orjson.dumps(result).decode(), flush=True)
+        print(jsonlib.dumps(result).decode(), flush=True)
 
     return main
 
@@ -446,6 +449,14 @@ def parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     cfg.add_argument(
         "tier", nargs="?", choices=list(TIERS), default="engine", help="(default: engine)"
     )
+    about = "build diskname-agent.pyz: the agent as one file for a guest's own python3 (3.9+)"
+    pyz = sub.add_parser("agent-pyz", help=about, description=about)
+    pyz.add_argument(
+        "--output",
+        type=Path,
+        default=Path("diskname-agent.pyz"),
+        help="where to write it (default: diskname-agent.pyz)",
+    )
     client.add_commands(sub)
     return parser, dict(sub.choices)
 
@@ -462,9 +473,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
     if args.command in client.COMMANDS:
         return client.run(args)
+    tier_name = args.tier if args.command == "config" else args.command
+    try:
+        check_installed(tier_name)
+    except MissingExtra as exc:
+        print(f"diskname: {exc}", file=sys.stderr)
+        return 2
     if getattr(args, "tool", None) is not None:
         return admin.run(args)
-    tier_name = args.tier if args.command == "config" else args.command
+    if args.command == "agent-pyz":
+        return _agent_pyz(args.output)
     tier = TIERS[tier_name]()
     try:
         flags = _flags(args) if args.command != "config" else {}
@@ -473,7 +491,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"diskname: configuration error: {exc}", file=sys.stderr)
         return 2
     if args.command == "config":
-        print(orjson.dumps(show(cfg), option=orjson.OPT_INDENT_2).decode())
+        print(jsonlib.dumps(show(cfg), option=jsonlib.OPT_INDENT_2).decode())
         return 0
     from .runner import run_until_signalled, setup_logging
 
@@ -482,7 +500,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         asyncio.run(run_until_signalled(tier.service(cfg), tier_name))
     except KeyboardInterrupt:
         return 130
-    except (ConfigError, ExceptionGroup) as exc:
+    except (ConfigError, ExceptionGroup) as exc:  # novermin (diskname.compat names it)
         errors = _config_errors(exc)
         if not errors:
             raise
@@ -506,6 +524,14 @@ def _config_errors(exc: BaseException) -> list[BaseException]:
     if isinstance(exc, BaseExceptionGroup):
         return [leaf for sub in exc.exceptions for leaf in _config_errors(sub)]
     return []
+
+
+def _agent_pyz(output: Path) -> int:
+    from .pyz import build
+
+    size = build(output)
+    print(f"{output}: {size} bytes; run it as: python3 {output} agent", file=sys.stderr)
+    return 0
 
 
 if __name__ == "__main__":

@@ -11,12 +11,13 @@ expected.
 from __future__ import annotations
 
 import dataclasses
-import tomllib
-import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
+
+from . import compat
+from .compat import toml
 
 T = TypeVar("T")
 ENV_PREFIX = "DISKNAME_"
@@ -33,13 +34,13 @@ class ConfigError(Exception):
 
 
 def _field_types(cls: type[Any]) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
+    hints = compat.type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
 def _allowed(tp: Any) -> tuple[tuple[type, ...], bool]:
     """The concrete types a field accepts, and whether it may be None."""
-    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+    if compat.is_union(tp):
         args = typing.get_args(tp)
         return tuple(a for a in args if a is not type(None)), type(None) in args
     return (tp,), False
@@ -95,10 +96,10 @@ def _as_bool(value: Any) -> Any:
 def load_file(path: Path, section: str) -> dict[str, Any]:
     """Read the keys that apply to ``section`` from a TOML file."""
     try:
-        data = tomllib.loads(path.read_text())
+        data = toml.loads(path.read_text())
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
+    except toml.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     sections = {"agent", "host", "engine", "dev", "bench"}
     flat = {k: v for k, v in data.items() if k not in sections}

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import warnings
 from pathlib import Path
 from typing import Any
+
+from .config import ConfigError
 
 log = logging.getLogger(__name__)
 # pgserver logs every pg_ctl command with its output at INFO; keep it for -v.
@@ -26,6 +29,11 @@ class EmbeddedPostgres:
 
     async def start(self) -> str:
         """Start the server and return an asyncpg-ready DSN."""
+        if importlib.util.find_spec("pgserver") is None:
+            raise ConfigError(
+                "no dsn is set and the embedded PostgreSQL (pgserver) is not installed: "
+                "set dsn, or pip install 'diskname[engine]'"
+            )
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log.info("starting embedded PostgreSQL in %s", self.data_dir)
         self._server = await asyncio.to_thread(self._start_blocking)

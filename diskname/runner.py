@@ -15,8 +15,7 @@ import time
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, Protocol
 
-import orjson
-
+from .compat import jsonlib
 from .logctx import current_ids
 from .sdnotify import Notifier
 
@@ -29,7 +28,7 @@ class Service(Protocol):
     async def run(self, ready: asyncio.Event | None = None) -> None: ...
 
 
-async def start_all(tg: asyncio.TaskGroup, services: Iterable[Service]) -> None:
+async def start_all(tg: asyncio.TaskGroup, services: Iterable[Service]) -> None:  # novermin
     """Start each service in ``tg`` and return once every one says it is ready."""
     events = []
     for service in services:
@@ -98,7 +97,7 @@ class JsonFormatter(logging.Formatter):
                 out[key] = value
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
-        return orjson.dumps(out, default=str).decode()
+        return jsonlib.dumps(out, default=str).decode()
 
 
 def setup_logging(level: str = "INFO", fmt: str = "text") -> None:

@@ -16,6 +16,7 @@ import ssl
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from .compat import aio
 from .protocol import jsonrpc
 from .protocol.limits import MAX_RPC_FRAME
 from .protocol.lines import NEED_DATA, LineDecoder, LineEvent, NeedData, Oversized
@@ -124,7 +125,7 @@ class JsonRpcClient:
         """Open a connection; :class:`ssl.SSLError` (a certificate that does not
         verify) is left to the caller, which must not treat it as a lost host."""
         try:
-            async with asyncio.timeout(timeout):
+            async with aio.timeout(timeout):
                 reader, writer = await asyncio.open_connection(
                     host,
                     port,
@@ -159,7 +160,7 @@ class JsonRpcClient:
         self._pending[rid] = future
         try:
             self._writer.write(jsonrpc.encode_frame(jsonrpc.Request(rid, method, params)))
-            async with asyncio.timeout(timeout):
+            async with aio.timeout(timeout):
                 await self._writer.drain()
                 return await future
         except TimeoutError:
@@ -187,13 +188,12 @@ class JsonRpcClient:
             frame = jsonrpc.parse_frame(line)
         except jsonrpc.JsonRpcError:
             return
-        match frame:
-            case jsonrpc.Response(id=rid, result=result):
-                self._resolve(rid, result, None)
-            case jsonrpc.ErrorResponse(id=rid, code=code, message=message, data=data):
-                self._resolve(rid, None, RpcError(code, message, data))
-            case jsonrpc.Notification() if self._on_notification is not None:
-                self._on_notification(frame)
+        if isinstance(frame, jsonrpc.Response):
+            self._resolve(frame.id, frame.result, None)
+        elif isinstance(frame, jsonrpc.ErrorResponse):
+            self._resolve(frame.id, None, RpcError(frame.code, frame.message, frame.data))
+        elif isinstance(frame, jsonrpc.Notification) and self._on_notification is not None:
+            self._on_notification(frame)
 
     def _oversized(self, event: Oversized) -> None:
         """Fail the call the dropped frame answered; if its id is unreadable, every call."""

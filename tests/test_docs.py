@@ -22,8 +22,8 @@ README = (ROOT / "README.md").read_text()
 def command_lines() -> list[str]:
     text = DEPLOY.replace("\\\n", " ")
     prefix = r"(?:^\s*|`|\|\s*)(?:sudo\s+)?"  # at a line's start, quoted, or piped into
-    tiers = "agent|host|engine|dev|config|pki|user"
-    pattern = prefix + rf"(diskname (?:{tiers})\b[^&`\n|]*)"
+    tiers = "agent-pyz|agent|host|engine|dev|config|pki|user"
+    pattern = prefix + rf"(diskname (?:{tiers})\b[^&`\n|#]*)"  # up to a shell comment
     found = [m.group(1) for m in re.finditer(pattern, text, re.M)]
     return [line.strip() for line in found]
 

@@ -43,7 +43,7 @@ from .conftest import _with_database, wait_until
 from .rest import Rest
 from .vm import libvirt as lv
 from .vm.guest import GuestSpec, booted
-from .vm.image import Image, cache_root, ensure_image, missing_tools, recipe_hash
+from .vm.image import Image, agent_share, cache_root, ensure_image, missing_tools, recipe_hash
 
 pytestmark = [
     pytest.mark.vm,
@@ -201,9 +201,11 @@ async def lab(pg_cluster: str) -> AsyncIterator[Lab]:
                 "disk_attachment"
             ]
             # Both sources in both backends' guests, so the figures compare backends.
+            work = _workdir(tmp, "qemu")
             qemu_spec = GuestSpec(
-                lab.qemu_vm, root["id"][:20], tmp / "qch", _workdir(tmp, "qemu"), qemu_ga=True
-            )
+                lab.qemu_vm, root["id"][:20], tmp / "qch", work, agent_share(work / "share"),
+                qemu_ga=True,
+            )  # fmt: skip
             started = asyncio.get_running_loop().time()
             await stack.enter_async_context(lv.running_domain(image, lab.agent))
             await stack.enter_async_context(lv.running_domain(image, lab.qga))

@@ -35,8 +35,11 @@ from diskname.streams import JsonRpcClient
 
 from .conftest import wait_until
 from .rest import Rest
-from .vm.guest import GuestSpec, booted, console_tail
-from .vm.image import Image, cache_root, ensure_image, missing_tools, recipe_hash
+from .vm import footprint
+from .vm.footprint import site_install
+from .vm.guest import GuestSpec, booted, console_tail, console_text
+from .vm.guestexec import GuestExec
+from .vm.image import Image, agent_share, cache_root, ensure_image, missing_tools, recipe_hash
 from .vm.qemu import accel
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(900)]
@@ -44,6 +47,9 @@ pytestmark = [pytest.mark.vm, pytest.mark.timeout(900)]
 NAME_DEADLINE = 2.0  # acceptance: a name within 2 s of the REST request
 BOOT_TIMEOUT = 240.0
 HOTPLUGS = 10
+# The agent's start-up and RSS, archive against site install (tests/vm/footprint.py):
+# about a minute of TCG guest time, so only when asked (figures in docs/deploy.md).
+FOOTPRINT = os.environ.get("DISKNAME_VM_FOOTPRINT") == "1"
 
 
 def _skip_reason() -> str | None:
@@ -179,15 +185,17 @@ async def timed_replug(rest: Rest, vm: str, disk: str, active: bool) -> float:
 
 @contextlib.asynccontextmanager
 async def boot_and_name_root(
-    cluster: Cluster, image: Image, *, agent: bool, qemu_ga: bool
+    cluster: Cluster, image: Image, *, agent: bool, qemu_ga: bool, probe: bool = False
 ) -> AsyncIterator[tuple[str, GuestSpec]]:
     vm, root = await create_vm(cluster)
     work = cluster.tmp / f"vm-{vm[:8]}"
     work.mkdir()
     spec = GuestSpec(
         vm_id=vm, root_serial=root[:20], channels=cluster.tmp / "ch", workdir=work,
-        agent=agent, qemu_ga=qemu_ga,
+        share=agent_share(cluster.tmp / "share"), agent=agent, qemu_ga=qemu_ga, probe=probe,
     )  # fmt: skip
+    if probe:
+        site_install(spec.share)
     loop = asyncio.get_running_loop()
     started = loop.time()
     async with booted(image, spec):
@@ -203,6 +211,19 @@ async def boot_and_name_root(
             raise
 
 
+async def measure_footprint(spec: GuestSpec) -> dict[str, Any]:
+    """The agent's start-up and RSS: archive against site install (tests/vm/footprint.py)."""
+    probe = await GuestExec.connect(spec.probe_socket)
+    try:
+        code, out, err = await probe.run("/usr/bin/python3", "-c", footprint.SCRIPT, timeout=400)
+    finally:
+        probe.close()
+    assert code == 0, err
+    figures: dict[str, Any] = json.loads(out)
+    print(f"agent footprint in the guest: {json.dumps(figures)}")
+    return figures
+
+
 def report() -> None:
     FIGURES["accel"] = accel()[1]
     text = json.dumps(FIGURES, indent=2, sort_keys=True)
@@ -216,7 +237,17 @@ async def test_the_diskname_agent_in_a_real_guest_names_hot_plugged_disks(
     cluster: Cluster, image: Image
 ) -> None:
     rest = cluster.rest
-    async with boot_and_name_root(cluster, image, agent=True, qemu_ga=False) as (vm, _):
+    async with boot_and_name_root(cluster, image, agent=True, qemu_ga=False, probe=FOOTPRINT) as (
+        vm,
+        spec,
+    ):
+        # The packaged unit and udev rule started the archive on the system
+        # python3, which has no orjson in this image.
+        console = console_text(spec)
+        assert "diskname agent 0.1.0 on Python 3.11" in console, console[-3000:]
+        assert "JSON by json" in console
+        if FOOTPRINT:
+            FIGURES["agent_footprint"] = await measure_footprint(spec)
         disk, name, took = await timed_plug(rest, vm, "virtio")
         assert re.fullmatch(r"/dev/vd[b-z]", name), name
         assert took < NAME_DEADLINE, took

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from ..compat import SLOTS
 from ..protocol.agent_wire import MAX_LIST_ITEMS, MAX_MAPPING_ENTRIES, DiskEntry
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class DeviceRecord:
     """One whole disk as the guest sees it."""
 

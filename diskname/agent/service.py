@@ -15,12 +15,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import platform
 import sys
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-import orjson
-
+from .. import __version__
+from ..compat import SLOTS, jsonlib
+from ..compat.aio import TaskGroup, timeout
 from ..protocol import agent_wire as aw
 from ..protocol.errors import RemoteProtocolError
 from ..streams import read_lines
@@ -39,7 +41,7 @@ _STABLE_SESSION = 1.0
 _SETTLE_MAX = 20
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class AgentConfig:
     connect: str | None = None
     channel: str | None = None
@@ -89,12 +91,18 @@ class AgentService:
         self.connections = 0
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
+        log.info(
+            "diskname agent %s on Python %s, JSON by %s",
+            __version__,
+            platform.python_version(),
+            jsonlib.BACKEND,
+        )
         await self._source.start()
         try:
             if self.config.once:
                 self._print(self.report(), indent=True)
                 return
-            async with asyncio.TaskGroup() as tg:
+            async with TaskGroup() as tg:
                 tg.create_task(self._watch_source(), name="agent-source")
                 if self.config.print_only:
                     tg.create_task(self._print_reports(ready), name="agent-print")
@@ -112,8 +120,8 @@ class AgentService:
 
     def _print(self, report: dict[str, Any], indent: bool = False) -> None:
         out = self._out or sys.stdout
-        option = orjson.OPT_INDENT_2 if indent else 0
-        out.write(orjson.dumps(report, option=option).decode() + "\n")
+        option = jsonlib.OPT_INDENT_2 if indent else 0
+        out.write(jsonlib.dumps(report, option=option).decode() + "\n")
         out.flush()
 
     async def _print_reports(self, ready: asyncio.Event | None) -> None:
@@ -139,7 +147,7 @@ class AgentService:
             give_up = loop.time() + quiet * _SETTLE_MAX
             while loop.time() < give_up:
                 try:
-                    async with asyncio.timeout(quiet):
+                    async with timeout(quiet):
                         await self._source.wait_changed()
                 except TimeoutError:
                     break
@@ -168,7 +176,7 @@ class AgentService:
     async def _session(self, link: Link) -> None:
         self.api_version = aw.AGENT_API_VERSION
         _send(link, aw.Heartbeat(api_version=aw.AGENT_API_VERSION))
-        async with asyncio.TaskGroup() as tg:
+        async with TaskGroup() as tg:
             tasks = [
                 tg.create_task(self._heartbeats(link)),
                 tg.create_task(self._reports(link)),
@@ -191,7 +199,7 @@ class AgentService:
                 _send(link, self._usage(mapping))
                 last = mapping
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.config.report_interval):
+                async with timeout(self.config.report_interval):
                     await self._wake.wait()
                     self._wake.clear()
                     continue
@@ -217,12 +225,11 @@ class AgentService:
             self._handle(msg)
 
     def _handle(self, msg: aw.Message) -> None:
-        match msg:
-            case aw.Refresh(api_version=version):
-                self.api_version = min(version, aw.AGENT_API_VERSION)
-                self._force = True
-                self._wake.set()
-            case aw.ApiVersion(api_version=version):
-                self.api_version = min(version, aw.AGENT_API_VERSION)
-            case _:
-                log.debug("ignoring %r from the host", msg)
+        if isinstance(msg, aw.Refresh):
+            self.api_version = min(msg.api_version, aw.AGENT_API_VERSION)
+            self._force = True
+            self._wake.set()
+        elif isinstance(msg, aw.ApiVersion):
+            self.api_version = min(msg.api_version, aw.AGENT_API_VERSION)
+        else:
+            log.debug("ignoring %r from the host", msg)

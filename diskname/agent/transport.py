@@ -23,6 +23,8 @@ import tty
 from dataclasses import dataclass
 from typing import Protocol
 
+from ..compat import SLOTS
+
 log = logging.getLogger(__name__)
 
 # The oVirt guest agent ports (SPEC §3), current first.
@@ -40,7 +42,7 @@ class TransportUnavailable(Exception):
     """The configured transport cannot be used (bad address)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class Endpoint:
     """``unix:PATH``, ``tcp:HOST:PORT``, or character devices tried in order."""
 

@@ -30,7 +30,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], out: TextIO | N
     text = [[cell(v) for v in row] for row in rows]
     widths = [max([len(h), *(len(r[i]) for r in text)]) for i, h in enumerate(headers)]
     for row in [list(headers), *text]:
-        line = "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True))
+        line = "  ".join(v.ljust(w) for v, w in zip(row, widths))  # (no strict=: 3.9)
         print(line.rstrip(), file=out)
 
 

@@ -12,10 +12,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Union
 
-import orjson
-
+from ..compat import SLOTS, jsonlib
 from .errors import LocalProtocolError, RemoteProtocolError
 
 AGENT_API_VERSION = 3
@@ -41,7 +40,7 @@ _EXTENSIONS: dict[str, str] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class DiskEntry:
     """What the guest says about one disk: its name plus optional extensions."""
 
@@ -52,40 +51,40 @@ class DiskEntry:
         return {"name": self.name, **self.extra}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class Heartbeat:
     api_version: int = AGENT_API_VERSION
     free_ram: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class DisksUsage:
     mapping: Mapping[str, DiskEntry]
     disks: tuple[Mapping[str, Any], ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class Refresh:
     """Host to agent: send everything again."""
 
     api_version: int = AGENT_API_VERSION
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class ApiVersion:
     """Host to agent: the API version both sides will speak."""
 
     api_version: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class UnknownMessage:
     """A well-formed message we do not handle (``host-name``, ``applications``...)."""
 
     name: str
 
 
-Message = Heartbeat | DisksUsage | Refresh | ApiVersion | UnknownMessage
+Message = Union[Heartbeat, DisksUsage, Refresh, ApiVersion, UnknownMessage]
 
 
 def _bad(reason: str, message: str) -> RemoteProtocolError:
@@ -186,34 +185,32 @@ def decode_message(line: bytes) -> Message:
     except UnicodeDecodeError as exc:
         raise _bad("invalid_utf8", f"invalid UTF-8: {exc.reason}") from None
     try:
-        obj = orjson.loads(line)
-    except orjson.JSONDecodeError as exc:
+        obj = jsonlib.loads(line)
+    except jsonlib.JSONDecodeError as exc:
         raise _bad("invalid_json", f"invalid JSON: {exc}") from None
     return message_from_object(obj)
 
 
 def message_to_object(msg: Message) -> dict[str, Any]:
     """The JSON object for a message, as the original agent and VDSM write it."""
-    match msg:
-        case Heartbeat(api_version=v, free_ram=ram):
-            out: dict[str, Any] = {"__name__": "heartbeat", "apiVersion": v}
-            if ram is not None:
-                out["free-ram"] = ram
-            return out
-        case DisksUsage(mapping=mapping, disks=disks):
-            return {
-                "__name__": "disks-usage",
-                "disks": list(disks),
-                "mapping": {s: e.to_json() for s, e in mapping.items()},
-            }
-        case Refresh(api_version=v):
-            return {"__name__": "refresh", "apiVersion": v}
-        case ApiVersion(api_version=v):
-            return {"__name__": "api-version", "apiVersion": v}
-        case UnknownMessage():
-            raise LocalProtocolError("cannot send an unknown message", reason="unknown")
+    if isinstance(msg, Heartbeat):
+        out: dict[str, Any] = {"__name__": "heartbeat", "apiVersion": msg.api_version}
+        if msg.free_ram is not None:
+            out["free-ram"] = msg.free_ram
+        return out
+    if isinstance(msg, DisksUsage):
+        return {
+            "__name__": "disks-usage",
+            "disks": list(msg.disks),
+            "mapping": {s: e.to_json() for s, e in msg.mapping.items()},
+        }
+    if isinstance(msg, Refresh):
+        return {"__name__": "refresh", "apiVersion": msg.api_version}
+    if isinstance(msg, ApiVersion):
+        return {"__name__": "api-version", "apiVersion": msg.api_version}
+    raise LocalProtocolError("cannot send an unknown message", reason="unknown")
 
 
 def encode_message(msg: Message) -> bytes:
     """One line of bytes, newline included."""
-    return orjson.dumps(message_to_object(msg)) + b"\n"
+    return jsonlib.dumps(message_to_object(msg)) + b"\n"

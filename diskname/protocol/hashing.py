@@ -12,12 +12,12 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import orjson
+from ..compat import jsonlib
 
 
 def canonical_json(value: Any) -> bytes:
     """Serialise ``value`` with sorted keys and no insignificant whitespace."""
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    return jsonlib.dumps(value, option=jsonlib.OPT_SORT_KEYS)
 
 
 def stable_hash(value: Any) -> str:

@@ -8,10 +8,9 @@ error code and request id to answer with, so a server can always reply.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Union
 
-import orjson
-
+from ..compat import SLOTS, jsonlib
 from .errors import RemoteProtocolError
 
 PARSE_ERROR = -32700
@@ -26,30 +25,30 @@ HYPERVISOR_ERROR = -32003
 UNAUTHORIZED = -32004
 CONFLICT = -32005
 
-RequestId = int | str
-Params = dict[str, Any] | list[Any] | None
+RequestId = Union[int, str]
+Params = Union[dict[str, Any], list[Any], None]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class Request:
     id: RequestId
     method: str
     params: Params = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class Notification:
     method: str
     params: Params = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class Response:
     id: RequestId
     result: Any
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class ErrorResponse:
     id: RequestId | None
     code: int
@@ -57,7 +56,7 @@ class ErrorResponse:
     data: Any = None
 
 
-Frame = Request | Notification | Response | ErrorResponse
+Frame = Union[Request, Notification, Response, ErrorResponse]
 
 
 class JsonRpcError(RemoteProtocolError):
@@ -124,38 +123,37 @@ def _request(obj: dict[str, Any], rid: RequestId | None) -> Frame:
 def parse_frame(line: bytes) -> Frame:
     """Parse one line into a frame, or raise :class:`JsonRpcError`."""
     try:
-        obj = orjson.loads(line)
-    except orjson.JSONDecodeError as exc:
+        obj = jsonlib.loads(line)
+    except jsonlib.JSONDecodeError as exc:
         raise JsonRpcError(PARSE_ERROR, f"parse error: {exc}") from None
     return _frame_from_object(obj)
 
 
 def frame_to_object(frame: Frame) -> dict[str, Any]:
     """The JSON-RPC 2.0 object for a frame."""
-    match frame:
-        case Request(id=rid, method=method, params=params):
-            out: dict[str, Any] = {"jsonrpc": "2.0", "id": rid, "method": method}
-            if params is not None:
-                out["params"] = params
-            return out
-        case Notification(method=method, params=params):
-            out = {"jsonrpc": "2.0", "method": method}
-            if params is not None:
-                out["params"] = params
-            return out
-        case Response(id=rid, result=result):
-            return {"jsonrpc": "2.0", "id": rid, "result": result}
-        case ErrorResponse(id=rid, code=code, message=message, data=data):
-            error: dict[str, Any] = {"code": code, "message": message}
-            if data is not None:
-                error["data"] = data
-            return {"jsonrpc": "2.0", "id": rid, "error": error}
+    if isinstance(frame, Request):
+        out: dict[str, Any] = {"jsonrpc": "2.0", "id": frame.id, "method": frame.method}
+        if frame.params is not None:
+            out["params"] = frame.params
+        return out
+    if isinstance(frame, Notification):
+        out = {"jsonrpc": "2.0", "method": frame.method}
+        if frame.params is not None:
+            out["params"] = frame.params
+        return out
+    if isinstance(frame, Response):
+        return {"jsonrpc": "2.0", "id": frame.id, "result": frame.result}
+    if isinstance(frame, ErrorResponse):
+        error: dict[str, Any] = {"code": frame.code, "message": frame.message}
+        if frame.data is not None:
+            error["data"] = frame.data
+        return {"jsonrpc": "2.0", "id": frame.id, "error": error}
     raise TypeError(f"not a frame: {frame!r}")
 
 
 def encode_frame(frame: Frame) -> bytes:
     """One line of bytes, newline included."""
-    return orjson.dumps(frame_to_object(frame)) + b"\n"
+    return jsonlib.dumps(frame_to_object(frame)) + b"\n"
 
 
 def vm_status_event(vm_id: str, vm_hash: str) -> Notification:

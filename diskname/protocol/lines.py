@@ -9,7 +9,9 @@ that never sends a newline cannot grow our memory.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Union
 
+from ..compat import SLOTS
 from .limits import MAX_AGENT_LINE
 
 MAX_LINE = MAX_AGENT_LINE
@@ -18,7 +20,7 @@ MAX_LINE = MAX_AGENT_LINE
 HEAD_BYTES = 64
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class Oversized:
     """A line longer than the cap was dropped (in part or whole).
 
@@ -29,7 +31,7 @@ class Oversized:
     head: bytes = field(default=b"", compare=False)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class Truncated:
     """The stream ended in the middle of a line; that partial line was dropped."""
 
@@ -40,7 +42,7 @@ class NeedData:
 
 NEED_DATA = NeedData()
 
-LineEvent = bytes | Oversized | Truncated | NeedData
+LineEvent = Union[bytes, Oversized, Truncated, NeedData]
 
 
 class LineDecoder:

@@ -19,10 +19,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Union
 
-import orjson
-
+from ..compat import SLOTS, jsonlib
 from .agent_wire import parse_mapping
 from .errors import RemoteProtocolError
 from .lines import MAX_LINE, NEED_DATA, LineDecoder, NeedData, Oversized, Truncated
@@ -41,25 +40,25 @@ _PARTITION = (
 )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class Synced:
     """qemu-ga answered our ``guest-sync-delimited``: what follows is ours."""
 
     sync_id: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class Return:
     value: Any
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class Error:
     error_class: str
     desc: str
 
 
-Event = Synced | Return | Error | NeedData
+Event = Union[Synced, Return, Error, NeedData]
 
 
 def _bad(reason: str, message: str) -> RemoteProtocolError:
@@ -71,7 +70,7 @@ def command(name: str, arguments: Mapping[str, Any] | None = None) -> bytes:
     obj: dict[str, Any] = {"execute": name}
     if arguments is not None:
         obj["arguments"] = dict(arguments)
-    return orjson.dumps(obj) + b"\n"
+    return jsonlib.dumps(obj) + b"\n"
 
 
 class QgaConnection:
@@ -128,8 +127,8 @@ class QgaConnection:
 
     def _reply(self, line: bytes) -> Return | Error:
         try:
-            obj = orjson.loads(line)
-        except orjson.JSONDecodeError:
+            obj = jsonlib.loads(line)
+        except jsonlib.JSONDecodeError:
             raise _bad("invalid_json", "qemu-ga sent invalid JSON") from None
         if isinstance(obj, dict) and "return" in obj:
             return Return(obj["return"])

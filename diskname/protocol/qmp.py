@@ -15,10 +15,9 @@ message raises :class:`RemoteProtocolError` with a ``reason``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Union
 
-import orjson
-
+from ..compat import SLOTS, jsonlib
 from .errors import LocalProtocolError, RemoteProtocolError
 from .lines import NEED_DATA, LineDecoder, NeedData, Oversized, Truncated
 
@@ -26,36 +25,36 @@ from .lines import NEED_DATA, LineDecoder, NeedData, Oversized, Truncated
 MAX_MESSAGE = 16 * 1024 * 1024
 CAPABILITIES = "qmp_capabilities"
 
-CommandId = int | str
+CommandId = Union[int, str]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class Greeting:
     version: dict[str, Any]
     capabilities: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class Return:
     id: CommandId | None
     value: Any
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class Error:
     id: CommandId | None
     error_class: str
     desc: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class Event:
     name: str
     data: dict[str, Any] = field(default_factory=dict)
     timestamp: float | None = None
 
 
-QmpMessage = Greeting | Return | Error | Event
+QmpMessage = Union[Greeting, Return, Error, Event]
 
 
 def encode_command(
@@ -69,7 +68,7 @@ def encode_command(
         command["arguments"] = arguments
     if id is not None:
         command["id"] = id
-    return orjson.dumps(command) + b"\n"
+    return jsonlib.dumps(command) + b"\n"
 
 
 def _bad(message: str, reason: str = "invalid_message") -> RemoteProtocolError:
@@ -118,8 +117,8 @@ def _event(obj: dict[str, Any]) -> Event:
 def parse_message(line: bytes) -> QmpMessage:
     """One line from QEMU as a message, or :class:`RemoteProtocolError`."""
     try:
-        obj = orjson.loads(line)
-    except orjson.JSONDecodeError as exc:
+        obj = jsonlib.loads(line)
+    except jsonlib.JSONDecodeError as exc:
         raise _bad(f"not JSON: {exc}", "invalid_json") from None
     if not isinstance(obj, dict):
         raise _bad("a message must be a JSON object")

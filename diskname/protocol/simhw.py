@@ -12,14 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
+from ..compat import SLOTS, jsonlib
 from .errors import RemoteProtocolError
 
 INTERFACES = ("virtio", "virtio_scsi", "sata", "nvme")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class VirtualDisk:
     device_id: str
     serial: str
@@ -35,18 +34,18 @@ class VirtualDisk:
         }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class HardwareState:
     disks: tuple[VirtualDisk, ...]
 
 
 def encode_state(state: HardwareState) -> bytes:
-    return orjson.dumps({"disks": [d.to_json() for d in state.disks]}) + b"\n"
+    return jsonlib.dumps({"disks": [d.to_json() for d in state.disks]}) + b"\n"
 
 
 def decode_state(line: bytes) -> HardwareState:
     try:
-        obj = orjson.loads(line)
+        obj = jsonlib.loads(line)
         disks = tuple(
             VirtualDisk(
                 device_id=str(d["deviceId"]),
@@ -56,7 +55,7 @@ def decode_state(line: bytes) -> HardwareState:
             )
             for d in obj["disks"]
         )
-    except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+    except (jsonlib.JSONDecodeError, KeyError, TypeError) as exc:
         raise RemoteProtocolError(f"bad hardware state: {exc}", reason="bad_hw_state") from None
     for disk in disks:
         if disk.iface not in INTERFACES:

@@ -4,7 +4,7 @@
 diskname agent's virtio-serial port) and ``<vm_id>.org.qemu.guest_agent.0``
 (qemu-ga's) are UNIX sockets QEMU serves; the host connects to them. The
 guest's root disk is a throw-away qcow2 overlay on the cached image, and the
-checkout reaches the guest over 9p for the agent unit (tests/vm/image.py).
+agent's archive reaches the guest over 9p for the agent unit (tests/vm/image.py).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from pathlib import Path
 from .image import MOUNT_TAG, Image
 from .qemu import QEMU, accel, hotplug_buses, qmp_monitor, running
 
-CHECKOUT = Path(__file__).resolve().parents[2]
 MEMORY_MB = 1024
 
 
@@ -28,8 +27,15 @@ class GuestSpec:
     root_serial: str
     channels: Path
     workdir: Path
+    share: Path  # holds diskname-agent.pyz (image.agent_share)
     agent: bool = True  # the ovirt-guest-agent.0 port, which starts the diskname agent
     qemu_ga: bool = False  # the org.qemu.guest_agent.0 port, which starts qemu-ga
+    # The same port for the test itself (guest-exec), outside the channels folder.
+    probe: bool = False
+
+    @property
+    def probe_socket(self) -> Path:
+        return self.workdir / "probe-qga.sock"
 
     @property
     def qmp(self) -> Path:
@@ -53,6 +59,11 @@ def qemu_args(image: Image, spec: GuestSpec, overlay: Path) -> list[str]:
         ports += spec.port("ovirt-guest-agent.0")
     if spec.qemu_ga:
         ports += spec.port("org.qemu.guest_agent.0")
+    elif spec.probe:
+        ports += [
+            "-chardev", f"socket,id=ch-probe,path={spec.probe_socket},server=on,wait=off",
+            "-device", "virtserialport,bus=vser0.0,chardev=ch-probe,name=org.qemu.guest_agent.0",
+        ]  # fmt: skip
     cmdline = "root=/dev/vda rw console=ttyS0 systemd.journald.forward_to_console=1"
     return [
         QEMU, "-machine", "q35", *accel(), "-m", str(MEMORY_MB), "-smp", "2",
@@ -61,7 +72,7 @@ def qemu_args(image: Image, spec: GuestSpec, overlay: Path) -> list[str]:
         "-blockdev", f"driver=qcow2,node-name=root,file.driver=file,file.filename={overlay}",
         "-device", f"virtio-blk-pci,drive=root,id=root,bus=pcie.0,serial={spec.root_serial}",
         "-device", "virtio-serial-pci,id=vser0,bus=pcie.0", *ports,
-        "-virtfs", f"local,path={CHECKOUT},mount_tag={MOUNT_TAG},security_model=none,readonly=on",
+        "-virtfs", f"local,path={spec.share},mount_tag={MOUNT_TAG},security_model=none,readonly=on",
         *qmp_monitor(spec.qmp), *hotplug_buses(),
     ]  # fmt: skip
 
@@ -84,6 +95,13 @@ async def booted(image: Image, spec: GuestSpec) -> AsyncIterator[asyncio.subproc
     probe = spec.workdir / "probe.qmp"
     async with running([*args, *qmp_monitor(probe)], spec.workdir / "qemu.log", probe) as proc:
         yield proc
+
+
+def console_text(spec: GuestSpec) -> str:
+    try:
+        return spec.console.read_text(errors="replace")
+    except OSError:
+        return ""
 
 
 def console_tail(spec: GuestSpec, chars: int = 6000) -> str:

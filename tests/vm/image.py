@@ -8,11 +8,14 @@ is renamed into place only when complete, under a lock, so a CI step and a
 test run never see half an image.
 
 The guest: ``debootstrap --variant=minbase`` of bookworm with systemd, udev,
-Python and pyudev from Debian, Debian's ``qemu-guest-agent`` and kernel, and
-orjson from a wheel fetched on the host (bookworm has no python3-orjson).
-The project itself is not in the image: the guest mounts the checkout over
-9p (mount tag ``diskname``) at ``/opt/diskname`` and a udev rule starts the
-agent when the ``ovirt-guest-agent.0`` virtio-serial port appears.
+python3 and python3-pyudev from Debian, Debian's ``qemu-guest-agent`` and
+kernel; no pip, no venv, no orjson. The agent is installed as SPEC §16 says a
+guest gets it: ``diskname-agent.pyz`` on the system python3. The archive is
+not in the image: each test run builds it into a folder the guest mounts over
+9p (mount tag ``diskname``) at ``/opt/diskname`` (:func:`agent_share`), and
+the project's own udev rule and unit (packaging/, ExecStart pointed at the
+archive) start it as user ``diskname`` when the ``ovirt-guest-agent.0``
+virtio-serial port appears.
 
 ``python -m tests.vm.image`` builds the image and prints its folder.
 """
@@ -30,7 +33,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,45 +58,58 @@ INITRD_MODULES = (
     "9p",
     "9pnet_virtio",
 )
-ORJSON = "3.10.7"
 IMAGE_SIZE = "2G"
 MOUNT_TAG = "diskname"
-GUEST_SOURCE = "/opt/diskname"
+GUEST_SHARE = "/opt/diskname"
+PYZ = "diskname-agent.pyz"
+PACKAGING = Path(__file__).resolve().parents[2] / "packaging"
+
+
+def _agent_unit() -> str:
+    """The packaged unit, started from the archive on the share (with debug logs)."""
+    unit = (PACKAGING / "systemd" / "diskname-agent.service").read_text()
+    start = f"ExecStart=/usr/bin/python3 {GUEST_SHARE}/{PYZ} agent"
+    unit = re.sub(r"^ExecStart=\S+ diskname agent", start, unit, flags=re.M)
+    return unit.replace(
+        "--config /etc/diskname/agent.toml", "--config /etc/diskname/agent.toml --log-level DEBUG"
+    )
+
 
 FILES: dict[str, str] = {
     "etc/hostname": "dnguest\n",
     "etc/fstab": "/dev/vda / ext4 rw,noatime 0 1\n",
     "etc/initramfs-tools/modules": "\n".join(INITRD_MODULES) + "\n",
     "etc/initramfs-tools/conf.d/diskname": "MODULES=list\nCOMPRESS=gzip\n",
-    # The host's checkout, read-only, over 9p.
+    # The folder with the agent's archive, read-only, over 9p.
     "etc/systemd/system/opt-diskname.mount": f"""\
 [Unit]
-Description=diskname checkout from the host (9p)
+Description=diskname agent archive from the host (9p)
 [Mount]
 What={MOUNT_TAG}
-Where={GUEST_SOURCE}
+Where={GUEST_SHARE}
 Type=9p
 Options=trans=virtio,version=9p2000.L,ro
 """,
-    # Started by the udev rule below when the port appears; gone with it.
-    "etc/systemd/system/diskname-agent.service": f"""\
+    "etc/systemd/system/diskname-agent.service": _agent_unit(),
+    "etc/systemd/system/diskname-agent.service.d/share.conf": f"""\
 [Unit]
-Description=diskname guest agent (from the host's checkout)
-BindsTo=dev-virtio\\x2dports-ovirt\\x2dguest\\x2dagent.0.device
-After=dev-virtio\\x2dports-ovirt\\x2dguest\\x2dagent.0.device systemd-udevd.service
-RequiresMountsFor={GUEST_SOURCE}
-[Service]
-Environment=PYTHONPATH={GUEST_SOURCE} PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
-ExecStart=/usr/bin/python3 -m diskname agent --log-level DEBUG
-Restart=always
-RestartSec=1
+RequiresMountsFor={GUEST_SHARE}
 """,
-    "etc/udev/rules.d/90-diskname-agent.rules": (
-        'SUBSYSTEM=="virtio-ports", ATTR{name}=="ovirt-guest-agent.0", '
-        'TAG+="systemd", ENV{SYSTEMD_WANTS}+="diskname-agent.service"\n'
-    ),
+    "etc/udev/rules.d/70-diskname-agent.rules": (
+        PACKAGING / "udev" / "70-diskname-agent.rules"
+    ).read_text(),
+    "etc/diskname/agent.toml": "[agent]\n",
 }
 # Boot faster: nothing in these tests needs them.
+USER = [
+    "useradd",
+    "--system",
+    "--user-group",
+    "--no-create-home",
+    "--shell",
+    "/usr/sbin/nologin",
+    "diskname",
+]
 MASKED = ("systemd-timesyncd.service", "apt-daily.timer", "apt-daily-upgrade.timer")
 
 
@@ -102,17 +117,30 @@ def recipe() -> dict[str, object]:
     return {
         "suite": SUITE,
         "packages": PACKAGES,
-        "orjson": ORJSON,
         "files": FILES,
         "masked": MASKED,
         "size": IMAGE_SIZE,
-        "version": 1,
+        "user": USER,
+        "version": 2,
     }
 
 
 def recipe_hash() -> str:
     blob = json.dumps(recipe(), sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def agent_share(folder: Path) -> Path:
+    """``folder`` holding a fresh diskname-agent.pyz: what a guest mounts at /opt/diskname.
+
+    Boot the image with this folder as the 9p share with mount tag
+    :data:`MOUNT_TAG` (QEMU: ``-virtfs local,path=FOLDER,mount_tag=diskname,...``).
+    """
+    from diskname.pyz import build
+
+    folder.mkdir(parents=True, exist_ok=True)
+    build(folder / PYZ)
+    return folder
 
 
 def cache_root() -> Path:
@@ -175,23 +203,9 @@ def _configure(root: Path) -> None:
         link = root / "etc/systemd/system" / unit
         link.unlink(missing_ok=True)
         link.symlink_to("/dev/null")
-    (root / GUEST_SOURCE.lstrip("/")).mkdir(parents=True, exist_ok=True)
+    (root / GUEST_SHARE.lstrip("/")).mkdir(parents=True, exist_ok=True)
     # No password: nobody logs in; the console shows the journal.
     (root / "etc/securetty").unlink(missing_ok=True)
-
-
-def _install_orjson(root: Path, scratch: Path, log: Path) -> None:
-    wheels = scratch / "wheels"
-    _run(
-        sys.executable, "-m", "pip", "download", "-q", f"orjson=={ORJSON}", "--no-deps",
-        "--only-binary=:all:", "--python-version", "3.11",
-        "--platform", "manylinux2014_x86_64", "-d", str(wheels), log=log,
-    )  # fmt: skip
-    site = root / "usr/local/lib/python3.11/dist-packages"
-    site.mkdir(parents=True, exist_ok=True)
-    for wheel in wheels.glob("orjson-*.whl"):
-        with zipfile.ZipFile(wheel) as zf:
-            zf.extractall(site)
 
 
 def _slim(root: Path) -> None:
@@ -209,7 +223,7 @@ def _build(target: Path, log: Path) -> None:
             SUITE, str(root), debian_mirror(), log=log,
         )  # fmt: skip
         _configure(root)
-        _install_orjson(root, scratch, log)
+        _run("chroot", str(root), *USER, log=log)
         _run("chroot", str(root), "update-initramfs", "-u", "-k", "all", log=log)
         out = scratch / "image"
         out.mkdir()

@@ -5,9 +5,9 @@ The domain is what a libvirt user would write for diskname (docs/deploy.md,
 ``pcie-root-port`` controllers (virtio hot-plug), a virtio-scsi controller
 (SCSI hot-plug), the ``ovirt-guest-agent.0`` unix channel the host connects
 to and an ``org.qemu.guest_agent.0`` channel libvirt itself owns (guest info).
-TCG, as FACTS §7 says for this machine; kernel and initrd boot; the checkout
-over 9p for the image's agent unit. How the guest starts its agent is the
-image recipe's business, not this file's.
+TCG, as FACTS §7 says for this machine; kernel and initrd boot; the agent's
+archive over 9p (image.agent_share) for the image's agent unit. How the guest
+starts its agent is the image recipe's business, not this file's.
 
 libvirtd comes from ``.ci/libvirt-setup`` (CI runs it; run it by hand as root
 on a development machine). Tests skip with the reason when it is not there.
@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
-from .guest import CHECKOUT, MEMORY_MB, make_overlay
-from .image import MOUNT_TAG, Image
+from .guest import MEMORY_MB, make_overlay
+from .image import MOUNT_TAG, Image, agent_share
 from .qemu import kvm_usable
 
 URI = "qemu:///system"
@@ -79,6 +79,11 @@ class DomainSpec:
     def overlay(self) -> Path:
         return self.workdir / "root.qcow2"
 
+    @property
+    def share(self) -> Path:
+        """What the guest mounts at /opt/diskname: diskname-agent.pyz."""
+        return self.workdir / "share"
+
 
 def _channels(spec: DomainSpec) -> str:
     out = []
@@ -129,7 +134,7 @@ def domain_xml(image: Image, spec: DomainSpec) -> str:
     <controller type='usb' model='none'/>
     <controller type='virtio-serial' index='0'/>{_channels(spec)}
     <filesystem type='mount' accessmode='squash'>
-      <source dir={quoteattr(str(CHECKOUT))}/>
+      <source dir={quoteattr(str(spec.share))}/>
       <target dir='{MOUNT_TAG}'/>
       <readonly/>
     </filesystem>
@@ -151,6 +156,7 @@ async def running_domain(image: Image, spec: DomainSpec) -> AsyncIterator[None]:
     libvirtd after the test, even if the test process dies.
     """
     await make_overlay(image, spec.overlay)
+    agent_share(spec.share)
     xml = spec.workdir / "domain.xml"
     xml.write_text(domain_xml(image, spec))
     created = await asyncio.to_thread(virsh, "create", str(xml), check=False)

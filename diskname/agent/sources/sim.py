@@ -14,6 +14,7 @@ import contextlib
 import logging
 from typing import Any
 
+from ...compat.aio import timeout
 from ...protocol.errors import RemoteProtocolError
 from ...protocol.simhw import HardwareState, VirtualDisk, decode_state
 from ...streams import read_lines
@@ -126,7 +127,7 @@ class SimSource:
         """
         self._task = asyncio.create_task(self._follow(), name=f"sim-hw {self._endpoint}")
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self._boot_timeout):
+            async with timeout(self._boot_timeout):
                 await self._boot.wait()
 
     async def close(self) -> None:

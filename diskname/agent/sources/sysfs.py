@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from ...compat import SLOTS
+
 # Not VM disks: loop, RAM and compressed-RAM disks, device-mapper and md
 # devices (they are holders of disks), optical drives.
 SKIPPED_PREFIXES = ("loop", "ram", "zram", "dm-", "md", "sr")
@@ -83,7 +85,7 @@ def bus_of(sys_path: str, sys_name: str) -> str | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class Mount:
     """One line of ``/proc/self/mountinfo``, the parts we use."""
 

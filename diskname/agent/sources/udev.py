@@ -201,7 +201,9 @@ class UdevSource:
 
             self._context = pyudev.Context()
         except ImportError as exc:
-            raise SourceUnavailable(f"libudev is not available: {exc}") from None
+            raise SourceUnavailable(
+                f"libudev is not available ({exc}): install python3-pyudev (or pip install pyudev)"
+            ) from None
         loop = asyncio.get_running_loop()
         self._watch_uevents(loop, pyudev)
         self._watch_mounts(loop)

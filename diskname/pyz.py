@@ -39,6 +39,7 @@ AGENT_MODULES = (
     "client",  # the CLI client's commands, registered on the same command line
     "config.py",
     "extras.py",
+    "flags.py",
     "logctx.py",
     "runner.py",
     "sdnotify.py",

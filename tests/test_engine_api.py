@@ -288,7 +288,7 @@ ERROR_CASES: list[tuple[str, str, Any, int]] = [
     ("POST", "/api/vms/{vm}/diskattachments", {"interface": "virtio", "disk": {"id": "x"}}, 400),
     # unknown host
     ("GET", "/api/hosts/{missing}", None, 404),
-    ("POST", "/api/vms", {"name": "v", "host": {"id": "{missing}"}}, 404),
+    ("POST", "/api/vms", {"name": "v", "host": {"id": "{missing}"}}, 422),
     # unknown VM, disk or attachment
     ("GET", "/api/vms/{missing}", None, 404),
     ("DELETE", "/api/vms/{missing}", None, 404),
@@ -302,7 +302,7 @@ ERROR_CASES: list[tuple[str, str, Any, int]] = [
         "POST",
         "/api/vms/{vm}/diskattachments",
         {"interface": "virtio", "disk": {"id": "{missing}"}},
-        404,
+        422,
     ),
     # taken names and ids
     ("POST", "/api/hosts", {"name": "h1", "address": "a", "port": 1}, 409),

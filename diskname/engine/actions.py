@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..protocol import jsonrpc
-from .errors import HostNotConnected, HostRefused, NotFound
+from .errors import HostNotConnected, HostRefused, NotFound, Unprocessable
 from .events import EventHub
 from .matching import disk_serial
 from .metrics import Metrics
@@ -97,7 +97,7 @@ class Actions:
 
     async def create_vm(self, name: str, host_id: str, vm_id: str | None = None) -> VmRow:
         if await self._store.get_host(host_id) is None:
-            raise NotFound(f"no host {host_id}")
+            raise Unprocessable(f"host.id {host_id}: no such host")
         monitor = self._monitor(host_id)
         vm = VmRow(vm_id or str(uuid.uuid4()), name, "unknown", host_id)
         disk_id = str(uuid.uuid4())
@@ -160,7 +160,7 @@ class Actions:
         else:
             serial = await self._store.disk_serial(disk_id)
         if serial is None:
-            raise NotFound(f"no disk {disk_id}")
+            raise Unprocessable(f"disk.id {disk_id}: no such disk")
         monitor = self._monitor(vm.host_id)
         att = _new_attachment(vm_id, disk_id, interface)
         async with monitor.vm_action(vm_id):

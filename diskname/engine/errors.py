@@ -68,6 +68,14 @@ class HostRefused(EngineError):
 _STATE_CODES = frozenset({-32001, -32002, -32005})
 
 
+class Unprocessable(EngineError):
+    """The request is well formed but refers to something that does not exist
+    (a ``disk.id`` or ``host.id`` in the body): the target itself was found, so
+    this is no 404."""
+
+    status = 422
+
+
 class UnsupportedMediaType(EngineError):
     status = 415
 

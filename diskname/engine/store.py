@@ -17,8 +17,8 @@ from typing import Any
 
 import asyncpg
 
-from . import writes
-from .errors import Conflict
+from . import plugs, writes
+from .errors import Conflict, NotFound
 from .matching import MatchResult
 from .metrics import Metrics
 from .migrations import apply_migrations
@@ -95,6 +95,18 @@ def _filtered(
     return sql, args
 
 
+async def _keep_session(conn: Any) -> None:
+    """Release a connection to the pool as it is.
+
+    asyncpg's default reset costs a round trip on *every* release (advisory
+    locks, cursors, LISTEN, settings), which doubled the cost of a one-query
+    read. The engine leaves no session state on pooled connections: its
+    advisory locks live on the lease connection (:mod:`.leases`), the
+    migration's lock is transaction-scoped, and an open transaction is still
+    rolled back by asyncpg before this is called.
+    """
+
+
 class Store:
     """A pool of connections and the engine's queries."""
 
@@ -116,6 +128,7 @@ class Store:
             timeout=CONNECT_TIMEOUT,
             command_timeout=COMMAND_TIMEOUT,
             server_settings=KEEPALIVES,
+            reset=_keep_session,
         )
         return cls(pool, metrics)
 
@@ -180,6 +193,15 @@ class Store:
     ) -> list[VmRow]:
         sql, args = _filtered(_VMS, names, limit, "name, id")
         return [VmRow(*r.values()) for r in await self._pool.fetch(sql, *args)]
+
+    async def get_vms(self, vm_ids: Sequence[str]) -> list[VmRow | Exception]:
+        """Each VM, or :class:`NotFound` in its place (one query for them all)."""
+        rows = await self._pool.fetch(
+            "SELECT id::text, name, status, host_id::text FROM vms WHERE id = ANY($1::uuid[])",
+            list(vm_ids),
+        )
+        found = {r["id"]: VmRow(*r.values()) for r in rows}
+        return [found.get(vm_id) or NotFound(f"no VM {vm_id}") for vm_id in vm_ids]
 
     async def get_vm(self, vm_id: str) -> VmRow | None:
         row = await self._pool.fetchrow(f"{_VMS} WHERE id = $1", vm_id)
@@ -389,6 +411,29 @@ class Store:
     async def _forget(self, conn: Any, vm_id: str) -> None:
         sql = "UPDATE vms SET hash = NULL WHERE id = $1 AND hash IS NOT NULL"
         await self._exec(conn, sql, vm_id)
+
+    # -- hot-plugs, a batch at a time (:mod:`.plugs`) ---------------------------
+
+    async def claim_plugs(self, claims: Sequence[plugs.Claim]) -> list[plugs.ClaimResult]:
+        """Attach the disks as plugged, in one statement; per claim its serial or error."""
+        try:
+            async with self._pool.acquire() as conn:
+                results = await plugs.claim(conn, self._exec, claims)
+        except asyncpg.ForeignKeyViolationError:
+            if len(claims) > 1:
+                raise  # the batch is retried claim by claim
+            return [NotFound(f"no VM {claims[0].vm_id}")]
+        if any(isinstance(r, str) for r in results):
+            self.metrics.db_writes += 1  # the claims (their rows read back through a fetch)
+        return results
+
+    async def settle_plugs(self, outcomes: Sequence[plugs.Outcome]) -> list[plugs.OutcomeResult]:
+        """Record how each claim's host call ended, in one statement (one transaction)."""
+        async with self._pool.acquire() as conn:
+            results = await plugs.settle(conn, outcomes)
+        if outcomes:
+            self.metrics.db_writes += 1  # the claims settled (read back through a fetch)
+        return results
 
     # -- the monitor's update -------------------------------------------------
 

@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from diskname.engine.sync import Batch, HostSync
+from diskname.engine.sync import SETTLE, Batch, HostSync
 
 A, B, C = (str(uuid.UUID(int=n)) for n in (1, 2, 3))
 
@@ -76,7 +76,7 @@ def test_a_vm_in_an_action_is_not_fetched_and_an_overlapped_fetch_is_thrown_away
     assert reply.reports == [] and reply.dropped["overlapped_action"] == 1
     assert sync.take_batch(0.1) is None  # still busy
     sync.end_action(A, 0.2)
-    again = sync.take_batch(0.2)
+    again = fetch_all(sync, 0.2 + SETTLE)
     assert again is not None and again.vm_ids == (A,)
 
 
@@ -256,11 +256,11 @@ def test_after_an_action_the_vm_is_fetched_again_though_the_host_did_not_change(
     sync.on_stats(listing("d1", a="h-a", b="h-b"))
     sync.begin_action(A)  # a plug the host refused: its stats do not move
     sync.end_action(A, 0.0)
-    batch = sync.take_batch(0.0)
+    batch = fetch_all(sync, SETTLE)
     assert batch is not None and batch.vm_ids == (A,)
     sync.on_reply(batch, [full(A, "h-a")])  # fetched, but the write failed
     sync.on_stats({"digest": "d1"})
-    again = sync.take_batch(0.1)
+    again = sync.take_batch(SETTLE + 0.1)
     assert again is not None and again.vm_ids == (A,)
     sync.on_stored(sync.on_reply(again, [full(A, "h-a")]).reports)
     sync.on_stats({"digest": "d1"})
@@ -346,3 +346,37 @@ def test_with_the_digest_every_vm_ends_at_the_hosts_hash(ops: list[tuple[str, st
         while (batch := fetch_all(sync, now)) is not None:
             sync.on_stored(sync.on_reply(batch, host.full(batch)).reports)
     assert {v: sync.stored_hash(v) for v in (A, B, C)} == host.hashes
+
+
+def test_after_an_action_the_vm_is_fetched_once_when_the_guest_reports() -> None:
+    sync = owned()
+    sync.begin_action(A)
+    sync.on_notification(A, "h-device")  # the host announces the plugged device
+    sync.end_action(A, 1.0)
+    assert fetch_all(sync, 1.0) is None  # the action stored the device itself
+    sync.on_stats(stats(a="h-device", b="h-b"))  # a poll saying the same: still no fetch
+    assert fetch_all(sync, 1.1) is None
+    sync.on_notification(A, "h-named")  # the guest named the disk
+    batch = fetch_all(sync, 1.15)
+    assert batch is not None and batch.vm_ids == (A,) and batch.wanted[A] == "h-named"
+    sync.on_stored(sync.on_reply(batch, [full(A, "h-named")]).reports)
+    assert fetch_all(sync, 1.0 + SETTLE) is None  # settled: nothing more
+
+
+def test_after_an_action_a_silent_guest_is_fetched_when_the_settle_time_is_up() -> None:
+    sync = owned()
+    sync.begin_action(A)
+    sync.end_action(A, 1.0)
+    assert fetch_all(sync, 1.0) is None and sync.next_wakeup() == 1.0 + SETTLE
+    batch = fetch_all(sync, 1.0 + SETTLE)
+    assert batch is not None and batch.vm_ids == (A,)
+
+
+def test_after_an_action_a_guest_that_spoke_already_is_fetched_at_once() -> None:
+    sync = owned()
+    sync.begin_action(A)
+    sync.on_notification(A, "h-device")
+    sync.on_notification(A, "h-named")  # the guest was quicker than the action's end
+    sync.end_action(A, 1.0)
+    batch = fetch_all(sync, 1.0)
+    assert batch is not None and batch.vm_ids == (A,)

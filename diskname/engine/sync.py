@@ -23,6 +23,13 @@ Rules it keeps:
 - A VM the host reports but that is registered on another host is ignored.
 - Without notifications, a VM the engine just changed is fetched again a few
   times shortly after (the guest names a disk a moment after the plug).
+- With notifications, a VM the engine just changed is fetched once the guest
+  has had its say: on the first hash the host reports after the action (the
+  plugged disk's name), or ``settle`` seconds after it at the latest. The one
+  hash the host announced while the action ran (the bare device) is not
+  fetched on its own: the action stored the device already. If two or more
+  were announced meanwhile, the guest spoke already: fetch at once. A burst of
+  plugs costs one fetch and one write per VM, not two.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from ..damping import Damper
 from .models import BadReport, VmReport, canonical_uuid, parse_report
 
 FOLLOW_UP_DELAYS = (0.1, 0.25, 0.5, 1.0, 2.0)
+SETTLE = 0.25  # seconds a VM the engine changed waits for the guest's own report
 MAX_FETCH = 1000  # VMs asked for in one Host.getVMFullList
 
 
@@ -66,8 +74,10 @@ class HostSync:
         fetch_rate: float = 4.0,
         fetch_burst: float = 6.0,
         follow_ups: tuple[float, ...] = FOLLOW_UP_DELAYS,
+        settle: float = SETTLE,
     ) -> None:
         self.hash_gate, self.events, self._follow_up_delays = hash_gate, events, follow_ups
+        self._settle = settle
         self.owned = False
         self.stale = True  # the stored hashes must be (re)loaded before they are trusted
         self._hashes: dict[str, str | None] = {}
@@ -81,6 +91,10 @@ class HostSync:
         self._damper = Damper(fetch_rate, fetch_burst)
         self._cleared: set[str] = set()  # released by the damper, token already spent
         self._follow_ups: list[tuple[float, str]] = []  # a heap of (when, VM id)
+        # VM id -> the hash announced while the engine's action ran, for VMs
+        # waiting for the guest's report after it (see the module docstring).
+        self._settling: dict[str, str | None] = {}
+        self._announced: dict[str, set[str | None]] = {}  # hashes heard while busy
         self._digest: str | None = None  # of the last full stats list taken in
         self._reported: dict[str, str | None] = {}  # VM id -> hash in that list
         self._behind: set[str] = set()  # VMs of that list not (yet) at their hash here
@@ -96,6 +110,8 @@ class HostSync:
     def revoke(self) -> None:
         self.owned = False
         self._dirty.clear()
+        self._settling.clear()
+        self._announced.clear()
 
     def load(self, states: Mapping[str, tuple[str | None, str]]) -> None:
         """(stored hash, status) of every VM registered on this host."""
@@ -104,6 +120,8 @@ class HostSync:
         self._dirty.clear()
         self._foreign.clear()
         self._unfetchable.clear()
+        self._settling.clear()
+        self._announced.clear()
         self._forget_stats()
         self.stale = False
 
@@ -221,6 +239,12 @@ class HostSync:
             return False
         if vm_id in self._unfetchable and self._unfetchable[vm_id] == vm_hash:
             return False
+        if vm_id in self._settling:
+            if vm_hash is not None and vm_hash == self._settling[vm_id]:
+                return True  # what the action itself did: fetched when the guest speaks
+            del self._settling[vm_id]
+        if vm_id in self._busy:
+            self._announced.setdefault(vm_id, set()).add(vm_hash)
         self._dirty[vm_id] = vm_hash
         return True
 
@@ -238,8 +262,13 @@ class HostSync:
             self._cleared.add(vm_id)  # its token is spent: the next batch takes it
         while self._follow_ups and self._follow_ups[0][0] <= now:
             _, vm_id = heapq.heappop(self._follow_ups)
-            if self.owned:
+            if not self.owned:
+                continue
+            if not self.events:
                 self._dirty[vm_id] = None
+            elif vm_id in self._settling:
+                del self._settling[vm_id]
+                self._dirty[vm_id] = None  # the guest stayed silent: fetch what there is
 
     def next_wakeup(self) -> float | None:
         """When :meth:`release_due` will next have something to release."""
@@ -347,19 +376,23 @@ class HostSync:
         self._generation[vm_id] += 1
 
     def end_action(self, vm_id: str, now: float) -> None:
-        """The action is over: whatever hash the host reports next is news.
-
-        With notifications the host's own announcement of the change (held while
-        the VM was busy) brings the fetch; without them, fetch now and follow up.
-        """
+        """The action is over: whatever the host's hash is now, fetch the VM again
+        (with notifications: once the guest has reported, or after ``settle``)."""
         self._busy[vm_id] -= 1
         if self._busy[vm_id] <= 0:
             del self._busy[vm_id]
         self._generation[vm_id] += 1
         self._hashes[vm_id] = None
         self._fell_behind(vm_id)
-        if not self.owned or self.events:
+        if not self.owned:
             return
-        self._dirty[vm_id] = None
-        for delay in self._follow_up_delays:
-            heapq.heappush(self._follow_ups, (now + delay, vm_id))
+        if not self.events:
+            self._dirty[vm_id] = None
+            for delay in self._follow_up_delays:
+                heapq.heappush(self._follow_ups, (now + delay, vm_id))
+            return
+        if vm_id in self._busy or len(self._announced.pop(vm_id, ())) >= 2:
+            self._dirty[vm_id] = None  # another action runs, or the guest spoke already
+            return
+        self._settling[vm_id] = self._dirty.pop(vm_id, None)
+        heapq.heappush(self._follow_ups, (now + self._settle, vm_id))

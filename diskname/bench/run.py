@@ -42,6 +42,7 @@ VMS_PER_FLEET = 2500
 # A light guest holds none: the fleet processes are sized for the two cores.
 LIGHT_VMS_PER_FLEET = 25_000
 GUESTS = ("agent", "light")
+FETCHES, WRITES = "diskname_engine_full_list_calls_total", "diskname_engine_db_writes_total"
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,7 +294,7 @@ class Bench:
         return loop.time() - start
 
     async def _burst(self, engine: tuple[Child, EngineClient]) -> dict[str, Any]:
-        _, client = engine
+        child, client = engine
         count = self.cfg.burst if self.cfg.burst is not None else min(1000, self.total_vms)
         vm_ids = await self._vm_ids(client)
         targets = (
@@ -302,6 +303,7 @@ class Bench:
             else [self._random_vm(vm_ids) for _ in range(count)]
         )
         progress(f"burst: {count} hot-plugs at once")
+        m0, cpu0 = await client.metrics(), child.cpu_seconds()
         loop = asyncio.get_running_loop()
         start = loop.time()
         disks = await asyncio.gather(*(client.hotplug(vm) for vm in targets))
@@ -311,6 +313,8 @@ class Bench:
         for future in pending:
             future.cancel()
         last = max((f.result() for f in done), default=math.nan)
+        m1, cpu1 = await client.metrics(), child.cpu_seconds()
+        progress(f"burst: {len(done)} of {count} named")
         unnamed = sum(
             [await client.name_of(vm, d) is None for vm, d in zip(targets, disks, strict=True)]
         )
@@ -319,6 +323,10 @@ class Bench:
             "all_visible_ms": round((last - start) * 1000, 1) if not pending else None,
             "requests_accepted_ms": round(accepted_ms, 1),
             "unnamed": unnamed,
+            # What the burst cost the engine, until the last name was announced.
+            "full_list_calls": int(m1[FETCHES] - m0[FETCHES]),
+            "db_writes": int(m1[WRITES] - m0[WRITES]),
+            "engine_cpu_ms": round((cpu1 - cpu0) * 1000),
         }
 
     async def _baseline(self, state: Path, dsn: str) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from typing import Any
 import asyncpg
 
 from . import plugs, writes
+from .batching import Coalescer
 from .errors import Conflict, NotFound
 from .matching import MatchResult
 from .metrics import Metrics
@@ -27,6 +28,9 @@ from .search import NameFilter
 from .writes import Fence, Stored
 
 log = logging.getLogger(__name__)
+
+# Hosts' report batches (up to 500 VMs each) stored in one transaction at most.
+REPORT_BATCHES = 8
 
 CLOSE_TIMEOUT = 5.0
 CONNECT_TIMEOUT = 5.0
@@ -113,6 +117,10 @@ class Store:
     def __init__(self, pool: Any, metrics: Metrics) -> None:
         self._pool = pool
         self.metrics = metrics
+        # Hosts' batches that arrive together share a transaction (:mod:`.writes`).
+        self._reports: Coalescer[writes.HostReports, Stored] = Coalescer(
+            self._apply_many, max_batch=REPORT_BATCHES
+        )
 
     @property
     def pool(self) -> Any:
@@ -450,12 +458,28 @@ class Store:
         *,
         fence: Fence | None = None,
     ) -> Stored:
-        """Store a batch of VMs of one host in one transaction (:mod:`.writes`)."""
+        """Store a batch of VMs of one host in one transaction (:mod:`.writes`), which
+        it shares with other hosts' batches that come at the same time.
+
+        :class:`~.writes.LeaseLost` if the host's fence no longer holds; a batch
+        PostgreSQL refuses raises for this host alone.
+        """
+        return await self._reports.submit(writes.HostReports(host_id, items, fence))
+
+    async def _apply_many(
+        self, batches: Sequence[writes.HostReports]
+    ) -> list[Stored | writes.LeaseLost]:
+        seen: set[str] = set()
+        for batch in batches:
+            ids = {r.vm_id for r, _ in batch.items}
+            if ids & seen:  # one VM from two hosts (a rogue one): store them apart
+                return [(await self._apply_many([b]))[0] for b in batches]
+            seen |= ids
         async with self._pool.acquire() as conn, conn.transaction():
-            stored = await writes.apply_reports(conn, self._exec, host_id, items, fence)
-        if stored.changes:
+            outcomes = await writes.apply_many(conn, self._exec, batches)
+        if any(isinstance(o, Stored) and o.changes for o in outcomes):
             self.metrics.db_writes += 1  # the history rows (a fetch: it returns their ids)
-        return stored
+        return outcomes
 
     async def history(self, vm_id: str, disk_id: str) -> list[tuple[str | None, str | None]]:
         rows = await self._pool.fetch(

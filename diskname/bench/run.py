@@ -33,6 +33,7 @@ from ..config import ConfigError
 from ..pgembed import EmbeddedPostgres
 from .client import EngineClient
 from .procs import Child, start_engine, start_fleet
+from .restart import FETCHES, WRITES, measure_restart
 from .stats import cdf_svg, summary_ms
 from .tls import connect_ms, make_pki
 
@@ -42,7 +43,6 @@ VMS_PER_FLEET = 2500
 # A light guest holds none: the fleet processes are sized for the two cores.
 LIGHT_VMS_PER_FLEET = 25_000
 GUESTS = ("agent", "light")
-FETCHES, WRITES = "diskname_engine_full_list_calls_total", "diskname_engine_db_writes_total"
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +169,7 @@ class Bench:
             "host_connect_ms": await connect_ms(self.hosts[0]["port"], self.pki_dir),
         }
         result["engine_rss_mib"] = memory
+        result["restart"] = await self._restart(state, dsn)
         if self.cfg.baseline:
             result["baseline"] = await self._baseline(state, dsn)
             result["hash_gate_savings"] = savings(steady, result["baseline"])
@@ -328,6 +329,14 @@ class Bench:
             "db_writes": int(m1[WRITES] - m0[WRITES]),
             "engine_cpu_ms": round((cpu1 - cpu0) * 1000),
         }
+
+    async def _restart(self, state: Path, dsn: str) -> dict[str, Any]:
+        progress("restart: a new engine under the same fleet")
+        started = asyncio.get_running_loop().time()
+        async with self._engine(state, dsn, hash_gate=True, tag="restarted") as engine:
+            out = await measure_restart(engine, started, self.cfg.hosts, self.cfg.refresh_interval)
+        progress(f"restart: {out['hosts_polled']} hosts polled, {out['full_list_calls']} fetches")
+        return out
 
     async def _baseline(self, state: Path, dsn: str) -> dict[str, Any]:
         progress("baseline: the same fleet with the hash gate off (every VM fetched every cycle)")

@@ -121,6 +121,9 @@ class Store:
         self._reports: Coalescer[writes.HostReports, Stored] = Coalescer(
             self._apply_many, max_batch=REPORT_BATCHES
         )
+        self._states: Coalescer[str, dict[str, tuple[str | None, str]]] = Coalescer(
+            self._vm_states_many, max_batch=100
+        )
 
     @property
     def pool(self) -> Any:
@@ -216,11 +219,24 @@ class Store:
         return VmRow(*row.values()) if row else None
 
     async def vm_states(self, host_id: str) -> dict[str, tuple[str | None, str]]:
-        """(stored hash, status) of every VM on the host."""
+        """(stored hash, status) of every VM on the host.
+
+        Monitors that load at the same time (an engine starting under a fleet of
+        500 hosts) share one query.
+        """
+        return await self._states.submit(host_id)
+
+    async def _vm_states_many(
+        self, host_ids: Sequence[str]
+    ) -> list[dict[str, tuple[str | None, str]]]:
         rows = await self._pool.fetch(
-            "SELECT id::text, hash, status FROM vms WHERE host_id = $1", host_id
+            "SELECT host_id::text, id::text, hash, status FROM vms WHERE host_id = ANY($1::uuid[])",
+            sorted(set(host_ids)),
         )
-        return {r["id"]: (r["hash"], r["status"]) for r in rows}
+        states: dict[str, dict[str, tuple[str | None, str]]] = {h: {} for h in host_ids}
+        for r in rows:
+            states[r["host_id"]][r["id"]] = (r["hash"], r["status"])
+        return [states[h] for h in host_ids]
 
     async def set_vm_status(self, vm_id: str, status: str) -> None:
         sql = "UPDATE vms SET status = $2 WHERE id = $1 AND status IS DISTINCT FROM $2"

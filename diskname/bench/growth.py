@@ -54,7 +54,7 @@ def growth_svg(results: Sequence[dict[str, Any]], title: str) -> str:
 
 def _panel(left: int, top: int, name: str, unit: str, points: list[tuple[int, float]]) -> list[str]:
     x0, y0 = left + PAD, top + PANEL_H - PAD
-    x1, y1 = left + PANEL_W - 16, top + 24
+    x1, y1 = left + PANEL_W - 32, top + 24
     xs = [math.log10(x) for x, _ in points] or [0.0]
     lo, hi = math.floor(min(xs)), math.ceil(max(xs)) or 1
     hi = hi if hi > lo else lo + 1

@@ -10,7 +10,7 @@ import pytest
 from diskname.engine.errors import Conflict, NotFound
 from diskname.engine.matching import disk_serial
 from diskname.engine.metrics import Metrics
-from diskname.engine.models import Attachment, VmRow
+from diskname.engine.models import Attachment, DiskSpec, VmRow
 from diskname.engine.plugs import Claim, Outcome
 from diskname.engine.store import Store
 
@@ -32,14 +32,15 @@ def new_id() -> str:
 async def vm_with_root(store: Store, host_id: str) -> tuple[str, str]:
     vm_id, root = new_id(), new_id()
     att = Attachment(vm_id, root, new_id(), "virtio", False, None, None, None, None)
-    await store.create_vm(VmRow(vm_id, "vm", "Up", host_id), att, disk_serial(root))
+    spec = DiskSpec(f"root-{root[:8]}")
+    await store.create_vm(VmRow(vm_id, "vm", "Up", host_id), att, disk_serial(root), spec)
     await store.mark_plugged(vm_id, root, att.device_id, None)
     return vm_id, root
 
 
 def new_disk(vm_id: str) -> Claim:
     disk = new_id()
-    return Claim(vm_id, disk, new_id(), "virtio", disk_serial(disk))
+    return Claim(vm_id, disk, new_id(), "virtio", disk_serial(disk), f"d-{disk[:8]}", 1 << 30)
 
 
 def existing(vm_id: str, disk: str) -> Claim:
@@ -88,6 +89,9 @@ async def test_outcomes_record_the_device_or_undo_the_claim_in_one_transaction(
     )
     assert isinstance(done, Attachment) and undone is None
     assert (done.device_id, done.address, done.active) == (device, "0000:00:06.0", True)
+    plugged = await store.get_attachment(vm_id, good.disk_id)
+    assert plugged is not None and plugged.disk is not None
+    assert (plugged.disk.name, plugged.disk.status) == (good.name, "ok")  # locked until then
     left = {x.disk_id for x in await store.list_attachments(vm_id)}
     assert left == {root, good.disk_id}
     assert await store.disk_serial(bad.disk_id) is None  # the new disk went with its claim

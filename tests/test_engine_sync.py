@@ -76,7 +76,7 @@ def test_a_vm_in_an_action_is_not_fetched_and_an_overlapped_fetch_is_thrown_away
     assert reply.reports == [] and reply.dropped["overlapped_action"] == 1
     assert sync.take_batch(0.1) is None  # still busy
     sync.end_action(A, 0.2)
-    again = fetch_all(sync, 0.2 + SETTLE)
+    again = sync.take_batch(0.2)
     assert again is not None and again.vm_ids == (A,)
 
 
@@ -255,7 +255,7 @@ def test_after_an_action_the_vm_is_fetched_again_though_the_host_did_not_change(
     sync = owned()
     sync.on_stats(listing("d1", a="h-a", b="h-b"))
     sync.begin_action(A)  # a plug the host refused: its stats do not move
-    sync.end_action(A, 0.0)
+    sync.end_action(A, 0.0, settle=True)
     batch = fetch_all(sync, SETTLE)
     assert batch is not None and batch.vm_ids == (A,)
     sync.on_reply(batch, [full(A, "h-a")])  # fetched, but the write failed
@@ -352,7 +352,7 @@ def test_after_an_action_the_vm_is_fetched_once_when_the_guest_reports() -> None
     sync = owned()
     sync.begin_action(A)
     sync.on_notification(A, "h-device")  # the host announces the plugged device
-    sync.end_action(A, 1.0)
+    sync.end_action(A, 1.0, settle=True)
     assert fetch_all(sync, 1.0) is None  # the action stored the device itself
     sync.on_stats(stats(a="h-device", b="h-b"))  # a poll saying the same: still no fetch
     assert fetch_all(sync, 1.1) is None
@@ -366,7 +366,7 @@ def test_after_an_action_the_vm_is_fetched_once_when_the_guest_reports() -> None
 def test_after_an_action_a_silent_guest_is_fetched_when_the_settle_time_is_up() -> None:
     sync = owned()
     sync.begin_action(A)
-    sync.end_action(A, 1.0)
+    sync.end_action(A, 1.0, settle=True)
     assert fetch_all(sync, 1.0) is None and sync.next_wakeup() == 1.0 + SETTLE
     batch = fetch_all(sync, 1.0 + SETTLE)
     assert batch is not None and batch.vm_ids == (A,)
@@ -377,6 +377,6 @@ def test_after_an_action_a_guest_that_spoke_already_is_fetched_at_once() -> None
     sync.begin_action(A)
     sync.on_notification(A, "h-device")
     sync.on_notification(A, "h-named")  # the guest was quicker than the action's end
-    sync.end_action(A, 1.0)
+    sync.end_action(A, 1.0, settle=True)
     batch = fetch_all(sync, 1.0)
     assert batch is not None and batch.vm_ids == (A,)

@@ -199,7 +199,7 @@ class Actions:
         disk_id = disk_id or str(uuid.uuid4())
         new = (disk_serial(disk_id), spec.name, spec.provisioned_size) if spec else None
         claim = Claim(vm.id, disk_id, str(uuid.uuid4()), interface, *(new or (None, None, 0)))
-        async with monitor.vm_action(vm.id):
+        async with monitor.vm_action(vm.id, plug=True):
             serial = await self._claims.submit(claim)  # or Conflict, NotFound
             self._metrics.plug_requested(vm.id, disk_id, requested_at)
             drive = {"diskId": disk_id, "deviceId": claim.device_id, "serial": serial}

@@ -335,14 +335,17 @@ class HostMonitor:
     # -- engine-initiated actions -------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def vm_action(self, vm_id: str) -> AsyncIterator[None]:
-        """Serialise the engine's own changes to one VM against fetches of it."""
+    async def vm_action(self, vm_id: str, *, plug: bool = False) -> AsyncIterator[None]:
+        """Serialise the engine's own changes to one VM against fetches of it.
+
+        ``plug``: a hot-plug, which the guest's own report follows (:mod:`.sync`).
+        """
         self.sync.begin_action(vm_id)
         try:
             async with self._locks[vm_id]:
                 yield
         finally:
-            self.sync.end_action(vm_id, asyncio.get_running_loop().time())
+            self.sync.end_action(vm_id, asyncio.get_running_loop().time(), settle=plug)
             self._wake.set()
             if not self.owned.is_set() and self._announce is not None:
                 await self._announce(vm_id)  # the owning engine must fetch it

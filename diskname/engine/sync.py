@@ -23,8 +23,8 @@ Rules it keeps:
 - A VM the host reports but that is registered on another host is ignored.
 - Without notifications, a VM the engine just changed is fetched again a few
   times shortly after (the guest names a disk a moment after the plug).
-- With notifications, a VM the engine just changed is fetched once the guest
-  has had its say: on the first hash the host reports after the action (the
+- With notifications, a VM the engine just hot-plugged a disk into is fetched
+  once the guest has had its say: on the first hash the host reports after the action (the
   plugged disk's name), or ``settle`` seconds after it at the latest. The one
   hash the host announced while the action ran (the bare device) is not
   fetched on its own: the action stored the device already. If two or more
@@ -375,9 +375,14 @@ class HostSync:
         self._busy[vm_id] += 1
         self._generation[vm_id] += 1
 
-    def end_action(self, vm_id: str, now: float) -> None:
-        """The action is over: whatever the host's hash is now, fetch the VM again
-        (with notifications: once the guest has reported, or after ``settle``)."""
+    def end_action(self, vm_id: str, now: float, *, settle: bool = False) -> None:
+        """The action is over: whatever hash the host reports next is news.
+
+        With notifications the host's own announcement of the change (held while
+        the VM was busy) brings the fetch; for a hot-plug (``settle``) the guest's
+        report that follows it does, or ``settle`` seconds. Without
+        notifications, fetch now and follow up.
+        """
         self._busy[vm_id] -= 1
         if self._busy[vm_id] <= 0:
             del self._busy[vm_id]
@@ -391,7 +396,10 @@ class HostSync:
             for delay in self._follow_up_delays:
                 heapq.heappush(self._follow_ups, (now + delay, vm_id))
             return
-        if vm_id in self._busy or len(self._announced.pop(vm_id, ())) >= 2:
+        announced = self._announced.pop(vm_id, set()) if vm_id not in self._busy else set()
+        if not settle:
+            return  # the announcement held in the dirty set brings the fetch
+        if vm_id in self._busy or len(announced) >= 2:
             self._dirty[vm_id] = None  # another action runs, or the guest spoke already
             return
         self._settling[vm_id] = self._dirty.pop(vm_id, None)

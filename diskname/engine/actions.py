@@ -77,6 +77,7 @@ class Actions:
     def __init__(self, store: Store, monitors: Monitors, metrics: Metrics, hub: EventHub) -> None:
         self._store, self._monitors, self._metrics, self._hub = store, monitors, metrics, hub
         self._vms: Coalescer[str, VmRow] = Coalescer(store.get_vms)
+        self._disk_names: Coalescer[str, set[str]] = Coalescer(store.disk_names)
         self._claims: Coalescer[Claim, str] = Coalescer(store.claim_plugs)
         self._outcomes: Coalescer[Outcome, Attachment | None] = Coalescer(store.settle_plugs)
 
@@ -214,11 +215,12 @@ class Actions:
                 await self._outcomes.submit(Outcome(claim, failed=True))
                 raise
             device_id, address = _returned_device(result, claim.device_id)
-            await self._outcomes.submit(Outcome(claim, device_id, address))  # or NotFound
-        return await self.attachment(vm.id, disk_id)
+            att = await self._outcomes.submit(Outcome(claim, device_id, address))  # or NotFound
+        assert att is not None  # only a failed outcome settles to None
+        return att
 
     async def _default_disk(self, vm: VmRow) -> DiskSpec:
-        taken = {a.disk.name for a in await self._store.list_attachments(vm.id) if a.disk}
+        taken = await self._disk_names.submit(vm.id)  # requests together: one query
         return DiskSpec(default_disk_name(vm.name, taken))
 
     async def set_active(

@@ -16,12 +16,13 @@ error, returned in its place. The callers batch requests with
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import Conflict, NotFound
-from .models import Attachment
+from .models import Attachment, Disk
 from .writes import Exec
 
 
@@ -105,7 +106,9 @@ async def settle(conn: Any, outcomes: Sequence[Outcome]) -> list[OutcomeResult]:
     )
     rows: dict[tuple[str, str], Attachment] = {}
     for row in await conn.fetch(_SETTLE_SQL, *columns):
-        att = Attachment(*row.values())
+        values = list(row.values())  # the attachment's nine columns, then its disk's
+        att = Attachment(*values[:9])
+        att = dataclasses.replace(att, disk=Disk(att.disk_id, *values[9:]))
         rows[(att.vm_id, att.disk_id)] = att
     return [_settled(o, rows) for o in outcomes]
 
@@ -172,5 +175,8 @@ WITH input AS (
 ), forgotten AS (
     UPDATE vms SET hash = NULL WHERE id IN (SELECT vm_id FROM input) AND hash IS NOT NULL
 )
-SELECT * FROM plugged
+-- The disk as it is once this statement is done: its status is "ok" now.
+SELECT p.*, d.name, d.provisioned_size, 'ok',
+       CASE WHEN d.storage_type = 'lun' THEN d.serial END
+FROM plugged p JOIN disks d ON d.id = p.disk_id::uuid
 """

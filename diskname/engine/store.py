@@ -205,6 +205,19 @@ class Store:
         sql, args = _filtered(_VMS, names, limit, "name, id")
         return [VmRow(*r.values()) for r in await self._pool.fetch(sql, *args)]
 
+    async def disk_names(self, vm_ids: Sequence[str]) -> list[set[str]]:
+        """The names of the disks attached to each VM (one query for them all)."""
+        rows = await self._pool.fetch(
+            """SELECT vd.vm_id::text, d.name FROM vm_device vd JOIN disks d ON d.id = vd.disk_id
+               WHERE vd.vm_id = ANY($1::uuid[])""",
+            sorted(set(vm_ids)),
+        )
+        names: dict[str, set[str]] = {vm: set() for vm in vm_ids}
+        for r in rows:
+            if r["name"] is not None:
+                names[r["vm_id"]].add(r["name"])
+        return [names[vm] for vm in vm_ids]
+
     async def get_vms(self, vm_ids: Sequence[str]) -> list[VmRow | Exception]:
         """Each VM, or :class:`NotFound` in its place (one query for them all)."""
         rows = await self._pool.fetch(

@@ -277,6 +277,13 @@ def _add_bench(p: argparse.ArgumentParser) -> None:
         help="write an SVG of the latency distribution (default: none)",
     )
     p.add_argument("--tls", action="store_true", default=S, help="mutual TLS engine <-> hosts")
+    p.add_argument(
+        "--guests",
+        choices=["agent", "light"],
+        default=S,
+        help="agent: the real agent per VM; light: each host names its VMs' disks, no agent"
+        " per VM (default: agent)",
+    )
 
 
 ADDERS = {

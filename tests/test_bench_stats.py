@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 from diskname.bench.run import savings
 from diskname.bench.stats import cdf_svg, percentile, summary_ms
@@ -34,3 +36,22 @@ def test_savings_are_ratios_of_measured_figures() -> None:
     out = savings(gated, naive)
     assert out["engine_cpu_ratio"] == 45.0
     assert out["full_list_calls_saved"] == 500 and out["full_list_calls_ratio"] is None
+
+
+def test_the_growth_chart_has_a_panel_per_metric_and_a_point_per_fleet(tmp_path: Path) -> None:
+    from diskname.bench.growth import load, main
+
+    for vms, cpu in ((1000, 5.0), (100_000, 60.0), (10_000, 20.0)):
+        result = {
+            "vms": vms,
+            "steady": {"engine_cpu_ms_per_cycle": cpu},
+            "engine_rss_mib": {"peak": vms / 1000},
+            "latency_ms": {"p99": 100.0},
+        }
+        (tmp_path / f"{vms}.json").write_text("progress\n" + json.dumps(result) + "\n")
+    files = sorted(tmp_path.glob("*.json"))
+    assert [r["vms"] for r in load(files)] == [1000, 10_000, 100_000]
+    assert main([str(tmp_path / "g.svg"), *map(str, files)]) == 0
+    svg = ET.fromstring((tmp_path / "g.svg").read_text())
+    assert len([e for e in svg.iter() if e.tag.endswith("polyline")]) == 3
+    assert len([e for e in svg.iter() if e.tag.endswith("circle")]) == 9

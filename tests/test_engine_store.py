@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -15,7 +16,14 @@ from diskname.engine.metrics import Metrics
 from diskname.engine.migrations import apply_migrations
 from diskname.engine.models import HostDevice, VmReport
 from diskname.engine.store import Conflict, Store
-from diskname.engine.writes import HISTORY_PER_DISK, Fence, LeaseLost
+from diskname.engine.writes import (
+    HISTORY_PER_DISK,
+    Fence,
+    HostReports,
+    LeaseLost,
+    Stored,
+    apply_many,
+)
 
 from .conftest import wait_until
 
@@ -304,3 +312,61 @@ async def test_history_is_bounded_per_disk_and_keeps_the_newest(store: Store) ->
     kept = await store.history(VM, DISK)
     assert len(kept) == HISTORY_PER_DISK
     assert kept[-1] == (f"/dev/vd{HISTORY_PER_DISK + 28}", f"/dev/vd{HISTORY_PER_DISK + 29}")
+
+
+def _vm_report(vm_id: str, disk: str, name: str, vm_hash: str = "h1") -> Any:
+    device = HostDevice(disk, str(uuid.uuid4()), disk_serial(disk), "virtio", "0000:00:07.0")
+    report = VmReport(vm_id, "up", vm_hash, "vm", (device,), {disk_serial(disk): {"name": name}})
+    return report, match_names([device.as_vm_disk()], report.mapping)
+
+
+async def test_several_hosts_share_a_transaction_and_each_keeps_its_own_outcome(
+    store: Store, pg_dsn: str
+) -> None:
+    good, lost, old, rogue = [await _host(store) for _ in range(4)]
+    conn = await asyncpg.connect(pg_dsn)
+    try:  # the "old" host sits in a cluster too old to keep names
+        await conn.execute(
+            "INSERT INTO clusters (id, name, compatibility_version) VALUES ($1, 'old', '3.4')",
+            uuid.UUID(int=7),
+        )
+        await conn.execute("UPDATE hosts SET cluster_id = $1 WHERE id = $2", uuid.UUID(int=7), old)
+        await conn.fetchval("SELECT pg_try_advisory_lock($1, hashtext($2))", LOCK_CLASS, good)
+        fence = Fence(LOCK_CLASS, conn.get_server_pid())
+        vm_good, vm_other, vm_lost, vm_old = (str(uuid.uuid4()) for _ in range(4))
+        disk, other_disk = str(uuid.uuid4()), str(uuid.uuid4())
+        first = [
+            _vm_report(vm_good, disk, "/dev/vda"),
+            _vm_report(vm_other, other_disk, "/dev/vda"),
+        ]
+        await store.apply_reports(good, first, fence=fence)
+        batches = [
+            HostReports(good, [_vm_report(vm_good, disk, "/dev/vdb")], fence),
+            HostReports(lost, [_vm_report(vm_lost, str(uuid.uuid4()), "/dev/vdc")], fence),
+            HostReports(old, [_vm_report(vm_old, str(uuid.uuid4()), "/dev/vdd")]),
+            HostReports(rogue, [_vm_report(vm_other, other_disk, "/dev/evil")]),
+        ]
+        async with store._pool.acquire() as tx, tx.transaction():
+            outcomes = await apply_many(tx, store._exec, batches)
+        stored_good, stored_lost, stored_old, stored_rogue = outcomes
+        assert isinstance(stored_good, Stored) and [c.new for c in stored_good.changes] == [
+            "/dev/vdb"
+        ]
+        assert isinstance(stored_lost, LeaseLost)  # its fence is not held: nothing of it
+        assert await store.get_vm(vm_lost) is None
+        assert isinstance(stored_old, Stored) and stored_old.changes == []
+        assert await store.get_vm(vm_old) is not None  # stored, without names
+        assert isinstance(stored_rogue, Stored) and stored_rogue.foreign == [vm_other]
+        att = await store.get_attachment(vm_good, disk)
+        assert att is not None and att.logical_name == "/dev/vdb"
+        att = await store.get_attachment(vm_other, other_disk)
+        assert att is not None and att.logical_name == "/dev/vda"  # the rogue changed nothing
+        # The same VM from two hosts at once, through the store: stored apart, the
+        # registered host's report kept, the other's ignored.
+        both = await asyncio.gather(
+            store.apply_reports(good, [_vm_report(vm_other, other_disk, "/dev/vde", "h2")]),
+            store.apply_reports(rogue, [_vm_report(vm_other, other_disk, "/dev/evil", "h3")]),
+        )
+        assert both[1].foreign == [vm_other] and [c.new for c in both[0].changes] == ["/dev/vde"]
+    finally:
+        await conn.close()

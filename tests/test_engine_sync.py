@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from diskname.engine.sync import Batch, HostSync
+from diskname.engine.sync import SETTLE, Batch, HostSync
 
 A, B, C = (str(uuid.UUID(int=n)) for n in (1, 2, 3))
 
@@ -219,3 +219,164 @@ def test_any_sequence_keeps_the_rules(ops: list[tuple[str, str, int]]) -> None:
         if batch is not None:
             sync.on_fetch_failed(batch)
     raise AssertionError("the last state of A was never fetched")
+
+
+# -- the stats digest (SPEC §5) ------------------------------------------------
+
+
+def listing(digest: str, **hashes: str) -> dict[str, Any]:
+    return {"digest": digest, "vms": stats(**hashes)}
+
+
+def test_an_unchanged_host_costs_one_comparison() -> None:
+    sync = owned()
+    assert sync.stats_params() == {"digest": ""}
+    sync.on_stats(listing("d1", a="h-a", b="h-b"))
+    assert sync.stats_params() == {"digest": "d1"}
+    assert sync.on_stats({"digest": "d1"}) == [] and not sync.wants_fetch
+    assert sync.counters["stats_unchanged"] == 1
+
+
+def test_a_vm_left_unstored_is_fetched_again_while_the_digest_holds() -> None:
+    sync = owned()
+    sync.on_stats(listing("d1", a="h-a", b="h-b2"))
+    batch = sync.take_batch(0.0)
+    assert batch is not None and batch.vm_ids == (B,)
+    reply = sync.on_reply(batch, [full(B, "h-b2")])  # ... and the database refused the write
+    sync.on_stats({"digest": "d1"})
+    again = sync.take_batch(1.0)
+    assert again is not None and again.vm_ids == (B,)
+    sync.on_stored(sync.on_reply(again, [full(B, "h-b2")]).reports)
+    sync.on_stats({"digest": "d1"})
+    assert not sync.wants_fetch and reply.reports
+
+
+def test_after_an_action_the_vm_is_fetched_again_though_the_host_did_not_change() -> None:
+    sync = owned()
+    sync.on_stats(listing("d1", a="h-a", b="h-b"))
+    sync.begin_action(A)  # a plug the host refused: its stats do not move
+    sync.end_action(A, 0.0, settle=True)
+    batch = fetch_all(sync, SETTLE)
+    assert batch is not None and batch.vm_ids == (A,)
+    sync.on_reply(batch, [full(A, "h-a")])  # fetched, but the write failed
+    sync.on_stats({"digest": "d1"})
+    again = sync.take_batch(SETTLE + 0.1)
+    assert again is not None and again.vm_ids == (A,)
+    sync.on_stored(sync.on_reply(again, [full(A, "h-a")]).reports)
+    sync.on_stats({"digest": "d1"})
+    assert not sync.wants_fetch
+
+
+def test_a_reload_or_a_digest_not_ours_asks_for_the_whole_list() -> None:
+    sync = owned()
+    sync.on_stats(listing("d1", a="h-a", b="h-b"))
+    sync.load({A: ("h-a", "Up"), B: ("h-b", "Up")})
+    assert sync.stats_params() == {"digest": ""}
+    sync.on_stats(listing("d1", a="h-a", b="h-b"))
+    sync.on_stats({"digest": "other"})
+    assert sync.stats_params() == {"digest": ""}
+    assert sync.counters["stats_digest_unknown"] == 1
+
+
+def test_an_old_host_answers_the_list_and_a_naive_poller_asks_for_it() -> None:
+    sync = owned()
+    sync.on_stats(stats(a="h-a", b="h-b2"))  # a host that ignores the digest
+    assert sync.stats_params() == {"digest": ""}
+    batch = sync.take_batch(0.0)
+    assert batch is not None and batch.vm_ids == (B,)
+    assert owned(hash_gate=False).stats_params() is None
+
+
+class FakeHost:
+    """Stats with a content digest, answered as a host of SPEC §5 does."""
+
+    def __init__(self) -> None:
+        self.hashes = {A: "h0", B: "h0", C: "h0"}
+
+    def stats(self, params: dict[str, str] | None) -> Any:
+        entries = [{"vmId": v, "status": "Up", "hash": h} for v, h in sorted(self.hashes.items())]
+        digest = "/".join(h for _, h in sorted(self.hashes.items()))
+        if params is None:
+            return entries
+        if params["digest"] == digest:
+            return {"digest": digest}
+        return {"digest": digest, "vms": entries}
+
+    def full(self, batch: Batch) -> list[dict[str, Any]]:
+        return [full(v, self.hashes[v]) for v in batch.vm_ids]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["change", "poll", "store", "lose", "refuse", "act", "reload"]),
+            st.sampled_from([A, B, C]),
+            st.integers(0, 3),
+        ),
+        max_size=60,
+    )
+)
+def test_with_the_digest_every_vm_ends_at_the_hosts_hash(ops: list[tuple[str, str, int]]) -> None:
+    """Whatever was lost on the way, once the host is quiet the engine catches up."""
+    sync, host, now = HostSync(), FakeHost(), 0.0
+    sync.grant()
+    sync.load({v: ("h0", "Up") for v in (A, B, C)})
+    for op, vm, n in ops:
+        now += 0.3
+        batch = fetch_all(sync, now) if op in ("store", "lose", "refuse") else None
+        if op == "change":
+            host.hashes[vm] = f"h{n}"
+        elif op == "poll":
+            sync.on_stats(host.stats(sync.stats_params()))
+        elif op == "act":
+            sync.begin_action(vm)
+            sync.end_action(vm, now)
+        elif op == "reload":
+            sync.load({v: (sync.stored_hash(v), "Up") for v in (A, B, C)})
+        if batch is not None and op == "store":
+            sync.on_stored(sync.on_reply(batch, host.full(batch)).reports)
+        elif batch is not None and op == "lose":
+            sync.on_fetch_failed(batch)
+        elif batch is not None:
+            sync.on_reply(batch, host.full(batch))  # fetched, but the write failed
+    for _ in range(40):  # the host is quiet now: polls and fetches that all work
+        now += 1.0
+        sync.on_stats(host.stats(sync.stats_params()))
+        while (batch := fetch_all(sync, now)) is not None:
+            sync.on_stored(sync.on_reply(batch, host.full(batch)).reports)
+    assert {v: sync.stored_hash(v) for v in (A, B, C)} == host.hashes
+
+
+def test_after_an_action_the_vm_is_fetched_once_when_the_guest_reports() -> None:
+    sync = owned()
+    sync.begin_action(A)
+    sync.on_notification(A, "h-device")  # the host announces the plugged device
+    sync.end_action(A, 1.0, settle=True)
+    assert fetch_all(sync, 1.0) is None  # the action stored the device itself
+    sync.on_stats(stats(a="h-device", b="h-b"))  # a poll saying the same: still no fetch
+    assert fetch_all(sync, 1.1) is None
+    sync.on_notification(A, "h-named")  # the guest named the disk
+    batch = fetch_all(sync, 1.15)
+    assert batch is not None and batch.vm_ids == (A,) and batch.wanted[A] == "h-named"
+    sync.on_stored(sync.on_reply(batch, [full(A, "h-named")]).reports)
+    assert fetch_all(sync, 1.0 + SETTLE) is None  # settled: nothing more
+
+
+def test_after_an_action_a_silent_guest_is_fetched_when_the_settle_time_is_up() -> None:
+    sync = owned()
+    sync.begin_action(A)
+    sync.end_action(A, 1.0, settle=True)
+    assert fetch_all(sync, 1.0) is None and sync.next_wakeup() == 1.0 + SETTLE
+    batch = fetch_all(sync, 1.0 + SETTLE)
+    assert batch is not None and batch.vm_ids == (A,)
+
+
+def test_after_an_action_a_guest_that_spoke_already_is_fetched_at_once() -> None:
+    sync = owned()
+    sync.begin_action(A)
+    sync.on_notification(A, "h-device")
+    sync.on_notification(A, "h-named")  # the guest was quicker than the action's end
+    sync.end_action(A, 1.0, settle=True)
+    batch = fetch_all(sync, 1.0)
+    assert batch is not None and batch.vm_ids == (A,)

@@ -2,10 +2,12 @@
 
 Run as ``python -m diskname.bench.fleet FIRST COUNT VMS STATE_DIR ...``. It
 starts COUNT real :class:`HostService` instances (listen mode, sim hypervisor)
-whose guests are the real agent code on the ``sim`` source, creates the VMs
-with a root disk each, prints one JSON line ``{"hosts": [{name, port}]}`` once
-everything serves, and runs until SIGTERM. VM and disk ids are derived from
-the host index and VM number, so reruns recreate the same fleet.
+whose guests are the real agent code on the ``sim`` source (``--guests agent``)
+or light guests living in the host process (``--guests light``, :mod:`.light`),
+creates the VMs with a root disk each, prints one JSON line
+``{"hosts": [{name, port}]}`` once everything serves, and runs until SIGTERM.
+VM and disk ids are derived from the host index and VM number, so reruns
+recreate the same fleet.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import orjson
 from ..agent.service import AgentConfig, AgentService
 from ..host.service import HostConfig, HostService
 from ..runner import run_until_signalled, setup_logging, start_all
+from .light import LightSim
 
 NAMESPACE = uuid.UUID("6f1c8f52-2b7e-4a55-9a1e-5d0c3b1f0b7d")
 
@@ -49,6 +52,8 @@ class Fleet:
             channels_dir=root / "c",
             channel_mode="listen",
             host_id=f"bench-host{index}",
+            qemu_ga=False,  # the simulated guests run no qemu-ga: do not dial for one
+            agent_channels=self.args.guests == "agent",
         )
         if self.args.tls_dir is not None:  # the files diskname.bench.tls issued for it
             files: Path = self.args.tls_dir / f"h{index}"
@@ -58,6 +63,8 @@ class Fleet:
                 tls_key=files / "host.key",
                 tls_ca=files / "ca.pem",
             )
+        if self.args.guests == "light":
+            return HostService(cfg, hypervisor=LightSim(self.args.name_delay))
         return HostService(cfg, guest_launcher=self._guest)
 
     async def _guest(self, vm: str, channel: Path, hw: Path) -> None:
@@ -95,6 +102,7 @@ def main() -> None:
     p.add_argument("--name-delay", type=float, default=0.05)
     p.add_argument("--heartbeat", type=float, default=5.0)
     p.add_argument("--tls-dir", type=Path, help="host-pki folder of diskname.bench.tls")
+    p.add_argument("--guests", choices=["agent", "light"], default="agent")
     args = p.parse_args()
     setup_logging("WARNING")
     asyncio.run(run_until_signalled(Fleet(args).run, "bench fleet"))

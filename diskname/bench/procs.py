@@ -37,6 +37,16 @@ class Child:
         ticks = int(fields[11]) + int(fields[12])
         return ticks / os.sysconf("SC_CLK_TCK")
 
+    def rss_mib(self) -> dict[str, float]:
+        """Resident memory now and at its peak, in MiB (Linux /proc)."""
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+
+        def mib(key: str) -> float:
+            return round(int(fields[key].split()[0]) / 1024, 1)  # the kernel says kB
+
+        return {"rss": mib("VmRSS"), "peak": mib("VmHWM")}
+
     def tail(self, chars: int = 3000) -> str:
         with contextlib.suppress(OSError):
             return self.log.read_text(errors="replace")[-chars:]
@@ -56,9 +66,9 @@ class Child:
 
 
 async def start_fleet(
-    index: int, first: int, count: int, vms: int, state: Path, opts: list[str]
+    index: int, first: int, count: int, vms: int, state: Path, opts: list[str], guests: str
 ) -> tuple[Child, list[dict[str, Any]]]:
-    """Start one fleet process and wait for its list of hosts."""
+    """Start one fleet process (``guests``: agent or light) and wait for its list of hosts."""
     child = await Child.start(
         f"fleet{index}",
         state / f"fleet{index}.log",
@@ -69,6 +79,8 @@ async def start_fleet(
         str(vms),
         str(state),
         *opts,
+        "--guests",
+        guests,
         stdout_pipe=True,
     )
     assert child.proc.stdout is not None

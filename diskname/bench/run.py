@@ -3,9 +3,14 @@
 Phases: start PostgreSQL, the fleet processes (hosts + simulated guests) and
 the engine; register the hosts and let the engine discover every VM; measure
 a quiet window; time N hot-plugs one after another (REST request until the
-name is readable through REST); fire a burst; then restart the engine with the
-hash gate off and measure the same quiet window as a naive poller's baseline.
+name is readable through REST); fire a burst; restart the engine and time until
+it has polled every host (:mod:`.restart`); then restart it with the hash gate
+off and measure the same quiet window as a naive poller's baseline.
 Progress goes to stderr; the result is one JSON object.
+
+``--guests agent`` (the default) runs the real agent for every VM; ``light``
+has each host name its VMs' disks itself (:mod:`.light`), so that 100,000 VMs
+fit on one machine.
 """
 
 from __future__ import annotations
@@ -24,15 +29,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..config import ConfigError
 from ..pgembed import EmbeddedPostgres
 from .client import EngineClient
 from .procs import Child, start_engine, start_fleet
+from .restart import FETCHES, WRITES, measure_restart
 from .stats import cdf_svg, summary_ms
 from .tls import connect_ms, make_pki
 
 # Each simulated VM holds ~6 descriptors in its fleet process (two listening
 # sockets and both ends of two connections); stay well under a 20,000 limit.
 VMS_PER_FLEET = 2500
+# A light guest holds none: the fleet processes are sized for the two cores.
+LIGHT_VMS_PER_FLEET = 25_000
+GUESTS = ("agent", "light")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +58,7 @@ class BenchConfig:
     dsn: str | None = None
     name_delay: float = 0.05
     heartbeat: float = 5.0
+    guests: str = "agent"  # or "light" (see the module docstring)
     chart: Path | None = None
     seed: int = 1
     # Mutual TLS between engine and hosts, with certificates from diskname.pki.
@@ -66,6 +77,8 @@ def free_port() -> int:
 
 class Bench:
     def __init__(self, config: BenchConfig) -> None:
+        if config.guests not in GUESTS:
+            raise ConfigError(f"guests must be one of {', '.join(GUESTS)}: {config.guests!r}")
         self.cfg = config
         self.total_vms = config.hosts * config.vms_per_host
         self.rng = random.Random(config.seed)
@@ -110,7 +123,7 @@ class Bench:
             shutil.rmtree(pg.data_dir, ignore_errors=True)
 
     async def _start_fleets(self, state: Path) -> None:
-        per_fleet = max(1, VMS_PER_FLEET // max(1, self.cfg.vms_per_host))
+        per_fleet = max(1, self._vms_per_fleet() // max(1, self.cfg.vms_per_host))
         opts = ["--name-delay", str(self.cfg.name_delay), "--heartbeat", str(self.cfg.heartbeat)]
         if self.cfg.tls:
             self.pki_dir = make_pki(state, self.cfg.hosts)
@@ -118,14 +131,21 @@ class Bench:
         starts = []
         for index, first in enumerate(range(0, self.cfg.hosts, per_fleet)):
             count = min(per_fleet, self.cfg.hosts - first)
-            starts.append(start_fleet(index, first, count, self.cfg.vms_per_host, state, opts))
+            starts.append(
+                start_fleet(
+                    index, first, count, self.cfg.vms_per_host, state, opts, self.cfg.guests
+                )
+            )
         progress(
             f"starting {len(starts)} fleet process(es): {self.cfg.hosts} hosts, "
-            f"{self.total_vms} VMs with simulated guests"
+            f"{self.total_vms} VMs with simulated guests ({self.cfg.guests})"
         )
         for child, hosts in await asyncio.gather(*starts):
             self.fleets.append(child)
             self.hosts += hosts
+
+    def _vms_per_fleet(self) -> int:
+        return LIGHT_VMS_PER_FLEET if self.cfg.guests == "light" else VMS_PER_FLEET
 
     async def _measure(self, state: Path, dsn: str) -> dict[str, Any]:
         async with self._engine(state, dsn, hash_gate=True, tag="gated") as engine:
@@ -134,9 +154,11 @@ class Bench:
             steady = await self._quiet_window(engine)
             latencies = await self._hotplugs(engine)
             burst = await self._burst(engine)
+            memory = engine[0].rss_mib()
         result: dict[str, Any] = {
             "hosts": self.cfg.hosts,
             "vms": self.total_vms,
+            "guests": self.cfg.guests,
             "hotplugs": self.cfg.hotplugs,
             "events": self.cfg.events,
             "latency_ms": summary_ms(latencies),
@@ -146,6 +168,8 @@ class Bench:
             "tls": self.cfg.tls,
             "host_connect_ms": await connect_ms(self.hosts[0]["port"], self.pki_dir),
         }
+        result["engine_rss_mib"] = memory
+        result["restart"] = await self._restart(state, dsn)
         if self.cfg.baseline:
             result["baseline"] = await self._baseline(state, dsn)
             result["hash_gate_savings"] = savings(steady, result["baseline"])
@@ -180,12 +204,14 @@ class Bench:
             await client.close()
             await child.stop()
 
-    async def _until(self, check: Any, timeout: float, what: str, child: Child) -> None:
+    async def _until(
+        self, check: Any, timeout: float, what: str, child: Child, interval: float = 0.1
+    ) -> None:
         deadline = time.monotonic() + timeout
         while not await check():
             if child.proc.returncode is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"{what}: not reached\n{child.tail()}")
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(interval)
 
     async def _register(self, engine: tuple[Child, EngineClient]) -> None:
         _, client = engine
@@ -203,7 +229,9 @@ class Bench:
         async def all_vms() -> bool:
             return len((await client.json("GET", "/api/vms"))["vm"]) >= self.total_vms
 
-        await self._until(all_vms, 600, "every VM discovered", child)
+        # Listing 100,000 VMs is work for the engine too: ask less often for more.
+        every = max(0.1, self.total_vms / 20_000)
+        await self._until(all_vms, 900, "every VM discovered", child, every)
         window = max(2 * self.cfg.refresh_interval, 1.0)
         last: tuple[float, float] | None = None
         deadline = time.monotonic() + 600
@@ -234,6 +262,7 @@ class Bench:
             "full_list_calls": delta("diskname_engine_full_list_calls_total"),
             "db_writes": delta("diskname_engine_db_writes_total"),
             "engine_cpu_ms_per_cycle": round((cpu1 - cpu0) * 1000 / cycles, 1) if cycles else None,
+            "engine_rss_mib": child.rss_mib()["rss"],
         }
 
     def _random_vm(self, vm_ids: list[str]) -> str:
@@ -266,7 +295,7 @@ class Bench:
         return loop.time() - start
 
     async def _burst(self, engine: tuple[Child, EngineClient]) -> dict[str, Any]:
-        _, client = engine
+        child, client = engine
         count = self.cfg.burst if self.cfg.burst is not None else min(1000, self.total_vms)
         vm_ids = await self._vm_ids(client)
         targets = (
@@ -275,6 +304,7 @@ class Bench:
             else [self._random_vm(vm_ids) for _ in range(count)]
         )
         progress(f"burst: {count} hot-plugs at once")
+        m0, cpu0 = await client.metrics(), child.cpu_seconds()
         loop = asyncio.get_running_loop()
         start = loop.time()
         disks = await asyncio.gather(*(client.hotplug(vm) for vm in targets))
@@ -284,6 +314,8 @@ class Bench:
         for future in pending:
             future.cancel()
         last = max((f.result() for f in done), default=math.nan)
+        m1, cpu1 = await client.metrics(), child.cpu_seconds()
+        progress(f"burst: {len(done)} of {count} named")
         unnamed = sum(
             [await client.name_of(vm, d) is None for vm, d in zip(targets, disks, strict=True)]
         )
@@ -292,7 +324,19 @@ class Bench:
             "all_visible_ms": round((last - start) * 1000, 1) if not pending else None,
             "requests_accepted_ms": round(accepted_ms, 1),
             "unnamed": unnamed,
+            # What the burst cost the engine, until the last name was announced.
+            "full_list_calls": int(m1[FETCHES] - m0[FETCHES]),
+            "db_writes": int(m1[WRITES] - m0[WRITES]),
+            "engine_cpu_ms": round((cpu1 - cpu0) * 1000),
         }
+
+    async def _restart(self, state: Path, dsn: str) -> dict[str, Any]:
+        progress("restart: a new engine under the same fleet")
+        started = asyncio.get_running_loop().time()
+        async with self._engine(state, dsn, hash_gate=True, tag="restarted") as engine:
+            out = await measure_restart(engine, started, self.cfg.hosts, self.cfg.refresh_interval)
+        progress(f"restart: {out['hosts_polled']} hosts polled, {out['full_list_calls']} fetches")
+        return out
 
     async def _baseline(self, state: Path, dsn: str) -> dict[str, Any]:
         progress("baseline: the same fleet with the hash gate off (every VM fetched every cycle)")

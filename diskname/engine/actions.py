@@ -4,6 +4,13 @@ Each action runs under the VM's :meth:`HostMonitor.vm_action`, calls the host
 over the monitor's connection, then records the outcome. A failed host call
 undoes the rows written for it. Failures are the engine's own errors
 (:mod:`.errors`); the HTTP edges map them to statuses.
+
+Hot-plugs come in bursts, so their writes are batched (:mod:`.batching`): the
+VM look-ups, the claims and the outcomes of requests that arrive together each
+share one query or statement (:mod:`.plugs`), and their host calls go out side
+by side on the host's connection, which the host serves concurrently. Each
+request still waits for its own VM's lock and gets its own answer or error. A
+direct LUN and ``PUT active=true`` keep the one-at-a-time path.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..protocol import jsonrpc
+from .batching import Coalescer
 from .errors import HostNotConnected, HostRefused, NotFound, Unprocessable
 from .events import EventHub
 from .matching import disk_serial
@@ -21,6 +29,7 @@ from .metrics import Metrics
 from .models import DISK_NAME_MAX, Attachment, DiskSpec, NameChange, VmRow, canonical_uuid
 from .monitor import HostMonitor
 from .monitors import Monitors
+from .plugs import Claim, Outcome
 from .store import Store
 
 INTERFACES = frozenset({"virtio", "virtio_scsi", "sata", "nvme"})
@@ -37,14 +46,14 @@ def _device_json(att: Attachment, serial: str) -> dict[str, Any]:
     }
 
 
-def _returned_device(result: Any, att: Attachment) -> tuple[str, str | None]:
-    """The device id and address the host gave the plugged disk."""
+def _returned_device(result: Any, asked: str) -> tuple[str, str | None]:
+    """The device id (``asked`` unless the host says) and address the host gave the disk."""
     if not isinstance(result, Mapping):
-        return att.device_id, None
+        return asked, None
     try:
-        device_id = canonical_uuid(result.get("deviceId", att.device_id))
+        device_id = canonical_uuid(result.get("deviceId", asked))
     except ValueError:
-        device_id = att.device_id
+        device_id = asked
     address = result.get("address")
     return device_id, address if isinstance(address, str) and address else None
 
@@ -67,12 +76,13 @@ class Actions:
 
     def __init__(self, store: Store, monitors: Monitors, metrics: Metrics, hub: EventHub) -> None:
         self._store, self._monitors, self._metrics, self._hub = store, monitors, metrics, hub
+        self._vms: Coalescer[str, VmRow] = Coalescer(store.get_vms)
+        self._disk_names: Coalescer[str, set[str]] = Coalescer(store.disk_names)
+        self._claims: Coalescer[Claim, str] = Coalescer(store.claim_plugs)
+        self._outcomes: Coalescer[Outcome, Attachment | None] = Coalescer(store.settle_plugs)
 
     async def vm(self, vm_id: str) -> VmRow:
-        vm = await self._store.get_vm(vm_id)
-        if vm is None:
-            raise NotFound(f"no VM {vm_id}")
-        return vm
+        return await self._vms.submit(vm_id)  # or NotFound
 
     async def attachment(self, vm_id: str, disk_id: str) -> Attachment:
         att = await self._store.get_attachment(vm_id, disk_id)
@@ -152,6 +162,8 @@ class Actions:
         """
         vm = await self.vm(vm_id)
         spec = None if disk_id is not None else new_disk or await self._default_disk(vm)
+        if active and lun_serial is None:
+            return await self._attach_plugged(vm, disk_id, interface, spec, requested_at)
         if spec is not None and lun_serial is not None:
             spec = dataclasses.replace(spec, lun_serial=lun_serial)
         disk_id = disk_id or str(uuid.uuid4())
@@ -175,8 +187,40 @@ class Actions:
                     raise
         return await self.attachment(vm_id, disk_id)
 
+    async def _attach_plugged(
+        self,
+        vm: VmRow,
+        disk_id: str | None,
+        interface: str,
+        spec: DiskSpec | None,
+        requested_at: float,
+    ) -> Attachment:
+        """Attach and hot-plug: claim, call the host, record the outcome (each batched)."""
+        monitor = self._monitor(vm.host_id)
+        disk_id = disk_id or str(uuid.uuid4())
+        new = (disk_serial(disk_id), spec.name, spec.provisioned_size) if spec else None
+        claim = Claim(vm.id, disk_id, str(uuid.uuid4()), interface, *(new or (None, None, 0)))
+        async with monitor.vm_action(vm.id, plug=True):
+            serial = await self._claims.submit(claim)  # or Conflict, NotFound
+            self._metrics.plug_requested(vm.id, disk_id, requested_at)
+            drive = {"diskId": disk_id, "deviceId": claim.device_id, "serial": serial}
+            try:
+                result = await self._call(
+                    monitor,
+                    "VM.hotplugDisk",
+                    {"vmId": vm.id, "drive": drive | {"iface": interface}},
+                )
+            except Exception:
+                self._metrics.plug_abandoned(vm.id, disk_id)
+                await self._outcomes.submit(Outcome(claim, failed=True))
+                raise
+            device_id, address = _returned_device(result, claim.device_id)
+            att = await self._outcomes.submit(Outcome(claim, device_id, address))  # or NotFound
+        assert att is not None  # only a failed outcome settles to None
+        return att
+
     async def _default_disk(self, vm: VmRow) -> DiskSpec:
-        taken = {a.disk.name for a in await self._store.list_attachments(vm.id) if a.disk}
+        taken = await self._disk_names.submit(vm.id)  # requests together: one query
         return DiskSpec(default_disk_name(vm.name, taken))
 
     async def set_active(
@@ -224,7 +268,7 @@ class Actions:
             self._metrics.plug_abandoned(att.vm_id, att.disk_id)
             await self._store.release_plug(att.vm_id, att.disk_id)
             raise
-        device_id, address = _returned_device(result, att)
+        device_id, address = _returned_device(result, att.device_id)
         await self._store.mark_plugged(att.vm_id, att.disk_id, device_id, address)
 
     async def _unplug(self, monitor: HostMonitor, att: Attachment, discard: bool = False) -> None:

@@ -40,6 +40,10 @@ class Metrics:
 
     def __init__(self) -> None:
         self.polls = 0
+        # Polls the host answered with its stats digest alone (nothing moved).
+        self.polls_unchanged = 0
+        # Hosts polled at least once since this engine started.
+        self.hosts_polled: set[str] = set()
         self.full_list_calls = 0
         self.db_writes = 0
         self.rejected: Counter[str] = Counter()
@@ -72,6 +76,14 @@ class Metrics:
     def render(self) -> str:
         lines = [
             *_counter("diskname_engine_polls_total", "Host.getAllVmStats calls", self.polls),
+            *_counter(
+                "diskname_engine_polls_unchanged_total",
+                "Host.getAllVmStats answered with the stats digest alone",
+                self.polls_unchanged,
+            ),
+            "# HELP diskname_engine_hosts_polled hosts polled since the engine started",
+            "# TYPE diskname_engine_hosts_polled gauge",
+            f"diskname_engine_hosts_polled {len(self.hosts_polled)}",
             *_counter(
                 "diskname_engine_full_list_calls_total",
                 "Host.getVMFullList calls",

@@ -132,6 +132,8 @@ class HostMonitor:
 
     def grant(self) -> None:
         """This engine now owns the host: reload what the database knows, then poll."""
+        if self.owned.is_set():
+            return  # every balancing round grants again: nothing new to do
         self.sync.grant()
         self.owned.set()
         self._wake.set()
@@ -212,14 +214,21 @@ class HostMonitor:
 
     async def _poll_once(self, client: JsonRpcClient) -> None:
         try:
-            stats = await client.call("Host.getAllVmStats", timeout=self._config.poll_timeout)
+            stats = await client.call(
+                "Host.getAllVmStats", self.sync.stats_params(), timeout=self._config.poll_timeout
+            )
         except (RpcError, FrameTooLarge) as exc:
             log.warning("Host.getAllVmStats failed on %s: %s", self.host.name, exc)
             return
         self._metrics.polls += 1
-        for vm_id, status in self.sync.on_stats(stats):
+        self._metrics.hosts_polled.add(self.host.id)
+        unchanged = self.sync.counters["stats_unchanged"]
+        changes = self.sync.on_stats(stats)
+        self._metrics.polls_unchanged += self.sync.counters["stats_unchanged"] - unchanged
+        for vm_id, status in changes:
             await self._store.set_vm_status(vm_id, status)
-        self._wake.set()
+        if self.sync.wants_fetch:
+            self._wake.set()
 
     def _on_notification(self, note: jsonrpc.Notification) -> None:
         if not note.method.startswith(VM_STATUS_PREFIX):
@@ -326,14 +335,17 @@ class HostMonitor:
     # -- engine-initiated actions -------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def vm_action(self, vm_id: str) -> AsyncIterator[None]:
-        """Serialise the engine's own changes to one VM against fetches of it."""
+    async def vm_action(self, vm_id: str, *, plug: bool = False) -> AsyncIterator[None]:
+        """Serialise the engine's own changes to one VM against fetches of it.
+
+        ``plug``: a hot-plug, which the guest's own report follows (:mod:`.sync`).
+        """
         self.sync.begin_action(vm_id)
         try:
             async with self._locks[vm_id]:
                 yield
         finally:
-            self.sync.end_action(vm_id, asyncio.get_running_loop().time())
+            self.sync.end_action(vm_id, asyncio.get_running_loop().time(), settle=plug)
             self._wake.set()
             if not self.owned.is_set() and self._announce is not None:
                 await self._announce(vm_id)  # the owning engine must fetch it

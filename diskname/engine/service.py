@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 
 HTTP_SHUTDOWN_TIMEOUT = 5.0
 UsersSetup = Callable[[UserStore], Awaitable[None]]
+# Connections waiting to be accepted: a burst of clients connecting at once is
+# queued, not dropped (aiohttp's default of 128 made the rest retry a second later).
+HTTP_BACKLOG = 1024
 
 
 class EngineService:
@@ -117,7 +120,7 @@ class EngineService:
         await runner.setup()
         try:
             http = self.config.http_host, self.config.http_port
-            site = web.TCPSite(runner, *http, ssl_context=self._https)
+            site = web.TCPSite(runner, *http, ssl_context=self._https, backlog=HTTP_BACKLOG)
             with translated("the REST API", *http, setting="http_port"):
                 await site.start()
             self.http_port = _bound_port(runner)

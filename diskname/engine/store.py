@@ -17,8 +17,9 @@ from typing import Any
 
 import asyncpg
 
-from . import writes
-from .errors import Conflict
+from . import plugs, writes
+from .batching import Coalescer
+from .errors import Conflict, NotFound
 from .matching import MatchResult
 from .metrics import Metrics
 from .migrations import apply_migrations
@@ -27,6 +28,9 @@ from .search import NameFilter
 from .writes import Fence, Stored
 
 log = logging.getLogger(__name__)
+
+# Hosts' report batches (up to 500 VMs each) stored in one transaction at most.
+REPORT_BATCHES = 8
 
 CLOSE_TIMEOUT = 5.0
 CONNECT_TIMEOUT = 5.0
@@ -95,12 +99,31 @@ def _filtered(
     return sql, args
 
 
+async def _keep_session(conn: Any) -> None:
+    """Release a connection to the pool as it is.
+
+    asyncpg's default reset costs a round trip on *every* release (advisory
+    locks, cursors, LISTEN, settings), which doubled the cost of a one-query
+    read. The engine leaves no session state on pooled connections: its
+    advisory locks live on the lease connection (:mod:`.leases`), the
+    migration's lock is transaction-scoped, and an open transaction is still
+    rolled back by asyncpg before this is called.
+    """
+
+
 class Store:
     """A pool of connections and the engine's queries."""
 
     def __init__(self, pool: Any, metrics: Metrics) -> None:
         self._pool = pool
         self.metrics = metrics
+        # Hosts' batches that arrive together share a transaction (:mod:`.writes`).
+        self._reports: Coalescer[writes.HostReports, Stored] = Coalescer(
+            self._apply_many, max_batch=REPORT_BATCHES
+        )
+        self._states: Coalescer[str, dict[str, tuple[str | None, str]]] = Coalescer(
+            self._vm_states_many, max_batch=100
+        )
 
     @property
     def pool(self) -> Any:
@@ -116,6 +139,7 @@ class Store:
             timeout=CONNECT_TIMEOUT,
             command_timeout=COMMAND_TIMEOUT,
             server_settings=KEEPALIVES,
+            reset=_keep_session,
         )
         return cls(pool, metrics)
 
@@ -181,16 +205,51 @@ class Store:
         sql, args = _filtered(_VMS, names, limit, "name, id")
         return [VmRow(*r.values()) for r in await self._pool.fetch(sql, *args)]
 
+    async def disk_names(self, vm_ids: Sequence[str]) -> list[set[str]]:
+        """The names of the disks attached to each VM (one query for them all)."""
+        rows = await self._pool.fetch(
+            """SELECT vd.vm_id::text, d.name FROM vm_device vd JOIN disks d ON d.id = vd.disk_id
+               WHERE vd.vm_id = ANY($1::uuid[])""",
+            sorted(set(vm_ids)),
+        )
+        names: dict[str, set[str]] = {vm: set() for vm in vm_ids}
+        for r in rows:
+            if r["name"] is not None:
+                names[r["vm_id"]].add(r["name"])
+        return [names[vm] for vm in vm_ids]
+
+    async def get_vms(self, vm_ids: Sequence[str]) -> list[VmRow | Exception]:
+        """Each VM, or :class:`NotFound` in its place (one query for them all)."""
+        rows = await self._pool.fetch(
+            "SELECT id::text, name, status, host_id::text FROM vms WHERE id = ANY($1::uuid[])",
+            list(vm_ids),
+        )
+        found = {r["id"]: VmRow(*r.values()) for r in rows}
+        return [found.get(vm_id) or NotFound(f"no VM {vm_id}") for vm_id in vm_ids]
+
     async def get_vm(self, vm_id: str) -> VmRow | None:
         row = await self._pool.fetchrow(f"{_VMS} WHERE id = $1", vm_id)
         return VmRow(*row.values()) if row else None
 
     async def vm_states(self, host_id: str) -> dict[str, tuple[str | None, str]]:
-        """(stored hash, status) of every VM on the host."""
+        """(stored hash, status) of every VM on the host.
+
+        Monitors that load at the same time (an engine starting under a fleet of
+        500 hosts) share one query.
+        """
+        return await self._states.submit(host_id)
+
+    async def _vm_states_many(
+        self, host_ids: Sequence[str]
+    ) -> list[dict[str, tuple[str | None, str]]]:
         rows = await self._pool.fetch(
-            "SELECT id::text, hash, status FROM vms WHERE host_id = $1", host_id
+            "SELECT host_id::text, id::text, hash, status FROM vms WHERE host_id = ANY($1::uuid[])",
+            sorted(set(host_ids)),
         )
-        return {r["id"]: (r["hash"], r["status"]) for r in rows}
+        states: dict[str, dict[str, tuple[str | None, str]]] = {h: {} for h in host_ids}
+        for r in rows:
+            states[r["host_id"]][r["id"]] = (r["hash"], r["status"])
+        return [states[h] for h in host_ids]
 
     async def set_vm_status(self, vm_id: str, status: str) -> None:
         sql = "UPDATE vms SET status = $2 WHERE id = $1 AND status IS DISTINCT FROM $2"
@@ -390,6 +449,29 @@ class Store:
         sql = "UPDATE vms SET hash = NULL WHERE id = $1 AND hash IS NOT NULL"
         await self._exec(conn, sql, vm_id)
 
+    # -- hot-plugs, a batch at a time (:mod:`.plugs`) ---------------------------
+
+    async def claim_plugs(self, claims: Sequence[plugs.Claim]) -> list[plugs.ClaimResult]:
+        """Attach the disks as plugged, in one statement; per claim its serial or error."""
+        try:
+            async with self._pool.acquire() as conn:
+                results = await plugs.claim(conn, self._exec, claims)
+        except asyncpg.ForeignKeyViolationError:
+            if len(claims) > 1:
+                raise  # the batch is retried claim by claim
+            return [NotFound(f"no VM {claims[0].vm_id}")]
+        if any(isinstance(r, str) for r in results):
+            self.metrics.db_writes += 1  # the claims (their rows read back through a fetch)
+        return results
+
+    async def settle_plugs(self, outcomes: Sequence[plugs.Outcome]) -> list[plugs.OutcomeResult]:
+        """Record how each claim's host call ended, in one statement (one transaction)."""
+        async with self._pool.acquire() as conn:
+            results = await plugs.settle(conn, outcomes)
+        if outcomes:
+            self.metrics.db_writes += 1  # the claims settled (read back through a fetch)
+        return results
+
     # -- the monitor's update -------------------------------------------------
 
     async def apply_report(
@@ -405,12 +487,28 @@ class Store:
         *,
         fence: Fence | None = None,
     ) -> Stored:
-        """Store a batch of VMs of one host in one transaction (:mod:`.writes`)."""
+        """Store a batch of VMs of one host in one transaction (:mod:`.writes`), which
+        it shares with other hosts' batches that come at the same time.
+
+        :class:`~.writes.LeaseLost` if the host's fence no longer holds; a batch
+        PostgreSQL refuses raises for this host alone.
+        """
+        return await self._reports.submit(writes.HostReports(host_id, items, fence))
+
+    async def _apply_many(
+        self, batches: Sequence[writes.HostReports]
+    ) -> list[Stored | writes.LeaseLost]:
+        seen: set[str] = set()
+        for batch in batches:
+            ids = {r.vm_id for r, _ in batch.items}
+            if ids & seen:  # one VM from two hosts (a rogue one): store them apart
+                return [(await self._apply_many([b]))[0] for b in batches]
+            seen |= ids
         async with self._pool.acquire() as conn, conn.transaction():
-            stored = await writes.apply_reports(conn, self._exec, host_id, items, fence)
-        if stored.changes:
+            outcomes = await writes.apply_many(conn, self._exec, batches)
+        if any(isinstance(o, Stored) and o.changes for o in outcomes):
             self.metrics.db_writes += 1  # the history rows (a fetch: it returns their ids)
-        return stored
+        return outcomes
 
     async def history(self, vm_id: str, disk_id: str) -> list[tuple[str | None, str | None]]:
         rows = await self._pool.fetch(

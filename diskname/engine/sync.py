@@ -9,6 +9,11 @@ wake (:meth:`~HostSync.next_wakeup`). The caller brings the clock.
 Rules it keeps:
 - Hash gate: a VM is fetched only when the host reports a hash other than the
   one last stored (or none is known).
+- Stats digest (SPEC §5): the poll sends the digest of the last full stats
+  list; a host whose stats have not moved since answers with the digest alone,
+  and only the VMs still behind their reported hash (normally none) are looked
+  at again, so an unchanged host costs one comparison. Any reload of the stored
+  hashes drops the digest: the next poll gets the whole list.
 - A VM is never in two fetches at once, and never fetched while the engine's
   own action on it runs; a fetch that overlapped an action (its generation
   moved) is thrown away and the VM fetched again.
@@ -18,6 +23,13 @@ Rules it keeps:
 - A VM the host reports but that is registered on another host is ignored.
 - Without notifications, a VM the engine just changed is fetched again a few
   times shortly after (the guest names a disk a moment after the plug).
+- With notifications, a VM the engine just hot-plugged a disk into is fetched
+  once the guest has had its say: on the first hash the host reports after the action (the
+  plugged disk's name), or ``settle`` seconds after it at the latest. The one
+  hash the host announced while the action ran (the bare device) is not
+  fetched on its own: the action stored the device already. If two or more
+  were announced meanwhile, the guest spoke already: fetch at once. A burst of
+  plugs costs one fetch and one write per VM, not two.
 """
 
 from __future__ import annotations
@@ -32,6 +44,7 @@ from ..damping import Damper
 from .models import BadReport, VmReport, canonical_uuid, parse_report
 
 FOLLOW_UP_DELAYS = (0.1, 0.25, 0.5, 1.0, 2.0)
+SETTLE = 0.25  # seconds a VM the engine changed waits for the guest's own report
 MAX_FETCH = 1000  # VMs asked for in one Host.getVMFullList
 
 
@@ -61,8 +74,10 @@ class HostSync:
         fetch_rate: float = 4.0,
         fetch_burst: float = 6.0,
         follow_ups: tuple[float, ...] = FOLLOW_UP_DELAYS,
+        settle: float = SETTLE,
     ) -> None:
         self.hash_gate, self.events, self._follow_up_delays = hash_gate, events, follow_ups
+        self._settle = settle
         self.owned = False
         self.stale = True  # the stored hashes must be (re)loaded before they are trusted
         self._hashes: dict[str, str | None] = {}
@@ -76,6 +91,13 @@ class HostSync:
         self._damper = Damper(fetch_rate, fetch_burst)
         self._cleared: set[str] = set()  # released by the damper, token already spent
         self._follow_ups: list[tuple[float, str]] = []  # a heap of (when, VM id)
+        # VM id -> the hash announced while the engine's action ran, for VMs
+        # waiting for the guest's report after it (see the module docstring).
+        self._settling: dict[str, str | None] = {}
+        self._announced: dict[str, set[str | None]] = {}  # hashes heard while busy
+        self._digest: str | None = None  # of the last full stats list taken in
+        self._reported: dict[str, str | None] = {}  # VM id -> hash in that list
+        self._behind: set[str] = set()  # VMs of that list not (yet) at their hash here
         self.counters: Counter[str] = Counter()
 
     # -- ownership and the database's view -----------------------------------
@@ -88,6 +110,8 @@ class HostSync:
     def revoke(self) -> None:
         self.owned = False
         self._dirty.clear()
+        self._settling.clear()
+        self._announced.clear()
 
     def load(self, states: Mapping[str, tuple[str | None, str]]) -> None:
         """(stored hash, status) of every VM registered on this host."""
@@ -96,13 +120,25 @@ class HostSync:
         self._dirty.clear()
         self._foreign.clear()
         self._unfetchable.clear()
+        self._settling.clear()
+        self._announced.clear()
+        self._forget_stats()
         self.stale = False
+
+    def _forget_stats(self) -> None:
+        """What the last stats list said no longer counts: ask for the whole list."""
+        self._digest, self._reported, self._behind = None, {}, set()
 
     def forget_hash(self, vm_id: str) -> None:
         """Fetch the VM whatever its hash says (another engine acted on it)."""
         if self.owned and vm_id in self._statuses:
             self._hashes[vm_id] = None
             self._dirty[vm_id] = None
+            self._fell_behind(vm_id)
+
+    def _fell_behind(self, vm_id: str) -> None:
+        if vm_id in self._reported:
+            self._behind.add(vm_id)
 
     def forget_all(self) -> None:
         """Fetch every VM of the host whatever its hash says (its cluster's version changed)."""
@@ -119,38 +155,98 @@ class HostSync:
 
     # -- what the host says ----------------------------------------------------
 
-    def on_stats(self, entries: Any) -> list[tuple[str, str]]:
-        """A ``Host.getAllVmStats`` reply: marks changed VMs; returns status changes to store."""
+    def stats_params(self) -> dict[str, str] | None:
+        """Params of the next ``Host.getAllVmStats``: the digest held ("" for none).
+
+        Without the hash gate (a naive poller, the bench's baseline) the whole
+        list, every time.
+        """
+        return {"digest": self._digest or ""} if self.hash_gate else None
+
+    def on_stats(self, result: Any) -> list[tuple[str, str]]:
+        """A ``Host.getAllVmStats`` reply: marks changed VMs; returns status changes to store.
+
+        The reply is the list (an old host, or one asked without a digest) or
+        ``{"digest", "vms"?}``, ``vms`` left out when the digest sent still holds.
+        """
+        if not isinstance(result, dict):
+            self._digest = None
+            return self._take_list(result)
+        digest, entries = result.get("digest"), result.get("vms")
+        if entries is None:
+            self._unchanged(digest)
+            return []
+        changed = self._take_list(entries)
+        self._digest = digest if isinstance(digest, str) and isinstance(entries, list) else None
+        return changed
+
+    def _unchanged(self, digest: Any) -> None:
+        """The host's stats are still those of our digest: look again at what is behind."""
+        if self._digest is None or digest != self._digest:
+            self.counters["stats_digest_unknown"] += 1  # not ours: ask for the list
+            self._forget_stats()
+            return
+        self.counters["stats_unchanged"] += 1
+        for vm_id in list(self._behind):
+            if not self.mark(vm_id, self._reported.get(vm_id)):
+                self._behind.discard(vm_id)
+
+    def _take_list(self, entries: Any) -> list[tuple[str, str]]:
         if not isinstance(entries, list):
             self.counters["bad_stats"] += 1
+            self._forget_stats()
             return []
         changed = []
+        reported: dict[str, str | None] = {}
+        behind: set[str] = set()
         for entry in entries:
-            if not isinstance(entry, dict):
+            vm_id = self._vm_id(entry)
+            if vm_id is None:
                 continue
-            try:
-                vm_id = canonical_uuid(entry.get("vmId"))
-            except ValueError:
-                continue
-            status, vm_hash = entry.get("status"), entry.get("hash")
+            status, raw_hash = entry.get("status"), entry.get("hash")
             known = self._statuses.get(vm_id)
             if known is not None and isinstance(status, str) and status != known:
                 self._statuses[vm_id] = status
                 changed.append((vm_id, status))
-            self.mark(vm_id, vm_hash if isinstance(vm_hash, str) else None)
+            vm_hash = reported[vm_id] = raw_hash if isinstance(raw_hash, str) else None
+            if self.mark(vm_id, vm_hash):
+                behind.add(vm_id)
+        self._reported, self._behind = reported, behind
         return changed
+
+    def _vm_id(self, entry: Any) -> str | None:
+        """The entry's VM id in canonical text (an id we know already is taken as it is)."""
+        if not isinstance(entry, dict):
+            return None
+        raw = entry.get("vmId")
+        if isinstance(raw, str) and raw in self._statuses:
+            return raw
+        try:
+            return canonical_uuid(raw)
+        except ValueError:
+            return None
 
     def on_notification(self, vm_id: str, vm_hash: str | None) -> None:
         if self.events and self.owned and not self.stale:
             self.mark(vm_id, vm_hash)
 
-    def mark(self, vm_id: str, vm_hash: str | None) -> None:
-        """The host says the VM is at ``vm_hash`` (None: unknown): fetch it if that is news."""
+    def mark(self, vm_id: str, vm_hash: str | None) -> bool:
+        """The host says the VM is at ``vm_hash`` (None: unknown): fetch it if that is news.
+
+        True if it is to be fetched.
+        """
         if vm_id in self._foreign or self._is_current(vm_id, vm_hash):
-            return
+            return False
         if vm_id in self._unfetchable and self._unfetchable[vm_id] == vm_hash:
-            return
+            return False
+        if vm_id in self._settling:
+            if vm_hash is not None and vm_hash == self._settling[vm_id]:
+                return True  # what the action itself did: fetched when the guest speaks
+            del self._settling[vm_id]
+        if vm_id in self._busy:
+            self._announced.setdefault(vm_id, set()).add(vm_hash)
         self._dirty[vm_id] = vm_hash
+        return True
 
     def _is_current(self, vm_id: str, vm_hash: str | None) -> bool:
         if not self.hash_gate or vm_hash is None or vm_id not in self._hashes:
@@ -166,8 +262,13 @@ class HostSync:
             self._cleared.add(vm_id)  # its token is spent: the next batch takes it
         while self._follow_ups and self._follow_ups[0][0] <= now:
             _, vm_id = heapq.heappop(self._follow_ups)
-            if self.owned:
+            if not self.owned:
+                continue
+            if not self.events:
                 self._dirty[vm_id] = None
+            elif vm_id in self._settling:
+                del self._settling[vm_id]
+                self._dirty[vm_id] = None  # the guest stayed silent: fetch what there is
 
     def next_wakeup(self) -> float | None:
         """When :meth:`release_due` will next have something to release."""
@@ -251,12 +352,15 @@ class HostSync:
         for report in reports:
             self._hashes[report.vm_id] = report.hash
             self._statuses[report.vm_id] = report.status
+            if self._is_current(report.vm_id, self._reported.get(report.vm_id)):
+                self._behind.discard(report.vm_id)
 
     def on_foreign(self, vm_ids: Iterable[str]) -> None:
         """The database says these VMs belong to another host: ignore them from now on."""
         for vm_id in vm_ids:
             self._foreign.add(vm_id)
             self._dirty.pop(vm_id, None)
+            self._behind.discard(vm_id)
             self.counters["foreign_vm"] += 1
 
     def on_fetch_failed(self, batch: Batch) -> None:
@@ -271,19 +375,32 @@ class HostSync:
         self._busy[vm_id] += 1
         self._generation[vm_id] += 1
 
-    def end_action(self, vm_id: str, now: float) -> None:
+    def end_action(self, vm_id: str, now: float, *, settle: bool = False) -> None:
         """The action is over: whatever hash the host reports next is news.
 
         With notifications the host's own announcement of the change (held while
-        the VM was busy) brings the fetch; without them, fetch now and follow up.
+        the VM was busy) brings the fetch; for a hot-plug (``settle``) the guest's
+        report that follows it does, or ``settle`` seconds. Without
+        notifications, fetch now and follow up.
         """
         self._busy[vm_id] -= 1
         if self._busy[vm_id] <= 0:
             del self._busy[vm_id]
         self._generation[vm_id] += 1
         self._hashes[vm_id] = None
-        if not self.owned or self.events:
+        self._fell_behind(vm_id)
+        if not self.owned:
             return
-        self._dirty[vm_id] = None
-        for delay in self._follow_up_delays:
-            heapq.heappush(self._follow_ups, (now + delay, vm_id))
+        if not self.events:
+            self._dirty[vm_id] = None
+            for delay in self._follow_up_delays:
+                heapq.heappush(self._follow_ups, (now + delay, vm_id))
+            return
+        announced = self._announced.pop(vm_id, set()) if vm_id not in self._busy else set()
+        if not settle:
+            return  # the announcement held in the dirty set brings the fetch
+        if vm_id in self._busy or len(announced) >= 2:
+            self._dirty[vm_id] = None  # another action runs, or the guest spoke already
+            return
+        self._settling[vm_id] = self._dirty.pop(vm_id, None)
+        heapq.heappush(self._follow_ups, (now + self._settle, vm_id))

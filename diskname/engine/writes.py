@@ -1,18 +1,21 @@
-"""The monitor's write: a batch of one host's VM reports in one transaction.
+"""The monitors' write: batches of VM reports, of one host or several, in one transaction.
 
 A fixed number of statements whatever the batch size (rows go as arrays through
 ``unnest``), the hashes last: if anything fails, every VM keeps its old hash and
-is fetched again. The first statement reads, in one round trip, everything the
-plan needs to respect the rules a host cannot break:
+is fetched again. Several hosts' batches share the transaction when they come
+together (a burst of plugs across the fleet, the first discovery of a fleet):
+each row carries its host, and each host keeps its own outcome. The first
+statement reads, in one round trip, everything the plan needs to respect the
+rules a host cannot break:
 
 - the fence: this engine's lease connection still holds the host's lock, or
-  nothing is written (:class:`LeaseLost`);
+  nothing is written for that host (:class:`LeaseLost`, for that host alone);
 - VMs registered on another host are not this host's to report: left out,
   and returned as ``foreign`` (SPEC §12);
 - a disk plugged into a VM outside the batch stays plugged there only: the
   report's device is stored as unplugged (the partial unique index enforces
   the rule; this keeps one host from making a batch fail forever);
-- the cluster's compatibility version decides whether names are kept.
+- each host's cluster's compatibility version decides whether its names are kept.
 """
 
 from __future__ import annotations
@@ -51,6 +54,18 @@ class Stored:
     blocked_disks: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class HostReports:
+    """One host's reports to store, with the fence its writes must find."""
+
+    host_id: str
+    items: Sequence[tuple[VmReport, MatchResult]]
+    fence: Fence | None = None
+
+    def unique(self) -> list[tuple[VmReport, MatchResult]]:
+        return list({r.vm_id: (r, m) for r, m in self.items}.values())
+
+
 class _Batch:
     """The plans of a batch of VMs, merged into the columns the statements take."""
 
@@ -73,60 +88,113 @@ async def apply_reports(
     fence: Fence | None,
 ) -> Stored:
     """Store ``items`` for ``host_id`` on ``conn`` (in a transaction the caller opened)."""
-    reports = list({r.vm_id: (r, m) for r, m in items}.values())
-    out = Stored()
-    if not reports:
-        return out
-    vm_ids = [r.vm_id for r, _ in reports]
-    disk_ids = sorted({d.disk_id for r, _ in reports for d in r.devices if d.plugged})
-    guard = await conn.fetchrow(
-        _GUARD_SQL,
-        host_id,
-        vm_ids,
-        disk_ids,
-        fence is not None,
-        fence.lock_class if fence else 0,
-        fence.pid if fence else 0,
+    (outcome,) = await apply_many(conn, execute, [HostReports(host_id, items, fence)])
+    if isinstance(outcome, LeaseLost):
+        raise outcome
+    return outcome
+
+
+async def apply_many(
+    conn: Any, execute: Exec, hosts: Sequence[HostReports]
+) -> list[Stored | LeaseLost]:
+    """Store several hosts' reports on ``conn`` (in a transaction the caller opened).
+
+    No VM may be in two hosts' reports (the caller stores such batches apart).
+    Each host gets its outcome: what was stored, or :class:`LeaseLost`.
+    """
+    batches = {h.host_id: h.unique() for h in hosts}
+    outcomes: dict[str, Stored | LeaseLost] = {h: Stored() for h in batches}
+    owner = {r.vm_id: h for h, items in batches.items() for r, _ in items}
+    if not owner:
+        return [outcomes[h.host_id] for h in hosts]
+    guard = await conn.fetchrow(_GUARD_SQL, *_guard_args(hosts, batches, owner))
+    for host_id in guard["unfenced"] or []:
+        outcomes[host_id] = LeaseLost(
+            f"the lease on host {host_id} is no longer held by this engine"
+        )
+    foreign = set(guard["foreign"] or [])
+    reports = [
+        (h, r, m)
+        for h, items in batches.items()
+        if isinstance(outcomes[h], Stored)
+        for r, m in items
+        if r.vm_id not in foreign
+    ]
+    for vm_id in sorted(foreign):
+        stored = outcomes[owner[vm_id]]
+        if isinstance(stored, Stored):
+            stored.foreign.append(vm_id)
+    if reports:
+        await _store(conn, execute, reports, guard, outcomes)
+    return [outcomes[h.host_id] for h in hosts]
+
+
+def _guard_args(
+    hosts: Sequence[HostReports],
+    batches: dict[str, list[tuple[VmReport, MatchResult]]],
+    owner: dict[str, str],
+) -> tuple[Any, ...]:
+    fenced = [h for h in hosts if h.fence is not None]
+    disk_ids = sorted(
+        {d.disk_id for items in batches.values() for r, _ in items for d in r.devices if d.plugged}
     )
-    if fence is not None and not guard["fenced"]:
-        raise LeaseLost(f"the lease on host {host_id} is no longer held by this engine")
-    out.foreign = sorted(guard["foreign"] or [])
-    reports = [(r, m) for r, m in reports if r.vm_id not in set(out.foreign)]
-    if not reports:
-        return out
-    vm_ids = [r.vm_id for r, _ in reports]
-    blocked = _blocked_disks(reports, guard["plugged"] or [])
-    out.blocked_disks = sum(len(b) for b in blocked.values())
+    return (
+        list(owner),
+        list(owner.values()),
+        disk_ids,
+        list(batches),
+        [h.host_id for h in fenced],
+        [h.fence.lock_class for h in fenced if h.fence is not None],
+        [h.fence.pid for h in fenced if h.fence is not None],
+    )
+
+
+async def _store(
+    conn: Any,
+    execute: Exec,
+    reports: list[tuple[str, VmReport, MatchResult]],
+    guard: Any,
+    outcomes: dict[str, Stored | LeaseLost],
+) -> None:
+    pairs = [(r, m) for _, r, m in reports]
+    vm_ids = [r.vm_id for r, _ in pairs]
+    blocked = _blocked_disks(pairs, guard["plugged"] or [])
     current: dict[str, list[DeviceRow]] = {vm: [] for vm in vm_ids}
     for row in await conn.fetch(_CURRENT_SQL, vm_ids):
         current[row["vm_id"]].append(DeviceRow(*list(row.values())[1:]))
     await execute(
         conn,
         _UPSERT_VMS_SQL,
-        host_id,
         vm_ids,
-        [r.name or r.vm_id for r, _ in reports],
-        [r.status for r, _ in reports],
+        [r.name or r.vm_id for r, _ in pairs],
+        [h for h, _, _ in reports],
+        [r.status for r, _ in pairs],
     )
-    keep = compat_keeps_names(guard["compat"])
+    compat = dict(pair.split(" ", 1) for pair in guard["compat"] or [])
     batch, now = _Batch(), datetime.now(UTC)
-    for report, match in reports:
+    for host_id, report, match in reports:
         plan = plan_update(
             report,
             match,
             current[report.vm_id],
-            keep_names=keep,
+            keep_names=compat_keeps_names(compat.get(host_id)),
             now=now,
             blocked=blocked[report.vm_id],
         )
         batch.add(report.vm_id, plan)
+        stored = outcomes[host_id]
+        if isinstance(stored, Stored):
+            stored.changes += plan.changes
+            stored.blocked_disks += len(blocked[report.vm_id])
     if batch.new_disks:
         await execute(conn, _NEW_DISKS_SQL, *zip(*batch.new_disks.items(), strict=True))
     if batch.rows:
         await execute(conn, _UPSERT_SQL, *zip(*batch.rows, strict=True))
-    out.changes = await insert_history(conn, execute, batch.changes)
-    await execute(conn, _HASH_SQL, vm_ids, [r.hash for r, _ in reports])
-    return out
+    stamped = {(c.vm_id, c.disk_id): c for c in await insert_history(conn, execute, batch.changes)}
+    for stored in outcomes.values():  # each change with its history row id (the event id)
+        if isinstance(stored, Stored):
+            stored.changes = [stamped.get((c.vm_id, c.disk_id), c) for c in stored.changes]
+    await execute(conn, _HASH_SQL, vm_ids, [r.hash for r, _ in pairs])
 
 
 def _blocked_disks(
@@ -168,27 +236,31 @@ async def insert_history(
     return [replace(c, id=ids.get((c.vm_id, c.disk_id))) for c in changes]
 
 
-# One round trip for every rule the plan must respect (see the module docstring).
+# One round trip for every rule the plan must respect (see the module docstring):
+# $1/$2 each VM and the host reporting it, $3 the disks reported plugged, $4 the
+# hosts, $5/$6/$7 the fences (host, lock class, lease backend).
 _GUARD_SQL = """
 SELECT
-  (SELECT array_agg(id::text) FROM vms
-    WHERE id = ANY($2::uuid[]) AND host_id <> $1::uuid) AS foreign,
+  (SELECT array_agg(v.id::text) FROM vms v
+    JOIN unnest($1::uuid[], $2::uuid[]) AS u(id, host_id) ON v.id = u.id
+    WHERE v.host_id <> u.host_id) AS foreign,
   (SELECT array_agg(disk_id::text || ' ' || vm_id::text) FROM vm_device
     WHERE disk_id = ANY($3::uuid[]) AND is_plugged) AS plugged,
-  (SELECT c.compatibility_version FROM hosts h JOIN clusters c ON c.id = h.cluster_id
-    WHERE h.id = $1::uuid) AS compat,
-  (NOT $4::bool OR EXISTS (
-    SELECT 1 FROM pg_locks
-    WHERE locktype = 'advisory' AND granted AND pid = $6::int AND objsubid = 2
-      AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-      AND classid = $5::int::oid AND objid = hashtext($1::text)::oid)) AS fenced
+  (SELECT array_agg(h.id::text || ' ' || c.compatibility_version)
+    FROM hosts h JOIN clusters c ON c.id = h.cluster_id WHERE h.id = ANY($4::uuid[])) AS compat,
+  (SELECT array_agg(f.host_id) FROM unnest($5::text[], $6::int[], $7::int[])
+      AS f(host_id, lock_class, pid)
+    WHERE NOT EXISTS (
+      SELECT 1 FROM pg_locks
+      WHERE locktype = 'advisory' AND granted AND pid = f.pid AND objsubid = 2
+        AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+        AND classid = f.lock_class::oid AND objid = hashtext(f.host_id)::oid)) AS unfenced
 """
 _UPSERT_VMS_SQL = """
 INSERT INTO vms (id, name, host_id, status)
-SELECT u.id, u.name, $1::uuid, u.status FROM unnest($2::uuid[], $3::text[], $4::text[])
-    AS u(id, name, status)
+SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[])
 ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status
-WHERE vms.status IS DISTINCT FROM EXCLUDED.status AND vms.host_id = $1::uuid
+WHERE vms.status IS DISTINCT FROM EXCLUDED.status AND vms.host_id = EXCLUDED.host_id
 """
 # Rows are locked in one order (vm, disk) so that two writers cannot deadlock.
 _CURRENT_SQL = """

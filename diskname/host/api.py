@@ -19,6 +19,7 @@ from .devices import MAX_TEXT, Device, InvalidDevice, NoFreeAddress, UnknownDevi
 from .hypervisors.base import HypervisorError
 from .registry import Registry, UnknownVm
 from .rpc import Handler, MethodError
+from .stats import StatsCache, stats_reply
 from .vm import Vm
 
 # A VM whose description alone breaks the frame cap (SPEC §12).
@@ -122,6 +123,7 @@ def full_list(vms: Iterable[Vm], budget: int = MAX_RPC_FRAME - RPC_ENVELOPE) -> 
 class HostApi:
     def __init__(self, owner: Lifecycle) -> None:
         self._owner = owner
+        self._stats = StatsCache()
 
     def methods(self) -> dict[str, Handler]:
         table: dict[str, Callable[[dict[str, Any]], Awaitable[Any]]] = {
@@ -149,8 +151,11 @@ class HostApi:
             "hypervisor": owner.hypervisor_name,
         }
 
-    async def get_all_vm_stats(self, params: dict[str, Any]) -> list[dict[str, Any]]:
-        return [vm_stats(self._owner, vm) for vm in self._owner.registry]
+    async def get_all_vm_stats(self, params: dict[str, Any]) -> Any:
+        """The list; with ``{"digest"}`` an object that leaves it out if unchanged (SPEC §5)."""
+        owner = self._owner
+        snapshot = self._stats.snapshot(owner.registry, lambda vm: vm_stats(owner, vm))
+        return stats_reply(snapshot, params)
 
     async def get_vm_full_list(self, params: dict[str, Any]) -> list[dict[str, Any]]:
         wanted = params.get("vmList")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from ...compat.aio import timeout
@@ -102,10 +103,22 @@ class SimKernel:
 
 
 class SimSource:
-    """A :class:`~.base.Source` fed by the host's sim hardware port."""
+    """A :class:`~.base.Source` fed by the host's sim hardware port.
 
-    def __init__(self, hw_address: str, name_delay: float = 0.0, boot_timeout: float = 1.0) -> None:
-        self._endpoint = parse_endpoint(hw_address)
+    With ``hw_address`` None it follows nothing: the caller feeds :meth:`apply`
+    itself (the bench's light guests, which live in the host process), and
+    ``on_change`` hears of every disk that appears or goes.
+    """
+
+    def __init__(
+        self,
+        hw_address: str | None,
+        name_delay: float = 0.0,
+        boot_timeout: float = 1.0,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
+        self._endpoint = parse_endpoint(hw_address) if hw_address is not None else None
+        self._on_change = on_change
         self._boot_timeout = boot_timeout
         self._boot = asyncio.Event()
         self._delay = name_delay
@@ -125,6 +138,8 @@ class SimSource:
         first state (bounded, as the host may not be up) keeps the agent from
         reporting an empty mapping that the next report would undo.
         """
+        if self._endpoint is None:
+            return
         self._task = asyncio.create_task(self._follow(), name=f"sim-hw {self._endpoint}")
         with contextlib.suppress(TimeoutError):
             async with timeout(self._boot_timeout):
@@ -151,6 +166,7 @@ class SimSource:
         self._changed.clear()
 
     async def _follow(self) -> None:
+        assert self._endpoint is not None
         backoff = Backoff()
         while True:
             link = await connect_forever(self._endpoint, backoff)
@@ -206,7 +222,7 @@ class SimSource:
         if timer is not None:
             timer.cancel()
         if self._visible.pop(device_id, None) is not None:
-            self._changed.set()
+            self._notify()
 
     def _add(self, disk: VirtualDisk, *, immediate: bool) -> None:
         self._plugged[disk.device_id] = disk
@@ -222,4 +238,9 @@ class SimSource:
     def _show(self, device_id: str, record: DeviceRecord) -> None:
         self._timers.pop(device_id, None)
         self._visible[device_id] = record
+        self._notify()
+
+    def _notify(self) -> None:
         self._changed.set()
+        if self._on_change is not None:
+            self._on_change()

@@ -28,7 +28,7 @@ import hmac
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +37,7 @@ from aiohttp.typedefs import Middleware
 
 from ..config import ConfigError
 from ..netaddr import is_loopback
+from .batching import Coalescer
 from .config import EngineConfig
 from .errors import Forbidden, TooManyRequests, Unauthenticated, UnsupportedMediaType
 from .metrics import Metrics
@@ -174,6 +175,9 @@ class Authenticator:
         self.name_throttle = LoginThrottle(free=NAME_FAILURES)
         self.address_throttle = LoginThrottle(free=ADDRESS_FAILURES)
         self._hashing = asyncio.Semaphore(HASHING_AT_ONCE)
+        # "Is there any user yet?" for open (loopback, no token) engines: requests that
+        # arrive together share one query instead of taking a pool connection each.
+        self._any_user: Coalescer[None, bool] = Coalescer(self._any_users)
         self._open = config.api_token is None and (
             is_loopback(config.http_host) or config.insecure_no_auth
         )
@@ -216,9 +220,12 @@ class Authenticator:
         loopback_request = is_loopback(request.url.host or "")
         if self._config.anonymous_admin:
             return loopback_request
-        if not self._open or await self.users.any():
+        if not self._open or await self._any_user.submit(None):
             return False
         return self._config.insecure_no_auth or loopback_request
+
+    async def _any_users(self, items: Sequence[None]) -> list[bool]:
+        return [await self.users.any()] * len(items)
 
     async def sign_in(self, name: str, password: str, client: str | None) -> User:
         """The user whose name and password these are; slowed down after failures.

@@ -20,6 +20,8 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
+from diskname.engine.metrics import Metrics
+from diskname.engine.store import Store
 from diskname.pgembed import EmbeddedPostgres
 from diskname.runner import Service
 
@@ -107,6 +109,16 @@ async def started(service: Service, timeout: float = 30.0) -> AsyncIterator[None
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+@pytest.fixture
+async def store(pg_dsn: str) -> AsyncIterator[Store]:
+    store = await Store.open(pg_dsn, Metrics())
+    await store.migrate()
+    try:
+        yield store
+    finally:
+        await store.close()
 
 
 @pytest.fixture

@@ -3,26 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-
-import pytest
 
 from diskname.engine.errors import Conflict, NotFound, Unprocessable
 from diskname.engine.matching import disk_serial
-from diskname.engine.metrics import Metrics
 from diskname.engine.models import Attachment, DiskSpec, VmRow
 from diskname.engine.plugs import Claim, Outcome
 from diskname.engine.store import Store
-
-
-@pytest.fixture
-async def store(pg_dsn: str) -> AsyncIterator[Store]:
-    store = await Store.open(pg_dsn, Metrics())
-    await store.migrate()
-    try:
-        yield store
-    finally:
-        await store.close()
 
 
 def new_id() -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -30,16 +29,6 @@ from .conftest import wait_until
 VM = "0b6ec2a1-3c55-4d1e-9a0e-6f4f8d2c1b00"
 DISK = "1a2b3c4d-5e6f-4a8b-9c0d-112233445566"
 DEVICE = "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee"
-
-
-@pytest.fixture
-async def store(pg_dsn: str) -> AsyncIterator[Store]:
-    store = await Store.open(pg_dsn, Metrics())
-    await store.migrate()
-    try:
-        yield store
-    finally:
-        await store.close()
 
 
 async def _host(store: Store) -> str:

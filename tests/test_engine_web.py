@@ -223,6 +223,16 @@ async def test_hot_plug_from_the_page_shows_the_name_without_reload(
         root_cell = f"document.getElementById('name-{vm}-{root['id']}')?.textContent"
         await wait_until(lambda: shows(f"{root_cell} === '/dev/vda'"), timeout=10)
         await wait_until(lambda: shows("document.getElementById('live').textContent === 'live'"))
+        # Every VM's root named and no refresh in flight: a redraw between the mouse's
+        # press and release would replace the button, and the click would not count.
+        cells = []
+        for other in vms:
+            path = f"/api/vms/{other['id']}/diskattachments"
+            first = (await rest.ok("GET", path))["disk_attachment"][0]
+            await rest.wait_name(other["id"], first["id"])
+            cells.append(f"document.getElementById('name-{other['id']}-{first['id']}')")
+        shown = " && ".join(f"{c}?.textContent.startsWith('/dev/')" for c in cells)
+        await wait_until(lambda: shows(f"refreshing === null && {shown}"), timeout=10)
         await page.js("window.notReloaded = true")
 
         await page.click(f'button[data-action="hotplug"][data-vm="{vm}"]')

@@ -181,6 +181,9 @@ async def test_dev_mode_command_on_embedded_postgres() -> None:
             "dev",
             "--http",
             f"127.0.0.1:{port}",
+            # its own free port: the default (HTTP port + 1) may be some connection's
+            "--rpc-port",
+            str(free_port()),
             "--state-dir",
             str(tmp / "state"),
             "--vms",

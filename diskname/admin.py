@@ -143,9 +143,9 @@ def _password(args: argparse.Namespace) -> str:
 
 
 async def _user_action(args: argparse.Namespace, config: Any, password: str) -> None:
+    from .engine.db.users import UserStore, check_user
     from .engine.errors import Conflict, Invalid
-    from .engine.passwords import hash_password
-    from .engine.users import UserStore, check_user
+    from .engine.http.passwords import hash_password
 
     if args.action == "add":
         try:
@@ -185,7 +185,7 @@ async def _database(config: Any) -> AsyncIterator[Any]:
     """A migrated connection to the engine's database (starting its embedded one if need be)."""
     import asyncpg
 
-    from .engine.migrations import apply_migrations
+    from .engine.db.migrate import apply_migrations
     from .pgembed import EmbeddedPostgres
 
     pg = EmbeddedPostgres(config.state_dir / "pg") if config.dsn is None else None

@@ -24,9 +24,9 @@ from .agent.service import AgentConfig, AgentService
 from .binding import BindError, ensure_free
 from .config import ConfigError
 from .engine.config import EngineConfig
-from .engine.passwords import hash_password
+from .engine.db.users import UserStore
+from .engine.http.passwords import hash_password
 from .engine.service import EngineService
-from .engine.users import UserStore
 from .host.service import HostConfig, HostService
 from .netaddr import is_loopback
 from .runner import start_all

@@ -20,8 +20,8 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
+from diskname.engine.db.store import Store
 from diskname.engine.metrics import Metrics
-from diskname.engine.store import Store
 from diskname.pgembed import EmbeddedPostgres
 from diskname.runner import Service
 

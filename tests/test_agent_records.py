@@ -62,7 +62,7 @@ def test_records_without_a_serial_are_keyed_by_address_then_name() -> None:
 
 def test_the_engine_names_a_serial_less_disk_by_its_address() -> None:
     # Only the engine's pure matcher, to pin the seam the address key relies on.
-    from diskname.engine.matching import VmDisk, match_names
+    from diskname.engine.core.matching import VmDisk, match_names
 
     records = [DeviceRecord("/dev/sdb", address="0000:00:04.0", scsi_address="0:0:0:1")]
     disks = [VmDisk("d1", "1a2b3c4d-5e6f-7a8b-9", address="0:0:0:1")]
@@ -72,7 +72,7 @@ def test_the_engine_names_a_serial_less_disk_by_its_address() -> None:
 
 
 def test_original_agent_keys_match_the_engine() -> None:
-    from diskname.engine.matching import VmDisk, match_names
+    from diskname.engine.core.matching import VmDisk, match_names
 
     serial = "1a2b3c4d-5e6f-7a8b-9"
     mapping = {f"0QEMU_QEMU_HARDDISK_{serial}": {"name": "/dev/sda"}}

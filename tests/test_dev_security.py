@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 
 from diskname.dev import ADMIN, DevCluster, DevConfig
-from diskname.engine.users import UserStore
+from diskname.engine.db.users import UserStore
 
 from .conftest import started
 

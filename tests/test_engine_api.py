@@ -16,15 +16,15 @@ import pytest
 from aiohttp import web
 
 from diskname.engine import EngineConfig, EngineService
-from diskname.engine.actions import Actions
-from diskname.engine.api import EngineContext, make_app
-from diskname.engine.auth import Authenticator, is_protected
+from diskname.engine.actions.calls import Actions
+from diskname.engine.db.store import Store
+from diskname.engine.db.users import UserStore
 from diskname.engine.events import EventHub
+from diskname.engine.hosts.fleet import Monitors
+from diskname.engine.http.app import EngineContext, make_app
+from diskname.engine.http.auth import Authenticator, is_protected
 from diskname.engine.metrics import Metrics
-from diskname.engine.monitors import Monitors
 from diskname.engine.ovirt import is_ovirt_api
-from diskname.engine.store import Store
-from diskname.engine.users import UserStore
 from diskname.protocol import jsonrpc
 
 from .conftest import wait_until

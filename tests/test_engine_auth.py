@@ -20,11 +20,11 @@ import aiohttp
 import pytest
 
 from diskname.config import ConfigError
-from diskname.engine.auth import check_exposure
 from diskname.engine.config import EngineConfig
-from diskname.engine.passwords import hash_password
+from diskname.engine.db.users import UserStore
+from diskname.engine.http.auth import check_exposure
+from diskname.engine.http.passwords import hash_password
 from diskname.engine.service import EngineService
-from diskname.engine.users import UserStore
 from diskname.pki import init
 
 from .conftest import started, wait_until

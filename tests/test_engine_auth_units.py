@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from diskname.engine.auth import _basic, media_types
 from diskname.engine.errors import Unauthenticated
-from diskname.engine.passwords import dummy_hash, hash_password, verify_password
-from diskname.engine.throttle import LoginThrottle
+from diskname.engine.http.auth import _basic, media_types
+from diskname.engine.http.passwords import dummy_hash, hash_password, verify_password
+from diskname.engine.http.throttle import LoginThrottle
 
 
 def test_a_password_hash_verifies_its_password_only() -> None:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from diskname.engine.batching import Coalescer
+from diskname.engine.db.batching import Coalescer
 
 
 class Recorder:

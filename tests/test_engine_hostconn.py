@@ -19,12 +19,12 @@ import pytest
 
 from diskname.config import ConfigError
 from diskname.engine.config import EngineConfig
+from diskname.engine.core.models import HostRow
+from diskname.engine.db.store import Store
 from diskname.engine.events import EventHub
-from diskname.engine.hostconn import HostConnector, client_tls
+from diskname.engine.hosts.connect import HostConnector, client_tls
+from diskname.engine.hosts.monitor import HostMonitor
 from diskname.engine.metrics import Metrics
-from diskname.engine.models import HostRow
-from diskname.engine.monitor import HostMonitor
-from diskname.engine.store import Store
 from diskname.netaddr import is_loopback
 
 from .conftest import running_host, wait_until

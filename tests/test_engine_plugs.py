@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import uuid
 
+from diskname.engine.core.matching import disk_serial
+from diskname.engine.core.models import Attachment, DiskSpec, VmRow
+from diskname.engine.db.plugs import Claim, Outcome
+from diskname.engine.db.store import Store
 from diskname.engine.errors import Conflict, NotFound, Unprocessable
-from diskname.engine.matching import disk_serial
-from diskname.engine.models import Attachment, DiskSpec, VmRow
-from diskname.engine.plugs import Claim, Outcome
-from diskname.engine.store import Store
 
 
 def new_id() -> str:

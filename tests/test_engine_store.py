@@ -9,13 +9,10 @@ from typing import Any
 import asyncpg
 import pytest
 
-from diskname.engine.leases import LOCK_CLASS
-from diskname.engine.matching import disk_serial, match_names
-from diskname.engine.metrics import Metrics
-from diskname.engine.migrations import apply_migrations
-from diskname.engine.models import HostDevice, VmReport
-from diskname.engine.store import Conflict, Store
-from diskname.engine.writes import (
+from diskname.engine.core.matching import disk_serial, match_names
+from diskname.engine.core.models import HostDevice, VmReport
+from diskname.engine.db.migrate import apply_migrations
+from diskname.engine.db.reports import (
     HISTORY_PER_DISK,
     Fence,
     HostReports,
@@ -23,6 +20,9 @@ from diskname.engine.writes import (
     Stored,
     apply_many,
 )
+from diskname.engine.db.store import Conflict, Store
+from diskname.engine.hosts.leases import LOCK_CLASS
+from diskname.engine.metrics import Metrics
 
 from .conftest import wait_until
 

@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from diskname.engine.sync import SETTLE, Batch, HostSync
+from diskname.engine.core.sync import SETTLE, Batch, HostSync
 
 A, B, C = (str(uuid.UUID(int=n)) for n in (1, 2, 3))
 

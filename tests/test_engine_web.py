@@ -27,9 +27,9 @@ import pytest
 
 from diskname.dev import DevCluster, DevConfig
 from diskname.engine.config import EngineConfig
-from diskname.engine.passwords import hash_password
+from diskname.engine.db.users import UserStore
+from diskname.engine.http.passwords import hash_password
 from diskname.engine.service import EngineService
-from diskname.engine.users import UserStore
 
 from .conftest import started, wait_until
 from .fleet import sim_hosts, url_in_output

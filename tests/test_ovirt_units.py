@@ -18,11 +18,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from diskname.engine.core.models import Attachment, Disk, VmRow
+from diskname.engine.core.search import NameFilter, parse_search
+from diskname.engine.db.migrate import migration_files
 from diskname.engine.errors import Invalid
-from diskname.engine.migrations import migration_files
-from diskname.engine.models import Attachment, Disk, VmRow
 from diskname.engine.ovirt import xmlin, xmlout
-from diskname.engine.search import NameFilter, parse_search
 
 # -- search ------------------------------------------------------------------------
 

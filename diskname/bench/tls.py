@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..engine.hostconn import client_tls
+from ..engine.hosts.connect import client_tls
 from ..pki import init, issue
 from ..streams import JsonRpcClient
 from .stats import summary_ms

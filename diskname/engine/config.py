@@ -16,11 +16,11 @@ class EngineConfig:
     ``hash_gate`` False fetches every VM fully on every cycle (a benchmark baseline).
     ``pki_dir`` holds ``ca.pem``, ``engine.pem`` and ``engine.key``: every host
     connection is TLS, the host's certificate checked against the CA and the
-    address it was registered with (:mod:`.hostconn`).
+    address it was registered with (:mod:`.hosts.connect`).
     ``https_cert``/``https_key`` serve the REST API and the page over TLS.
     ``insecure_no_auth`` lets a non-loopback address serve with no user and no
     ``api_token``; ``anonymous_admin`` (dev mode, loopback only) lets requests
-    without credentials act as admin even when users exist (:mod:`.auth`).
+    without credentials act as admin even when users exist (:mod:`.http.auth`).
     ``session_lifetime``: seconds a sign-in token from the SSO endpoint lives.
     ``action_timeout`` bounds a call made for a user (a plug, an unplug): longer
     than a host's own wait for a guest to release a disk.
@@ -43,7 +43,7 @@ class EngineConfig:
     pki_dir: Path | None = None
     # Talk plaintext to hosts that are not on loopback (never silently: only so).
     insecure_plaintext_hosts: bool = False
-    # REST security (SPEC §11, engine/auth.py).
+    # REST security (SPEC §11, engine/http/auth.py).
     https_cert: Path | None = None
     https_key: Path | None = None
     insecure_no_auth: bool = False

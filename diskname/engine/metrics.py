@@ -54,7 +54,7 @@ class Metrics:
         self.name_latency = Histogram(LATENCY_BUCKETS)
         # host name -> 1 while this engine holds the host's lease, else 0
         self.hosts_owned: dict[str, int] = {}
-        # failed sign-ins by reason: password, token, throttled (engine/auth.py)
+        # failed sign-ins by reason: password, token, throttled (engine/http/auth.py)
         self.login_failures: Counter[str] = Counter()
         self._plugged_at: dict[tuple[str, str], float] = {}
 

@@ -19,15 +19,15 @@ from ..binding import ensure_free, translated
 from ..config import ConfigError
 from ..netaddr import is_loopback
 from ..pgembed import EmbeddedPostgres
-from .actions import Actions
-from .api import EngineContext, make_app
-from .auth import Authenticator, check_exposure
+from .actions.calls import Actions
 from .config import EngineConfig
+from .db.store import Store
+from .db.users import UserStore
 from .events import EventHub
+from .hosts.fleet import Monitors
+from .http.app import EngineContext, make_app
+from .http.auth import Authenticator, check_exposure
 from .metrics import Metrics
-from .monitors import Monitors
-from .store import Store
-from .users import UserStore
 
 log = logging.getLogger(__name__)
 

@@ -1,9 +1,9 @@
 """The ``/ovirt-engine/api`` routes (SPEC §14): oVirt's XML over the engine's resources.
 
 Each handler parses the query and body (:mod:`.xmlin`), calls
-:class:`~diskname.engine.resources.Resources` exactly as the JSON API does, and
+:class:`~diskname.engine.actions.resources.Resources` exactly as the JSON API does, and
 writes the values it gets back (:mod:`.xmlout`). Who may call is decided
-before (``engine/auth.py``'s guard covers this prefix, Content-Type included);
+before (``engine/http/auth.py``'s guard covers this prefix, Content-Type included);
 every error leaves as a ``<fault>`` through the API's one error middleware
 (:func:`fault_response`).
 """
@@ -18,9 +18,9 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
+from ..actions.resources import Resources
+from ..core.search import NameFilter, parse_search
 from ..errors import Invalid, NotFound
-from ..resources import Resources
-from ..search import NameFilter, parse_search
 from . import xmlin, xmlout
 from .xmlout import CONTENT_TYPE, PREFIX
 

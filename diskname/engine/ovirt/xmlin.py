@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 
+from ..actions.resources import AttachRequest
+from ..core.models import DEFAULT_DISK_SIZE, DiskSpec
 from ..errors import Invalid
-from ..models import DEFAULT_DISK_SIZE, DiskSpec
-from ..resources import AttachRequest
 
 # oVirt's DiskInterface values the engine serves, as the engine's own interfaces.
 INTERFACES = {"virtio": "virtio", "virtio_scsi": "virtio_scsi", "sata": "sata", "nvme": "nvme"}

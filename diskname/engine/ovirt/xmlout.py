@@ -15,7 +15,7 @@ from datetime import datetime
 from http import HTTPStatus
 
 from ... import __version__
-from ..models import Attachment, Disk, VmRow
+from ..core.models import Attachment, Disk, VmRow
 
 PREFIX = "/ovirt-engine/api"
 CONTENT_TYPE = "application/xml"

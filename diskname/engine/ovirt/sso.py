@@ -17,8 +17,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from .auth import SSO_LOGOUT, SSO_TOKEN, Authenticator, caller, check_media_type
-from .errors import EngineError, Invalid, TooManyRequests, http_headers
+from ..errors import EngineError, Invalid, TooManyRequests, http_headers
+from ..http.auth import SSO_LOGOUT, SSO_TOKEN, Authenticator, caller, check_media_type
 
 GetAuth = Callable[[web.Request], Authenticator]
 

@@ -1,6 +1,6 @@
 """One monitor per host: the I/O around a :class:`~.sync.HostSync`.
 
-The monitor holds the host connection (:mod:`.hostconn`), asks for
+The monitor holds the host connection (:mod:`.connect`), asks for
 ``Host.getAllVmStats`` every ``refresh_interval``, passes the host's
 notifications on, runs one fetch worker that drains what the sync state says to
 fetch with ``Host.getVMFullList``, and stores each reply in one transaction per
@@ -24,9 +24,9 @@ from typing import Any
 
 import asyncpg
 
-from ..logctx import log_context
-from ..protocol import jsonrpc
-from ..streams import (
+from ...logctx import log_context
+from ...protocol import jsonrpc
+from ...streams import (
     CallTimeout,
     ConnectionLost,
     FrameTooLarge,
@@ -34,16 +34,16 @@ from ..streams import (
     RpcClientError,
     RpcError,
 )
-from .config import EngineConfig
-from .errors import HostCallFailed, HostNotConnected, HostRefused, HostTimeout, Invalid
-from .events import EventHub
-from .hostconn import HostConnector, HostUntrusted
-from .matching import MatchResult, match_names
-from .metrics import Metrics
-from .models import HostRow, NameChange, VmReport, canonical_uuid
-from .store import UNAVAILABLE, Store
-from .sync import Batch, HostSync
-from .writes import Fence, LeaseLost
+from ..config import EngineConfig
+from ..core.matching import MatchResult, match_names
+from ..core.models import HostRow, NameChange, VmReport, canonical_uuid
+from ..core.sync import Batch, HostSync
+from ..db.reports import Fence, LeaseLost
+from ..db.store import UNAVAILABLE, Store
+from ..errors import HostCallFailed, HostNotConnected, HostRefused, HostTimeout, Invalid
+from ..events import EventHub
+from ..metrics import Metrics
+from .connect import HostConnector, HostUntrusted
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class HostMonitor:
         self._connector = connector or HostConnector()
         self._fence = fence
         self.sync = HostSync(hash_gate=config.hash_gate, events=config.events)
-        # Set while this engine owns the host (diskname.engine.leases): only the
+        # Set while this engine owns the host (diskname.engine.hosts.leases): only the
         # owner polls, fetches and stores; any engine may call the host.
         self.owned = asyncio.Event()
         self._client: JsonRpcClient | None = None
@@ -338,7 +338,7 @@ class HostMonitor:
     async def vm_action(self, vm_id: str, *, plug: bool = False) -> AsyncIterator[None]:
         """Serialise the engine's own changes to one VM against fetches of it.
 
-        ``plug``: a hot-plug, which the guest's own report follows (:mod:`.sync`).
+        ``plug``: a hot-plug, which the guest's own report follows (:mod:`..core.sync`).
         """
         self.sync.begin_action(vm_id)
         try:

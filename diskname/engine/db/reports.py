@@ -25,9 +25,9 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from .matching import MatchResult
-from .models import NameChange, VmReport
-from .names import DeviceRow, UpdatePlan, compat_keeps_names, plan_update
+from ..core.matching import MatchResult
+from ..core.models import NameChange, VmReport
+from ..core.planning import DeviceRow, UpdatePlan, compat_keeps_names, plan_update
 
 HISTORY_PER_DISK = 100  # rows kept per disk; the oldest go first
 

@@ -19,11 +19,11 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import ConfigError
-from ..netaddr import is_loopback
-from ..protocol import jsonrpc
-from ..streams import JsonRpcClient, NotificationHandler, RpcClientError, RpcError
-from .models import HostRow
+from ...config import ConfigError
+from ...netaddr import is_loopback
+from ...protocol import jsonrpc
+from ...streams import JsonRpcClient, NotificationHandler, RpcClientError, RpcError
+from ..core.models import HostRow
 
 CA_FILE, CERT_FILE, KEY_FILE = "ca.pem", "engine.pem", "engine.key"
 CONNECT_TIMEOUT = 5.0

@@ -13,14 +13,14 @@ import logging
 import uuid
 from collections.abc import Coroutine
 
-from .config import EngineConfig
-from .events import EventHub
-from .hostconn import HostConnector, client_tls
+from ..config import EngineConfig
+from ..core.models import HostRow
+from ..db.store import UNAVAILABLE, Store
+from ..events import EventHub
+from ..metrics import Metrics
+from .connect import HostConnector, client_tls
 from .leases import Leases, LeasesLost
-from .metrics import Metrics
-from .models import HostRow
 from .monitor import HostMonitor
-from .store import UNAVAILABLE, Store
 
 log = logging.getLogger(__name__)
 

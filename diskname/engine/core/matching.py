@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..protocol.names import valid_device_path
+from ...protocol.names import valid_device_path
 
 MIN_TRUNCATED_SERIAL = 8
 SERIAL_CHARS = 20

@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from .writes import Fence
+from ..db.reports import Fence
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ way only when the request's Host is loopback too, so a web page whose name
 resolves to 127.0.0.1 (DNS rebinding) is not let in. Credentials that are given
 are always checked, in any mode.
 
-Everything here raises the engine's own errors (:mod:`.errors`); the edges turn
+Everything here raises the engine's own errors (:mod:`..errors`); the edges turn
 them into statuses.
 """
 
@@ -35,15 +35,15 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from ..config import ConfigError
-from ..netaddr import is_loopback
-from .batching import Coalescer
-from .config import EngineConfig
-from .errors import Forbidden, TooManyRequests, Unauthenticated, UnsupportedMediaType
-from .metrics import Metrics
+from ...config import ConfigError
+from ...netaddr import is_loopback
+from ..config import EngineConfig
+from ..db.batching import Coalescer
+from ..db.users import User, UserStore
+from ..errors import Forbidden, TooManyRequests, Unauthenticated, UnsupportedMediaType
+from ..metrics import Metrics
 from .passwords import dummy_hash, verify_password
 from .throttle import LoginThrottle
-from .users import User, UserStore
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 EVENTS = "/api/events"
 # Password hashes computed at once: each takes 32 MiB and a core for ~0.3 s.
 HASHING_AT_ONCE = 2
-# Failed sign-ins let through before the throttle steps in (engine/throttle.py).
+# Failed sign-ins let through before the throttle steps in (engine/http/throttle.py).
 NAME_FAILURES, ADDRESS_FAILURES = 5, 20
 MAX_NAME = 128  # as users.NAME
 

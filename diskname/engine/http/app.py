@@ -1,7 +1,7 @@
 """The REST API (SPEC §7), server-sent events, metrics and the web page (aiohttp).
 
 Every error, aiohttp's own included, leaves as ``{"error": {"code", "message"}}``,
-or as a ``<fault>`` on oVirt's XML API (:mod:`.ovirt`, mounted here too).
+or as a ``<fault>`` on oVirt's XML API (:mod:`..ovirt`, mounted here too).
 """
 
 from __future__ import annotations
@@ -14,14 +14,17 @@ from typing import Any
 
 from aiohttp import web
 
-from . import auth, catalog_api, ovirt, sse, sso
+from .. import ovirt
+from ..actions.resources import AttachRequest, Resources
+from ..core.models import DEFAULT_DISK_SIZE, DISK_NAME_MAX, DiskSpec
+from ..db.store import UNAVAILABLE
+from ..errors import EngineError, Invalid, http_headers, http_status
+from ..ovirt import sso
+from . import auth, sse
+from . import catalog_routes as catalog_api
 from . import parsing as p
 from .context import CTX, EngineContext
-from .errors import EngineError, Invalid, http_headers, http_status
-from .models import DEFAULT_DISK_SIZE, DISK_NAME_MAX, DiskSpec
 from .parsing import error_response, json_response
-from .resources import AttachRequest, Resources
-from .store import UNAVAILABLE
 
 __all__ = ["CTX", "EngineContext", "make_app"]
 

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from .errors import Invalid
+from ..errors import Invalid
 
 # A name: 1-255 characters, no control characters, not only white space.
 NAME_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"

@@ -1,11 +1,11 @@
 """The engine's resources as every API edge sees them: hosts, VMs, attachments, disks.
 
-Both the JSON API (:mod:`.api`) and oVirt's XML API (:mod:`.ovirt`) call these
+Both the JSON API (:mod:`..http.app`) and oVirt's XML API (:mod:`..ovirt`) call these
 and only these, so a lookup, a search or a hot-plug means the same through
 either: each edge parses its own format into the arguments here and writes
 the values returned (:class:`HostRow`, :class:`VmRow`, :class:`Attachment`,
 :class:`Disk`) in its own format. Failures are the engine's errors
-(:mod:`.errors`), mapped to statuses at each edge.
+(:mod:`..errors`), mapped to statuses at each edge.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .actions import INTERFACES, Actions
-from .errors import Conflict, Invalid, NotFound
-from .models import DISK_NAME_MAX, Attachment, Disk, DiskSpec, HostRow, VmRow
-from .monitors import Monitors
-from .parsing import NAME_PATTERN
-from .search import NameFilter
-from .store import Store
+from ..core.models import DISK_NAME_MAX, Attachment, Disk, DiskSpec, HostRow, VmRow
+from ..core.search import NameFilter
+from ..db.store import Store
+from ..errors import Conflict, Invalid, NotFound
+from ..hosts.fleet import Monitors
+from ..http.parsing import NAME_PATTERN
+from .calls import INTERFACES, Actions
 
 # The largest size a JSON number carries exactly (2**53): 8 PiB.
 DISK_SIZE_MAX = 1 << 53
@@ -52,7 +52,7 @@ class AttachRequest:
 
 def _check_new_disk(disk: DiskSpec) -> None:
     name = disk.name
-    # The JSON API's rule for names (engine/parsing.py), which its OpenAPI document states.
+    # The JSON API's rule for names (engine/http/parsing.py), which its OpenAPI document states.
     if len(name) > DISK_NAME_MAX or not re.fullmatch(NAME_PATTERN, name):
         raise Invalid(f"a disk's name must be 1-{DISK_NAME_MAX} printable characters")
     if not 0 < disk.provisioned_size <= DISK_SIZE_MAX:

@@ -21,9 +21,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import Conflict, NotFound, Unprocessable
-from .models import Attachment, Disk
-from .writes import Exec
+from ..core.models import Attachment, Disk
+from ..errors import Conflict, NotFound, Unprocessable
+from .reports import Exec
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,5 @@
 -- REST users and their sign-in tokens (SPEC §11).
--- Passwords are stored only as memory-hard hashes (engine/passwords.py);
+-- Passwords are stored only as memory-hard hashes (engine/http/passwords.py);
 -- tokens only as their SHA-256, so a copy of the database signs nobody in.
 
 CREATE TABLE users (

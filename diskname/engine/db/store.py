@@ -17,15 +17,16 @@ from typing import Any
 
 import asyncpg
 
-from . import plugs, writes
+from ..core.matching import MatchResult
+from ..core.models import Attachment, Disk, DiskSpec, HostRow, NameChange, VmReport, VmRow
+from ..core.search import NameFilter
+from ..errors import Conflict, NotFound
+from ..metrics import Metrics
+from . import plugs
+from . import reports as writes
 from .batching import Coalescer
-from .errors import Conflict, NotFound
-from .matching import MatchResult
-from .metrics import Metrics
-from .migrations import apply_migrations
-from .models import Attachment, Disk, DiskSpec, HostRow, NameChange, VmReport, VmRow
-from .search import NameFilter
-from .writes import Fence, Stored
+from .migrate import apply_migrations
+from .reports import Fence, Stored
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ async def _keep_session(conn: Any) -> None:
     asyncpg's default reset costs a round trip on *every* release (advisory
     locks, cursors, LISTEN, settings), which doubled the cost of a one-query
     read. The engine leaves no session state on pooled connections: its
-    advisory locks live on the lease connection (:mod:`.leases`), the
+    advisory locks live on the lease connection (:mod:`..hosts.leases`), the
     migration's lock is transaction-scoped, and an open transaction is still
     rolled back by asyncpg before this is called.
     """
@@ -117,7 +118,7 @@ class Store:
     def __init__(self, pool: Any, metrics: Metrics) -> None:
         self._pool = pool
         self.metrics = metrics
-        # Hosts' batches that arrive together share a transaction (:mod:`.writes`).
+        # Hosts' batches that arrive together share a transaction (:mod:`.reports`).
         self._reports: Coalescer[writes.HostReports, Stored] = Coalescer(
             self._apply_many, max_batch=REPORT_BATCHES
         )
@@ -487,7 +488,7 @@ class Store:
         *,
         fence: Fence | None = None,
     ) -> Stored:
-        """Store a batch of VMs of one host in one transaction (:mod:`.writes`), which
+        """Store a batch of VMs of one host in one transaction (:mod:`.reports`), which
         it shares with other hosts' batches that come at the same time.
 
         :class:`~.writes.LeaseLost` if the host's fence no longer holds; a batch

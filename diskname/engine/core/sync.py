@@ -40,7 +40,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..damping import Damper
+from ...damping import Damper
 from .models import BadReport, VmReport, canonical_uuid, parse_report
 
 FOLLOW_UP_DELAYS = (0.1, 0.25, 0.5, 1.0, 2.0)

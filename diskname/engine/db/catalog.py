@@ -11,8 +11,8 @@ from typing import Any
 
 import asyncpg
 
-from .errors import Conflict, NotFound
-from .models import NameChange
+from ..core.models import NameChange
+from ..errors import Conflict, NotFound
 from .store import Store
 
 MIN_SERIAL_PREFIX = 8  # as the matching's rule for serials cut short

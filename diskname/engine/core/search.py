@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .errors import Invalid
+from ..errors import Invalid
 
 SEARCH_MAX = 1024
 _NAME_SEARCH = re.compile(

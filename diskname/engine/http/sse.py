@@ -15,10 +15,10 @@ import re
 import orjson
 from aiohttp import web
 
-from .catalog import Catalog
+from ..db.catalog import Catalog
+from ..db.store import UNAVAILABLE
+from ..events import Subscription
 from .context import CTX
-from .events import Subscription
-from .store import UNAVAILABLE
 
 log = logging.getLogger(__name__)
 

@@ -6,9 +6,9 @@ import logging
 
 from aiohttp import web
 
+from ..core.planning import compat_keeps_names
 from . import parsing as p
 from .context import CTX
-from .names import compat_keeps_names
 
 log = logging.getLogger(__name__)
 

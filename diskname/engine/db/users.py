@@ -20,7 +20,7 @@ from typing import Any
 
 import asyncpg
 
-from .errors import Conflict, Invalid
+from ..errors import Conflict, Invalid
 
 ROLES = ("admin", "viewer")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}")

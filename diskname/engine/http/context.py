@@ -6,15 +6,15 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from ..actions.calls import Actions
+from ..actions.resources import Resources
+from ..config import EngineConfig
+from ..db.catalog import Catalog
+from ..db.store import Store
+from ..events import EventHub
+from ..hosts.fleet import Monitors
+from ..metrics import Metrics
 from . import auth
-from .actions import Actions
-from .catalog import Catalog
-from .config import EngineConfig
-from .events import EventHub
-from .metrics import Metrics
-from .monitors import Monitors
-from .resources import Resources
-from .store import Store
 
 
 @dataclass(frozen=True, slots=True)

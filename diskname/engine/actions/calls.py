@@ -3,11 +3,11 @@
 Each action runs under the VM's :meth:`HostMonitor.vm_action`, calls the host
 over the monitor's connection, then records the outcome. A failed host call
 undoes the rows written for it. Failures are the engine's own errors
-(:mod:`.errors`); the HTTP edges map them to statuses.
+(:mod:`..errors`); the HTTP edges map them to statuses.
 
-Hot-plugs come in bursts, so their writes are batched (:mod:`.batching`): the
+Hot-plugs come in bursts, so their writes are batched (:mod:`..db.batching`): the
 VM look-ups, the claims and the outcomes of requests that arrive together each
-share one query or statement (:mod:`.plugs`), and their host calls go out side
+share one query or statement (:mod:`..db.plugs`), and their host calls go out side
 by side on the host's connection, which the host serves concurrently. Each
 request still waits for its own VM's lock and gets its own answer or error. A
 direct LUN and ``PUT active=true`` keep the one-at-a-time path.
@@ -20,17 +20,17 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from ..protocol import jsonrpc
-from .batching import Coalescer
-from .errors import HostNotConnected, HostRefused, NotFound, Unprocessable
-from .events import EventHub
-from .matching import disk_serial
-from .metrics import Metrics
-from .models import DISK_NAME_MAX, Attachment, DiskSpec, NameChange, VmRow, canonical_uuid
-from .monitor import HostMonitor
-from .monitors import Monitors
-from .plugs import Claim, Outcome
-from .store import Store
+from ...protocol import jsonrpc
+from ..core.matching import disk_serial
+from ..core.models import DISK_NAME_MAX, Attachment, DiskSpec, NameChange, VmRow, canonical_uuid
+from ..db.batching import Coalescer
+from ..db.plugs import Claim, Outcome
+from ..db.store import Store
+from ..errors import HostNotConnected, HostRefused, NotFound, Unprocessable
+from ..events import EventHub
+from ..hosts.fleet import Monitors
+from ..hosts.monitor import HostMonitor
+from ..metrics import Metrics
 
 INTERFACES = frozenset({"virtio", "virtio_scsi", "sata", "nvme"})
 ROOT_INTERFACE = "virtio"

@@ -58,8 +58,8 @@ def test_every_config_file_in_the_guide_resolves(tier: str, text: str, tmp_path:
 
 
 def test_the_readme_installs_what_ci_installs() -> None:
-    """One `apt-get install` line before the test command, the same packages as .ci/run."""
-    script = (ROOT / ".ci" / "run").read_text()
+    """One `apt-get install` line, the same packages as .ci/setup installs."""
+    script = (ROOT / ".ci" / "setup").read_text()
     uncommented = "\n".join(line.split("#", 1)[0] for line in script.splitlines())
     listed = re.search(r"APT_PACKAGES=\((.*?)\)", uncommented, re.S)
     assert listed is not None
@@ -73,7 +73,14 @@ def test_the_readme_installs_what_ci_installs() -> None:
     assert len(lines) == 1, lines
     readme = {w for w in lines[0].split() if not w.startswith("-")} - {"apt-get", "install"}
     assert readme == ci
-    assert README.index("apt-get install") < README.index(".venv/bin/python -m pytest")
+
+
+def test_the_readme_test_command_is_one_line_that_ci_runs() -> None:
+    """The README's test command is one line; .ci/run runs its two halves in order."""
+    command = "bash .ci/setup && .venv/bin/python -m pytest"
+    assert f"\n    {command}\n" in README
+    run = (ROOT / ".ci" / "run").read_text()
+    assert run.index("bash .ci/setup") < run.index("\n.venv/bin/python -m pytest\n")
 
 
 def test_docs_point_only_at_files_in_the_repository() -> None:

@@ -23,9 +23,19 @@ def hostport(text: str) -> tuple[str, int]:
 
 
 def describe(s: Setting) -> str:
-    """The flag's help: what it does and, unless it is a switch, its default."""
-    said = s.doc.help if s.type is bool else f"{s.doc.help} (default: {s.shown})"
-    return said.replace("%", "%%")
+    """What the setting does and, unless its flag is a switch, its default."""
+    return s.doc.help if s.type is bool else f"{s.doc.help} (default: {s.shown})"
+
+
+def metavar(s: Setting) -> str | None:
+    """What follows the flag (None: a switch)."""
+    if s.type is bool:
+        return None
+    if s.doc.port is not None:
+        return s.doc.metavar or "HOST:PORT"
+    if s.words:
+        return "{" + ",".join(s.words) + "}"
+    return s.doc.metavar or s.name.upper()
 
 
 def add_flags(parser: argparse.ArgumentParser, cls: type[Any]) -> None:
@@ -36,13 +46,13 @@ def add_flags(parser: argparse.ArgumentParser, cls: type[Any]) -> None:
         options: dict[str, Any] = {"dest": s.name, "default": argparse.SUPPRESS}
         if s.type is bool:
             options["action"] = "store_false" if s.default is True else "store_true"
-        elif s.doc.port is not None:
-            options.update(type=hostport, metavar=s.doc.metavar or "HOST:PORT")
+        else:
+            options["metavar"] = metavar(s)
+        if s.doc.port is not None:
+            options["type"] = hostport
         elif s.words:
             options["choices"] = s.words
-        elif s.doc.metavar:
-            options["metavar"] = s.doc.metavar
-        parser.add_argument(s.flag, help=describe(s), **options)
+        parser.add_argument(s.flag, help=describe(s).replace("%", "%%"), **options)
 
 
 def given(args: argparse.Namespace, cls: type[Any]) -> dict[str, Any]:

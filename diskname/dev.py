@@ -38,7 +38,7 @@ ADMIN = "admin@internal"
 
 @dataclass(frozen=True, slots=True)
 class DevConfig:
-    """The engine's, hosts' and agents' own settings, as dev mode sets them."""
+    """Dev mode's settings: where it repeats the engine's or the agent's, their declarations."""
 
     hosts: int = setting(1, "simulated hosts")
     vms: int = setting(2, "VMs per host")

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from .. import config
 from ..compat import SLOTS
-from ..config import ConfigError, hidden, resolve, setting
+from ..config import ConfigError, hidden, setting
 from ..flags import add_flags, given
 from . import commands
 from .http import DEFAULT_URL, Api, ClientError
@@ -115,7 +116,9 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     """Run one client command: 0 on success, 1 with one line on stderr otherwise."""
     command = COMMANDS[args.command][0]
     try:
-        cfg = resolve(ClientConfig, "client", env=os.environ, flags=given(args, ClientConfig))
+        # config.resolve: the name resolve is this package's module (VM names to ids).
+        flags = given(args, ClientConfig)
+        cfg = config.resolve(ClientConfig, "client", env=os.environ, flags=flags)
         api = Api(cfg.url, cfg.token, ca_file=cfg.ca_file)
         command(api, args, out or sys.stdout)
     except (ClientError, ConfigError) as exc:

@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from . import __version__, admin, client
 from .binding import BindError
 from .compat import BaseExceptionGroup, ExceptionGroup, jsonlib
-from .config import ConfigError, resolve, show
+from .config import ConfigError, resolve, settings, show
 from .extras import MissingExtra
 from .extras import check as check_installed
-from .flags import ADDERS, HELP
+from .flags import add_flags, given
 
 if TYPE_CHECKING:  # the services' imports wait until a service runs: the client starts fast
     from .runner import ServiceMain
@@ -89,18 +89,23 @@ TIERS: dict[str, Callable[[], Tier]] = {
 }
 
 
+HELP = {
+    "agent": "run inside a guest: report disk names to the host",
+    "host": "run on a hypervisor: VM state and JSON-RPC for the engine",
+    "engine": "run management: monitor hosts, store names, serve REST and the web page",
+    "dev": "everything in one process, simulated guests, embedded PostgreSQL",
+    "bench": "measure the whole system; prints one JSON object last",
+}
+
+
+def config_class(name: str) -> type[Any]:
+    """The config class of a service, or of the client."""
+    return client.ClientConfig if name == "client" else TIERS[name]().config_class()
+
+
 def _flags(args: argparse.Namespace) -> dict[str, Any]:
     """Only the flags given on the command line, as config field names."""
-    skip = {"command", "config", "log_level", "log_format", "show", "tier"}
-    flags = {k: v for k, v in vars(args).items() if k not in skip}
-    if "listen" in flags:
-        flags["listen_host"], flags["listen_port"] = flags.pop("listen")
-    if "http" in flags:
-        flags["http_host"], flags["http_port"] = flags.pop("http")
-    for key in [k for k in flags if k.startswith("no_")]:
-        if flags.pop(key):
-            flags[key[3:]] = False
-    return flags
+    return given(args, config_class(args.command))
 
 
 class _Parser(argparse.ArgumentParser):
@@ -121,21 +126,20 @@ Each service reads its settings from defaults, then a TOML file (--config), then
 DISKNAME_* environment variables, then flags. 'diskname COMMAND --help' describes
 a command's flags; 'diskname config --show TIER' prints a service's settings.
 """
-# The flag that sets a port, per (command, config field), for "port in use" errors.
-PORT_FLAGS = {
-    ("engine", "http_port"): "--http HOST:PORT",
-    ("dev", "http_port"): "--http HOST:PORT",
-    ("dev", "rpc_port"): "--rpc-port PORT",
-    ("host", "listen_port"): "--listen HOST:PORT",
-}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    return parsers()[0]
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    return parsers(only)[0]
 
 
-def parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
-    """The parser, and each subcommand's own (for its usage errors)."""
+def parsers(
+    only: str | None = None,
+) -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The parser, and each subcommand's own (for its usage errors).
+
+    A service's flags come from its config class, whose module imports the
+    service's dependencies: given ``only``, no other service's flags are made.
+    """
     parser = _Parser(
         prog="diskname",
         description=DESCRIPTION,
@@ -143,28 +147,18 @@ def parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"diskname {__version__}")
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", type=Path, help="TOML configuration file (default: none)")
-    common.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default: INFO)")
-    common.add_argument(
-        "--log-format",
-        choices=["text", "json"],
-        default="text",
-        help="text, or JSON lines (default: text)",
-    )
+    common = common_options()
     sub: Any = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, add in ADDERS.items():
-        add(sub.add_parser(name, parents=[common], help=HELP[name], description=HELP[name]))
+    for name, about in HELP.items():
+        tier = sub.add_parser(name, parents=[common], help=about, description=about)
+        if only in (None, name):
+            add_flags(tier, config_class(name))
     admin.register(sub, common)  # pki init|issue, user add|list|remove
-    cfg = sub.add_parser(
-        "config",
-        parents=[common],
-        help="print a service's effective configuration (secrets masked)",
-        description="print a service's effective configuration (secrets masked)",
-    )
+    about = "print a service's (or the client's) effective configuration (secrets masked)"
+    cfg = sub.add_parser("config", parents=[common], help=about, description=about)
     cfg.add_argument("--show", action="store_true", help="(the default action)")
     cfg.add_argument(
-        "tier", nargs="?", choices=list(TIERS), default="engine", help="(default: engine)"
+        "tier", nargs="?", choices=[*HELP, "client"], default="engine", help="(default: engine)"
     )
     about = "build diskname-agent.pyz: the agent as one file for a guest's own python3 (3.9+)"
     pyz = sub.add_parser("agent-pyz", help=about, description=about)
@@ -172,14 +166,38 @@ def parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
         "--output",
         type=Path,
         default=Path("diskname-agent.pyz"),
-        help="where to write it (default: diskname-agent.pyz)",
+        help="where to write it (default: %(default)s)",
     )
     client.add_commands(sub)
     return parser, dict(sub.choices)
 
 
+def common_options() -> argparse.ArgumentParser:
+    """What every service command takes besides its settings."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, help="TOML configuration file (default: none)")
+    common.add_argument(
+        "--log-level", default="INFO", help="DEBUG, INFO, WARNING (default: %(default)s)"
+    )
+    common.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default="text",
+        help="text, or JSON lines (default: %(default)s)",
+    )
+    return common
+
+
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser, subs = parsers()
+    words = sys.argv[1:] if argv is None else argv
+    command = next((w for w in words if not w.startswith("-")), "")
+    if command in TIERS:  # its flags import its modules: first say if they are missing
+        try:
+            check_installed(command)
+        except MissingExtra as exc:
+            print(f"diskname: {exc}", file=sys.stderr)
+            sys.exit(2)
+    parser, subs = parsers(only=command)
     args, extra = parser.parse_known_args(argv)
     if extra:
         subs[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
@@ -191,6 +209,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in client.COMMANDS:
         return client.run(args)
     tier_name = args.tier if args.command == "config" else args.command
+    if tier_name == "client":
+        return _show(resolve(client.ClientConfig, "client", env=os.environ))
     try:
         check_installed(tier_name)
     except MissingExtra as exc:
@@ -208,8 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"diskname: configuration error: {exc}", file=sys.stderr)
         return 2
     if args.command == "config":
-        print(jsonlib.dumps(show(cfg), option=jsonlib.OPT_INDENT_2).decode())
-        return 0
+        return _show(cfg)
     from .runner import run_until_signalled, setup_logging
 
     setup_logging(args.log_level, args.log_format)
@@ -227,10 +246,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _show(cfg: Any) -> int:
+    print(jsonlib.dumps(show(cfg), option=jsonlib.OPT_INDENT_2).decode())
+    return 0
+
+
 def _explained(command: str, error: BaseException) -> str:
     line = f"diskname: {error}"
-    if isinstance(error, BindError) and (command, error.setting) in PORT_FLAGS:
-        line += f"; choose another with {PORT_FLAGS[command, error.setting]}"
+    if isinstance(error, BindError):
+        for s in settings(config_class(command)):
+            if s.flag is not None and error.setting in (s.name, s.doc.port):
+                line += f"; choose another with {s.flag} {s.doc.metavar or 'HOST:PORT'}"
     return line
 
 

@@ -1,27 +1,34 @@
-"""Configuration resolved once, at the edge, into a tier's frozen dataclass.
+"""Settings declared once, resolved once, at the edge, into a frozen dataclass.
 
-Sources in increasing precedence: the dataclass defaults, a TOML file
-(``--config``; keys at top level or under ``[agent]``/``[host]``/``[engine]``/
-``[dev]``), environment variables ``DISKNAME_<KEY>`` and command-line flags.
-Every value is checked against the field's type; a wrong one is a
-:class:`ConfigError` that names where it came from, the key, and what was
-expected.
+A config class declares each setting as a field: its type, and
+:func:`setting` gives the default and a :class:`Doc` (help, flag, how
+``config --show`` masks it). From that one declaration come the TOML key (the
+field name), the environment variable (``DISKNAME_<FIELD>``), the flag
+(:mod:`diskname.flags`), ``--help`` and the man page (:mod:`diskname.manpage`).
+
+Sources in increasing precedence: the defaults, a TOML file (``--config``;
+keys at top level or under ``[agent]``/``[host]``/``[engine]``/``[dev]``/
+``[bench]``), environment variables and command-line flags. Every value is
+checked against the field's type, a ``Literal`` mode against its words; a
+wrong one is a :class:`ConfigError` that names where it came from, the key,
+and what was expected. Imported by the agent and the client: standard
+library and Python 3.9 only.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from . import compat
-from .compat import toml
+from .compat import SLOTS, toml
 
 T = TypeVar("T")
 ENV_PREFIX = "DISKNAME_"
-SECRET_WORDS = ("token", "password", "secret")
+SECTIONS = ("agent", "host", "engine", "dev", "bench")
 
 
 class ConfigError(Exception):
@@ -33,13 +40,123 @@ class ConfigError(Exception):
     """
 
 
-def _field_types(cls: type[Any]) -> dict[str, Any]:
+def hidden(value: Any) -> str:
+    return "***"
+
+
+def password_hidden(url: Any) -> Any:
+    """``scheme://user:***@host``: a URL shown without its password."""
+    scheme, _, rest = str(url).partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    user, has_password, _ = userinfo.partition(":")
+    return f"{scheme}://{user}:***@{host}" if at and has_password else url
+
+
+@dataclasses.dataclass(frozen=True, **SLOTS)
+class Doc:
+    """How a setting is described and set, beside its type and default.
+
+    ``flag``: True derives it (``--state-dir``; ``--no-events`` for a bool
+    that is on by default), a string names it, False leaves the setting to the
+    file and the environment. ``unset`` says what None means. ``port`` names
+    the port field that a ``HOST:PORT`` flag on this host field sets too.
+    ``mask`` is how ``config --show`` prints a secret.
+    """
+
+    help: str
+    flag: str | bool = True
+    metavar: str | None = None
+    unset: str = "none"
+    port: str | None = None
+    mask: Callable[[Any], Any] | None = None
+
+
+def setting(
+    default: Any,
+    help: str,
+    *,
+    flag: str | bool = True,
+    metavar: str | None = None,
+    unset: str = "none",
+    port: str | None = None,
+    mask: Callable[[Any], Any] | None = None,
+) -> Any:
+    """A dataclass field: the setting's default and its :class:`Doc`."""
+    doc = Doc(help, flag, metavar, unset, port, mask)
+    return dataclasses.field(default=default, metadata={"doc": doc})
+
+
+_SAME: Any = object()
+
+
+def like(cls: type[Any], name: str, default: Any = _SAME, **changes: Any) -> Any:
+    """The setting ``name`` of ``cls`` declared again, with what ``changes`` says differs."""
+    field = next(f for f in dataclasses.fields(cls) if f.name == name)
+    doc = dataclasses.replace(field.metadata["doc"], **changes)
+    value = field.default if default is _SAME else default
+    return dataclasses.field(default=value, metadata={"doc": doc})
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """One field of a config class, with everything derived from its declaration."""
+
+    name: str
+    type: Any
+    default: Any
+    doc: Doc
+    shown: str  # the default as --help and the man page say it
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+    @property
+    def flag(self) -> str | None:
+        if isinstance(self.doc.flag, str):
+            return self.doc.flag
+        if not self.doc.flag:
+            return None
+        dashed = self.name.replace("_", "-")
+        return f"--no-{dashed}" if self.default is True else f"--{dashed}"
+
+    @property
+    def words(self) -> tuple[str, ...]:
+        """A ``Literal`` mode's words (empty for any other type)."""
+        return next((typing.get_args(k) for k in _kinds(self.type)[0] if _is_literal(k)), ())
+
+
+def settings(cls: type[Any]) -> list[Setting]:
+    """Every setting of a config class, in declaration order."""
     hints = compat.type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    found = []
+    for name, f in fields.items():
+        doc = f.metadata.get("doc") or Doc("", flag=False)
+        shown = text(f.default, doc.unset)
+        if doc.port is not None:
+            shown += f":{fields[doc.port].default}"
+        found.append(Setting(name, hints[name], f.default, doc, shown))
+    return found
 
 
-def _allowed(tp: Any) -> tuple[tuple[type, ...], bool]:
-    """The concrete types a field accepts, and whether it may be None."""
+def text(value: Any, unset: str = "none") -> str:
+    """A value as the help says it: ``3`` for 3.0, ``on`` for True."""
+    if value is None:
+        return unset
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _is_literal(kind: Any) -> bool:
+    return typing.get_origin(kind) is Literal
+
+
+def _kinds(tp: Any) -> tuple[tuple[Any, ...], bool]:
+    """The types a field accepts, and whether it may be None."""
     if compat.is_union(tp):
         args = typing.get_args(tp)
         return tuple(a for a in args if a is not type(None)), type(None) in args
@@ -47,7 +164,7 @@ def _allowed(tp: Any) -> tuple[tuple[type, ...], bool]:
 
 
 def _convert(value: Any, tp: Any, where: str, key: str) -> Any:
-    kinds, optional = _allowed(tp)
+    kinds, optional = _kinds(tp)
     if value is None or (optional and value == ""):
         if optional:
             return None
@@ -56,15 +173,23 @@ def _convert(value: Any, tp: Any, where: str, key: str) -> Any:
         converted = _as(kind, value)
         if converted is not _FAIL:
             return converted
-    names = " or ".join(k.__name__ for k in kinds)
+    names = " or ".join(_expected(k) for k in kinds)
     raise ConfigError(f"{where}: {key} = {value!r} is not valid: expected {names}")
+
+
+def _expected(kind: Any) -> str:
+    if _is_literal(kind):
+        return "one of " + ", ".join(typing.get_args(kind))
+    return str(kind.__name__)
 
 
 _FAIL = object()
 
 
-def _as(kind: type, value: Any) -> Any:
+def _as(kind: Any, value: Any) -> Any:
     try:
+        if _is_literal(kind):
+            return value if value in typing.get_args(kind) else _FAIL
         if kind is bool:
             return _as_bool(value)
         if kind in (int, float) and isinstance(value, bool):
@@ -85,10 +210,10 @@ def _as(kind: type, value: Any) -> Any:
 def _as_bool(value: Any) -> Any:
     if isinstance(value, bool):
         return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
+    word = str(value).strip().lower()
+    if word in ("1", "true", "yes", "on"):
         return True
-    if text in ("0", "false", "no", "off"):
+    if word in ("0", "false", "no", "off"):
         return False
     return _FAIL
 
@@ -101,8 +226,7 @@ def load_file(path: Path, section: str) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     except toml.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    sections = {"agent", "host", "engine", "dev", "bench"}
-    flat = {k: v for k, v in data.items() if k not in sections}
+    flat = {k: v for k, v in data.items() if k not in SECTIONS}
     own = data.get(section, {})
     if not isinstance(own, dict):
         raise ConfigError(f"{path}: [{section}] must be a table")
@@ -118,40 +242,29 @@ def resolve(
     flags: Mapping[str, Any] | None = None,
 ) -> T:
     """Build ``cls`` from defaults, file, environment and flags (flags win)."""
-    fields = _field_types(cls)
+    known = {s.name: s for s in settings(cls)}
     values: dict[str, Any] = {}
     if file is not None:
         for key, raw in load_file(file, section).items():
-            if key not in fields:
-                known = ", ".join(sorted(fields))
-                raise ConfigError(f"{file}: unknown key {key!r} for {section} (known: {known})")
-            values[key] = _convert(raw, fields[key], str(file), key)
-    for key, raw in (env or {}).items():
-        name = key[len(ENV_PREFIX) :].lower() if key.startswith(ENV_PREFIX) else ""
-        if name in fields:
-            values[name] = _convert(raw, fields[name], "environment", key)
+            if key not in known:
+                names = ", ".join(sorted(known))
+                raise ConfigError(f"{file}: unknown key {key!r} for {section} (known: {names})")
+            values[key] = _convert(raw, known[key].type, str(file), key)
+    for s in known.values():
+        if env is not None and s.env in env:
+            values[s.name] = _convert(env[s.env], s.type, "environment", s.env)
     for key, raw in (flags or {}).items():
-        values[key] = _convert(raw, fields[key], "command line", "--" + key.replace("_", "-"))
+        flag = known[key].flag or "--" + key.replace("_", "-")
+        values[key] = _convert(raw, known[key].type, "command line", flag)
     return cls(**values)
-
-
-def is_secret(key: str) -> bool:
-    return any(word in key for word in SECRET_WORDS)
-
-
-def _mask(key: str, value: Any) -> Any:
-    if value is None:
-        return None
-    if is_secret(key):
-        return "***"
-    if key == "dsn" and isinstance(value, str) and "@" in value:
-        scheme, _, rest = value.partition("://")
-        userinfo, _, host = rest.rpartition("@")
-        user, has_password, _ = userinfo.partition(":")
-        return f"{scheme}://{user}:***@{host}" if has_password else value
-    return str(value) if isinstance(value, Path) else value
 
 
 def show(config: Any) -> dict[str, Any]:
     """The effective configuration as plain JSON, secrets masked."""
-    return {f.name: _mask(f.name, getattr(config, f.name)) for f in dataclasses.fields(config)}
+    shown: dict[str, Any] = {}
+    for s in settings(type(config)):
+        value = getattr(config, s.name)
+        if value is not None and s.doc.mask is not None:
+            value = s.doc.mask(value)
+        shown[s.name] = str(value) if isinstance(value, Path) else value
+    return shown

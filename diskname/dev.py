@@ -22,7 +22,7 @@ import aiohttp
 
 from .agent.service import AgentConfig, AgentService
 from .binding import BindError, ensure_free
-from .config import ConfigError
+from .config import ConfigError, like, setting
 from .engine.config import EngineConfig
 from .engine.db.users import UserStore
 from .engine.http.passwords import hash_password
@@ -38,19 +38,38 @@ ADMIN = "admin@internal"
 
 @dataclass(frozen=True, slots=True)
 class DevConfig:
-    hosts: int = 1
-    vms: int = 2
-    http_host: str = "127.0.0.1"
-    http_port: int = 8080
-    state_dir: Path = Path("state")
-    dsn: str | None = None
-    name_delay: float = 0.05
-    refresh_interval: float = 3.0
-    heartbeat_interval: float = 5.0
-    events: bool = True
-    # The first host's JSON-RPC port, the next host's is one more, and so on.
-    # None: the ports after the HTTP port; 0: any free ports (a fresh state dir only).
-    rpc_port: int | None = None
+    """Dev mode's settings: where it repeats the engine's or the agent's, their declarations."""
+
+    hosts: int = setting(1, "simulated hosts")
+    vms: int = setting(2, "VMs per host")
+    http_host: str = like(EngineConfig, "http_host")
+    http_port: int = like(EngineConfig, "http_port")
+    state_dir: Path = like(
+        EngineConfig,
+        "state_dir",
+        help="everything dev mode keeps: PostgreSQL in STATE_DIR/engine/pg, hosts in"
+        " STATE_DIR/hostN",
+    )
+    dsn: str | None = like(
+        EngineConfig,
+        "dsn",
+        help="use this PostgreSQL instead of the embedded one",
+        unset="embedded",
+    )
+    name_delay: float = like(
+        AgentConfig, "name_delay", 0.05, help="seconds a simulated guest takes to name a disk"
+    )
+    refresh_interval: float = like(EngineConfig, "refresh_interval")
+    heartbeat_interval: float = like(AgentConfig, "heartbeat_interval", flag=False)
+    events: bool = like(
+        EngineConfig, "events", help="the engine ignores notifications and polls only"
+    )
+    rpc_port: int | None = setting(
+        None,
+        "the first host's JSON-RPC port, one more per host; 0: any free ports, for a new state dir",
+        metavar="PORT",
+        unset="the HTTP port + 1",
+    )
 
 
 class DevCluster:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from diskname.__main__ import ADDERS, TIERS, parsers
+from diskname.__main__ import HELP, TIERS, parsers
 from diskname.dev import banner
 
 ROOT = Path(__file__).parent.parent
@@ -39,7 +39,7 @@ def busy_port() -> Iterator[int]:
 def test_help_lists_every_command_in_plain_text() -> None:
     out = run("--help")
     assert out.returncode == 0
-    for command in [*ADDERS, "config", "vms", "disks", "plug", "unplug", "which", "history"]:
+    for command in [*HELP, "config", "vms", "disks", "plug", "unplug", "which", "history"]:
         assert re.search(rf"^\s+{command}\s", out.stdout, re.M), command
     assert "``" not in out.stdout and ":mod:" not in out.stdout
 
@@ -55,7 +55,7 @@ def test_every_flag_is_described_with_its_default(command: str) -> None:
     parser = parsers()[1][command]
     for action in _options(parser):
         assert action.help, (command, action.option_strings)
-        if not isinstance(action, argparse._StoreTrueAction):
+        if not isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction):
             assert "(default: " in action.help, (command, action.option_strings, action.help)
 
 

@@ -18,11 +18,12 @@ import logging
 import platform
 import sys
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO, get_args
 
 from .. import __version__
 from ..compat import SLOTS, jsonlib
 from ..compat.aio import TaskGroup, timeout
+from ..config import setting
 from ..protocol import agent_wire as aw
 from ..protocol.errors import RemoteProtocolError
 from ..streams import read_lines
@@ -41,20 +42,40 @@ _STABLE_SESSION = 1.0
 _SETTLE_MAX = 20
 
 
+Uevents = Literal["udev", "kernel"]
+
+
 @dataclass(frozen=True, **SLOTS)
 class AgentConfig:
-    connect: str | None = None
-    channel: str | None = None
-    source: str = "udev"
-    sim_hw: str | None = None
-    report_interval: float = 60.0
-    heartbeat_interval: float = 5.0
-    name_delay: float = 0.0
-    coalesce: float = 0.02
-    # udev source: "udev" or "kernel" uevents; empty: udev when udevd runs.
-    uevents: str | None = None
-    once: bool = False
-    print_only: bool = False
+    connect: str | None = setting(
+        None,
+        "talk to the host over this socket",
+        metavar="unix:PATH|tcp:HOST:PORT",
+        unset="the virtio-serial port",
+    )
+    channel: str | None = setting(
+        None,
+        "the virtio-serial port",
+        metavar="PATH",
+        unset="/dev/virtio-ports/ovirt-guest-agent.0, then com.redhat.rhevm.vdsm",
+    )
+    source: Literal["udev", "sim"] = setting(
+        "udev", "where disks come from: udev, or the sim hypervisor's port"
+    )
+    sim_hw: str | None = setting(None, "--source sim: the sim hardware port", metavar="unix:PATH")
+    report_interval: float = setting(60.0, "seconds between full reports")
+    heartbeat_interval: float = setting(5.0, "seconds between heartbeats")
+    name_delay: float = setting(0.0, "--source sim: seconds until a plugged disk shows")
+    coalesce: float = setting(
+        0.02, "seconds a burst of device changes is gathered into one report", flag=False
+    )
+    uevents: Uevents | None = setting(
+        None, "which uevents to follow", unset="udev if udevd runs, else kernel"
+    )
+    once: bool = setting(False, "print the current mapping and exit")
+    print_only: bool = setting(
+        False, "print each changed mapping as a JSON line instead of sending it", flag="--print"
+    )
 
 
 def make_source(config: AgentConfig) -> Source:
@@ -66,7 +87,7 @@ def make_source(config: AgentConfig) -> Source:
     if config.source == "udev":
         from .sources.udev import UdevSource
 
-        if config.uevents not in (None, "udev", "kernel"):
+        if config.uevents not in (None, *get_args(Uevents)):
             raise SourceUnavailable(f"uevents must be udev or kernel, not {config.uevents!r}")
         return UdevSource(monitor_source=config.uevents)
     raise SourceUnavailable(f"unknown source {config.source!r} (udev or sim)")

@@ -27,9 +27,12 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
-from ..config import ConfigError
+from ..agent.service import AgentConfig
+from ..config import ConfigError, like, setting
+from ..dev import DevConfig
+from ..engine.config import EngineConfig
 from ..pgembed import EmbeddedPostgres
 from .client import EngineClient
 from .procs import Child, start_engine, start_fleet
@@ -42,27 +45,32 @@ from .tls import connect_ms, make_pki
 VMS_PER_FLEET = 2500
 # A light guest holds none: the fleet processes are sized for the two cores.
 LIGHT_VMS_PER_FLEET = 25_000
-GUESTS = ("agent", "light")
+Guests = Literal["agent", "light"]
+GUESTS = get_args(Guests)
 
 
 @dataclass(frozen=True, slots=True)
 class BenchConfig:
-    hosts: int = 2
-    vms_per_host: int = 10
-    hotplugs: int = 20
-    events: bool = True
-    refresh_interval: float = 3.0
-    burst: int | None = None
-    quiet_seconds: float = 15.0
-    baseline: bool = True
-    dsn: str | None = None
-    name_delay: float = 0.05
-    heartbeat: float = 5.0
-    guests: str = "agent"  # or "light" (see the module docstring)
-    chart: Path | None = None
-    seed: int = 1
-    # Mutual TLS between engine and hosts, with certificates from diskname.pki.
-    tls: bool = False
+    hosts: int = setting(2, "hosts")
+    vms_per_host: int = setting(10, "simulated VMs per host")
+    hotplugs: int = setting(20, "hot-plugs timed one after another")
+    events: bool = like(EngineConfig, "events", help="the engine polls only")
+    refresh_interval: float = like(
+        EngineConfig, "refresh_interval", help="engine poll interval, seconds"
+    )
+    burst: int | None = setting(None, "hot-plugs fired at once", unset="min(1000, VMs)")
+    quiet_seconds: float = setting(15.0, "length of the quiet window")
+    baseline: bool = setting(True, "skip the naive-poller baseline")
+    dsn: str | None = like(EngineConfig, "dsn", help="PostgreSQL to use", unset="an embedded one")
+    name_delay: float = like(DevConfig, "name_delay", flag=False)
+    heartbeat: float = like(AgentConfig, "heartbeat_interval", flag=False)
+    guests: Guests = setting(
+        "agent",
+        "agent: the real agent per VM; light: each host names its VMs' disks, no agent per VM",
+    )
+    chart: Path | None = setting(None, "write an SVG of the latency distribution", metavar="FILE")
+    seed: int = setting(1, "seeds the choice of VMs to plug", flag=False)
+    tls: bool = setting(False, "mutual TLS engine <-> hosts, with certificates from diskname.pki")
 
 
 def progress(message: str) -> None:

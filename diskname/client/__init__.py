@@ -10,8 +10,14 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TextIO
 
+from .. import config
+from ..compat import SLOTS
+from ..config import ConfigError, hidden, setting
+from ..flags import add_flags, given
 from . import commands
 from .http import DEFAULT_URL, Api, ClientError
 
@@ -77,17 +83,20 @@ COMMANDS: dict[str, tuple[Command, str, Callable[[argparse.ArgumentParser], None
 }
 
 
+@dataclass(frozen=True, **SLOTS)
+class ClientConfig:
+    """Where the engine is and how to sign in: flags, else ``DISKNAME_*``."""
+
+    url: str = setting(DEFAULT_URL, "the engine")
+    token: str | None = setting(None, "bearer token for the API", mask=hidden)
+    ca_file: Path | None = setting(
+        None, "the CA that signed the engine's HTTPS certificate", unset="the system's CAs"
+    )
+
+
 def common() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
-    url = os.environ.get("DISKNAME_URL", DEFAULT_URL)
-    parent.add_argument(
-        "--url", default=url, help=f"the engine (default: $DISKNAME_URL or {DEFAULT_URL})"
-    )
-    parent.add_argument(
-        "--token",
-        default=os.environ.get("DISKNAME_TOKEN"),
-        help="bearer token for the API (default: $DISKNAME_TOKEN, else none)",
-    )
+    add_flags(parent, ClientConfig)
     parent.add_argument(
         "--json", action="store_true", help="print the API's JSON instead of a table"
     )
@@ -107,8 +116,12 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     """Run one client command: 0 on success, 1 with one line on stderr otherwise."""
     command = COMMANDS[args.command][0]
     try:
-        command(Api(args.url, args.token), args, out or sys.stdout)
-    except ClientError as exc:
+        # config.resolve: the name resolve is this package's module (VM names to ids).
+        flags = given(args, ClientConfig)
+        cfg = config.resolve(ClientConfig, "client", env=os.environ, flags=flags)
+        api = Api(cfg.url, cfg.token, ca_file=cfg.ca_file)
+        command(api, args, out or sys.stdout)
+    except (ClientError, ConfigError) as exc:
         print(f"diskname {args.command}: {exc}", file=err or sys.stderr)
         return 1
     except BrokenPipeError:  # `diskname vms | head`

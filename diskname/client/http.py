@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -35,10 +37,18 @@ class Unreachable(ClientError):
 
 
 class Api:
-    def __init__(self, url: str, token: str | None = None, timeout: float = TIMEOUT) -> None:
+    def __init__(
+        self,
+        url: str,
+        token: str | None = None,
+        timeout: float = TIMEOUT,
+        ca_file: Path | None = None,
+    ) -> None:
         self.url = url.rstrip("/")
         self._token = token
         self._timeout = timeout
+        # HTTPS to an engine whose certificate a private CA signed (diskname pki init).
+        self._ssl = None if ca_file is None else _context(ca_file)
 
     def get(self, path: str, **query: str) -> Any:
         if query:
@@ -64,7 +74,9 @@ class Api:
             headers["Content-Type"] = "application/json"
         request = urllib.request.Request(self.url + path, data, headers, method=method)
         try:
-            with urllib.request.urlopen(request, timeout=self._timeout) as response:
+            with urllib.request.urlopen(
+                request, timeout=self._timeout, context=self._ssl
+            ) as response:
                 return _decoded(response.read())
         except urllib.error.HTTPError as exc:
             raise ApiError(exc.code, _error_message(exc)) from None
@@ -73,6 +85,13 @@ class Api:
             if isinstance(reason, socket.timeout | TimeoutError):
                 reason = f"no answer within {self._timeout:g} s"
             raise Unreachable(f"cannot reach the engine at {self.url}: {reason}") from None
+
+
+def _context(ca_file: Path) -> ssl.SSLContext:
+    try:
+        return ssl.create_default_context(cafile=str(ca_file))
+    except (OSError, ssl.SSLError) as exc:
+        raise ClientError(f"cannot use {ca_file} as the CA: {exc}") from None
 
 
 def _decoded(payload: bytes) -> Any:

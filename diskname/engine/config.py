@@ -1,53 +1,73 @@
-"""The engine's configuration, resolved once at the edge (CLI, dev mode, tests)."""
+"""The engine's configuration, resolved once at the edge (CLI, dev mode, tests).
+
+Each setting is declared here once (:func:`diskname.config.setting`): its flag,
+environment variable, TOML key, help and man page entry come from it.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..config import hidden, password_hidden, setting
+
 
 @dataclass(frozen=True, slots=True)
 class EngineConfig:
     """Everything the engine needs to run.
 
-    ``dsn`` None starts an embedded PostgreSQL under ``state_dir / "pg"``.
     ``http_port`` 0 binds a free port (read it from ``EngineService.http_port``).
-    ``events`` False ignores the hosts' notifications and relies on polling.
-    ``hash_gate`` False fetches every VM fully on every cycle (a benchmark baseline).
     ``pki_dir`` holds ``ca.pem``, ``engine.pem`` and ``engine.key``: every host
     connection is TLS, the host's certificate checked against the CA and the
-    address it was registered with (:mod:`.hosts.connect`).
-    ``https_cert``/``https_key`` serve the REST API and the page over TLS.
-    ``insecure_no_auth`` lets a non-loopback address serve with no user and no
-    ``api_token``; ``anonymous_admin`` (dev mode, loopback only) lets requests
-    without credentials act as admin even when users exist (:mod:`.http.auth`).
-    ``session_lifetime``: seconds a sign-in token from the SSO endpoint lives.
-    ``action_timeout`` bounds a call made for a user (a plug, an unplug): longer
-    than a host's own wait for a guest to release a disk.
+    address it was registered with (:mod:`.hosts.connect`). ``insecure_no_auth``,
+    ``anonymous_admin``: see :mod:`.http.auth`.
     """
 
-    dsn: str | None = None
-    http_host: str = "127.0.0.1"
-    http_port: int = 8080
-    state_dir: Path = Path("state")
-    refresh_interval: float = 3.0
-    api_token: str | None = None
-    events: bool = True
-    hash_gate: bool = True
-    action_timeout: float = 30.0
-    # A poll or a fetch the host does not answer in this long is a timeout (not
-    # a lost connection); three poll timeouts in a row reconnect.
-    poll_timeout: float = 10.0
-    fetch_timeout: float = 30.0
-    # The engine PKI (diskname pki init): with it every host connection is TLS.
-    pki_dir: Path | None = None
-    # Talk plaintext to hosts that are not on loopback (never silently: only so).
-    insecure_plaintext_hosts: bool = False
-    # REST security (SPEC §11, engine/http/auth.py).
-    https_cert: Path | None = None
-    https_key: Path | None = None
-    insecure_no_auth: bool = False
-    anonymous_admin: bool = False
-    session_lifetime: float = 3600.0
-    # Seconds of silence after which /api/events sends a comment (keeps proxies from cutting it).
-    events_keepalive: float = 15.0
+    dsn: str | None = setting(
+        None, "PostgreSQL DSN", unset="an embedded PostgreSQL in STATE_DIR/pg", mask=password_hidden
+    )
+    http_host: str = setting(
+        "127.0.0.1", "serve the REST API and web page here", flag="--http", port="http_port"
+    )
+    http_port: int = setting(8080, "the port of --http", flag=False)
+    state_dir: Path = setting(Path("state"), "the engine's files")
+    refresh_interval: float = setting(3.0, "seconds between host polls")
+    api_token: str | None = setting(
+        None, "require 'Authorization: Bearer TOKEN' on /api/", mask=hidden
+    )
+    events: bool = setting(True, "ignore the hosts' notifications and poll only")
+    hash_gate: bool = setting(
+        True, "fetch every VM fully every cycle (a naive poller; for benchmarks)"
+    )
+    action_timeout: float = setting(
+        30.0,
+        "seconds a call made for a user (a plug, an unplug) may take: longer than a host's"
+        " own wait for a guest to release a disk",
+        flag=False,
+    )
+    poll_timeout: float = setting(
+        10.0,
+        "seconds a host has to answer a poll before it is a timeout (not a lost connection);"
+        " three in a row reconnect",
+        flag=False,
+    )
+    fetch_timeout: float = setting(30.0, "seconds a host has to answer a fetch", flag=False)
+    pki_dir: Path | None = setting(None, "the engine PKI (diskname pki init): TLS to every host")
+    insecure_plaintext_hosts: bool = setting(
+        False, "talk plaintext to hosts that are not on loopback", flag=False
+    )
+    https_cert: Path | None = setting(None, "serve REST and the page over TLS")
+    https_key: Path | None = setting(None, "the private key of --https-cert")
+    insecure_no_auth: bool = setting(
+        False, "serve a non-loopback address with no user and no api token"
+    )
+    anonymous_admin: bool = setting(
+        False, "loopback only: requests without credentials act as admin"
+    )
+    session_lifetime: float = setting(3600.0, "seconds a sign-in token lives")
+    events_keepalive: float = setting(
+        15.0,
+        "seconds of silence after which /api/events sends a comment (keeps proxies from"
+        " cutting it)",
+        flag=False,
+    )

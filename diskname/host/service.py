@@ -23,10 +23,10 @@ from collections import defaultdict
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from ..binding import ensure_free, translated
-from ..config import ConfigError
+from ..config import ConfigError, hidden, setting
 from ..damping import Damper
 from ..netaddr import is_loopback
 from ..protocol import jsonrpc
@@ -46,47 +46,60 @@ log = logging.getLogger(__name__)
 GuestLauncher = Callable[[str, Path, Path], Coroutine[Any, Any, None]]
 
 
+HypervisorName = Literal["sim", "qemu", "libvirt"]
+
+
 @dataclass(frozen=True, slots=True)
 class HostConfig:
-    listen_host: str = "127.0.0.1"
-    listen_port: int = 54321
-    state_dir: Path = Path("state/host")
-    channels_dir: Path = Path("state/channels")
+    listen_host: str = setting(
+        "127.0.0.1", "serve JSON-RPC for the engine here", flag="--listen", port="listen_port"
+    )
+    listen_port: int = setting(54321, "the port of --listen", flag=False)
+    state_dir: Path = setting(Path("state/host"), "VM definitions survive restarts here")
+    channels_dir: Path = setting(Path("state/channels"), "per-VM agent channel sockets")
     # "connect" (SPEC §4): QEMU serves the socket. Dev mode and tests run the
     # agent themselves and it connects to us, so they pass "listen".
-    channel_mode: str = "connect"
-    hypervisor: str = "sim"
-    host_id: str | None = None
-    # Three missed 5-second heartbeats make an agent unresponsive.
-    agent_timeout: float = 15.0
-    # Messages per second a guest may send before the excess is dropped.
-    agent_rate_limit: int = 1000
-    # qemu-guest-agent as a second source (<vm_id>.org.qemu.guest_agent.0):
-    # asked after every hot-plug and then every qga_interval seconds.
-    qemu_ga: bool = True
-    qga_interval: float = 30.0
-    # JSON-RPC over TLS when tls_cert/tls_key are set; with tls_ca, clients
-    # must present a certificate signed by it.
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    tls_ca: Path | None = None
-    # When set, a connection must call Host.authenticate {token} first.
-    rpc_token: str | None = None
-    # Hash-change notifications per VM: `notify_burst` at once, then at most
-    # `notify_rate` a second (the latest hash always goes out).
-    notify_rate: float = 2.0
-    notify_burst: float = 3.0
-    # sim hypervisor: a guest that holds every unplugged disk this long.
-    sim_unplug_delay: float = 0.0
-    # hypervisor = "libvirt": the libvirtd to follow, and the storage pool for the
-    # images of hot-plugged disks (none: qcow2 files under state_dir/images).
-    libvirt_uri: str = "qemu:///system"
-    libvirt_pool: str | None = None
-    # Serve plain TCP on an address that is not loopback (refused without it).
-    insecure_plaintext: bool = False
-    # Off: no agent (nor qemu-ga) channel per VM; the hypervisor reports the
-    # guests' mappings itself (Inventory.guest_mapping), as the bench's light guests.
-    agent_channels: bool = True
+    channel_mode: Literal["connect", "listen"] = setting(
+        "connect", "connect to the sockets QEMU serves, or serve them"
+    )
+    hypervisor: HypervisorName = setting("sim", "the VMs' backend")
+    host_id: str | None = setting(None, "this host's id", unset="a UUID made from the FQDN")
+    agent_timeout: float = setting(
+        15.0, "seconds of silence that make an agent unresponsive (three heartbeats)", flag=False
+    )
+    agent_rate_limit: int = setting(
+        1000, "messages a second a guest may send before the excess is dropped", flag=False
+    )
+    qemu_ga: bool = setting(
+        True, "ignore qemu-ga channels (else asked after each hot-plug and every qga_interval)"
+    )
+    qga_interval: float = setting(30.0, "seconds between qemu-ga polls")
+    tls_cert: Path | None = setting(None, "serve JSON-RPC over TLS with this certificate")
+    tls_key: Path | None = setting(None, "the private key of --tls-cert")
+    tls_ca: Path | None = setting(None, "require client certificates signed by this CA")
+    rpc_token: str | None = setting(
+        None, "clients must call Host.authenticate {token} first", mask=hidden
+    )
+    notify_rate: float = setting(
+        2.0, "hash-change notifications a second per VM, after a burst", flag=False
+    )
+    notify_burst: float = setting(
+        3.0, "hash-change notifications per VM at once (the latest always goes out)", flag=False
+    )
+    sim_unplug_delay: float = setting(
+        0.0, "sim hypervisor: seconds a guest holds a disk before releasing it"
+    )
+    libvirt_uri: str = setting("qemu:///system", "libvirt: the daemon to follow")
+    libvirt_pool: str | None = setting(
+        None, "libvirt: storage pool for new disks", unset="none, images in the state dir"
+    )
+    insecure_plaintext: bool = setting(False, "allow plain TCP on an address that is not loopback")
+    agent_channels: bool = setting(
+        True,
+        "an agent (and qemu-ga) channel per VM; off: the hypervisor reports the guests'"
+        " mappings itself, as the bench's light guests",
+        flag=False,
+    )
 
 
 LIBVIRT_MISSING = (
@@ -124,9 +137,8 @@ def make_hypervisor(config: HostConfig) -> Hypervisor:
         return QemuHypervisor(config.channels_dir, config.state_dir)
     if config.hypervisor == "libvirt":
         return _libvirt_hypervisor(config)
-    raise ConfigError(
-        f"hypervisor {config.hypervisor!r} is not available (use sim, qemu or libvirt)"
-    )
+    names = ", ".join(get_args(HypervisorName))
+    raise ConfigError(f"hypervisor {config.hypervisor!r} is not available (use {names})")
 
 
 def _libvirt_hypervisor(config: HostConfig) -> Hypervisor:
@@ -169,7 +181,7 @@ class HostService:
         self.registry = Registry(config.state_dir)
         # A backend built by the caller (the bench's light guests) or by name.
         self.hypervisor = hypervisor or make_hypervisor(config)
-        self.hypervisor_name = config.hypervisor
+        self.hypervisor_name: str = config.hypervisor
         self.rpc = RpcServer(
             HostApi(self).methods(),
             ssl_context=server_ssl_context(config.tls_cert, config.tls_key, config.tls_ca),

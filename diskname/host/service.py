@@ -35,7 +35,8 @@ from .api import HostApi
 from .channels import AgentChannel, channel_path
 from .devices import Addresses, Device, InvalidDevice, UnknownDevice, device_for, devices_for
 from .hypervisors.base import Hypervisor
-from .hypervisors.sim import SimHypervisor, hw_path
+from .hypervisors.factory import make_hypervisor
+from .hypervisors.sim import hw_path
 from .qga import QgaChannel, qga_path
 from .registry import Registry, UnknownVm, private_dir
 from .rpc import RpcServer, server_ssl_context
@@ -89,12 +90,6 @@ class HostConfig:
     agent_channels: bool = True
 
 
-LIBVIRT_MISSING = (
-    "--hypervisor libvirt needs libvirt-python: pip install 'diskname[libvirt]'"
-    " (it builds against the libvirt-dev and pkg-config packages), or apt install python3-libvirt"
-)
-
-
 def check_listen(config: HostConfig) -> None:
     """Refuse (:class:`ConfigError`) to serve JSON-RPC to a network without authenticating
     clients: off loopback, TLS, and a client certificate (``tls_ca``) or a token."""
@@ -113,36 +108,6 @@ def check_listen(config: HostConfig) -> None:
             f"refusing to serve JSON-RPC on {where} to any client: give --tls-ca (the engine "
             "CA, so only the engine's certificate gets in) or --rpc-token"
         )
-
-
-def make_hypervisor(config: HostConfig) -> Hypervisor:
-    if config.hypervisor == "sim":
-        return SimHypervisor(config.channels_dir, config.sim_unplug_delay)
-    if config.hypervisor == "qemu":
-        from .hypervisors.qemu import QemuHypervisor
-
-        return QemuHypervisor(config.channels_dir, config.state_dir)
-    if config.hypervisor == "libvirt":
-        return _libvirt_hypervisor(config)
-    raise ConfigError(
-        f"hypervisor {config.hypervisor!r} is not available (use sim, qemu or libvirt)"
-    )
-
-
-def _libvirt_hypervisor(config: HostConfig) -> Hypervisor:
-    try:
-        from .hypervisors.libvirt import LibvirtHypervisor
-    except ImportError as exc:
-        if exc.name in ("libvirt", "libvirtaio", "libvirtmod"):
-            raise ConfigError(LIBVIRT_MISSING) from None
-        raise
-    return LibvirtHypervisor(
-        config.libvirt_uri,
-        config.state_dir / "images",
-        config.libvirt_pool,
-        qemu_ga=config.qemu_ga,
-        qga_interval=config.qga_interval,
-    )
 
 
 @dataclass

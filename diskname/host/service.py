@@ -38,8 +38,9 @@ from .hypervisors.base import Hypervisor
 from .hypervisors.factory import make_hypervisor
 from .hypervisors.sim import hw_path
 from .qga import QgaChannel, qga_path
-from .registry import Registry, UnknownVm, private_dir
+from .registry import Registry, UnknownVm
 from .rpc import RpcServer, server_ssl_context
+from .statefiles import StateFiles, private_dir
 from .vm import AGENT, QEMU_GA, Vm, VmState
 
 log = logging.getLogger(__name__)
@@ -131,7 +132,9 @@ class HostService:
             raise ConfigError(f"channel mode must be listen or connect: {config.channel_mode!r}")
         self.config = config
         self.host_id = config.host_id or str(uuid.uuid5(uuid.NAMESPACE_DNS, socket.getfqdn()))
-        self.registry = Registry(config.state_dir)
+        self.registry = Registry()
+        self.state_files = StateFiles(config.state_dir / "vms", self.registry.state)
+        self.registry.on_state_change(self.state_files.mark)
         # A backend built by the caller (the bench's light guests) or by name.
         self.hypervisor = hypervisor or make_hypervisor(config)
         self.hypervisor_name = config.hypervisor
@@ -142,7 +145,7 @@ class HostService:
         )
         self.damper = Damper(config.notify_rate, config.notify_burst)
         self._damper_timer: asyncio.TimerHandle | None = None
-        self.registry.add_listener(self._hash_changed)
+        self.registry.on_hash_change(self._hash_changed)
         self._launcher = guest_launcher
         self._running: dict[str, _Running] = {}
         self._channels: dict[str, Path] = {}  # agent channels the hypervisor placed
@@ -158,9 +161,9 @@ class HostService:
         self.config.channels_dir.mkdir(parents=True, exist_ok=True)
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
-            tg.create_task(self.registry.flush_forever(), name="host-state-writer")
+            tg.create_task(self.state_files.flush_forever(), name="host-state-writer")
             try:
-                for vm in self.registry.load():
+                for vm in self.registry.recover(self.state_files.load()):
                     await self._start(vm)
                 tg.create_task(self.hypervisor.run(self), name="hypervisor")
                 with translated("JSON-RPC", *rpc, setting="listen_port"):
@@ -183,7 +186,7 @@ class HostService:
         for vm_id in list(self._running):
             await self._stop(vm_id)
         await self.hypervisor.close()
-        await self.registry.flush()
+        await self.state_files.flush()
         if self._damper_timer is not None:
             self._damper_timer.cancel()
         self._tg = None
@@ -204,14 +207,14 @@ class HostService:
                 return existing
             vm = self.registry.create(VmState.new(vm_id, name, devices))
             await self._start(vm)
-            await self.registry.persist(vm_id)
+            await self.state_files.persist(vm_id)
             return vm
 
     async def destroy_vm(self, vm_id: str) -> None:
         async with self._create_lock, self._vm_locks[vm_id]:
             self.registry.remove(vm_id)
             await self._stop(vm_id)
-            await self.registry.persist(vm_id)
+            await self.state_files.persist(vm_id)
         self._vm_locks.pop(vm_id, None)
 
     async def hotplug(self, vm_id: str, drive: dict[str, Any]) -> Device:
@@ -247,7 +250,7 @@ class HostService:
 
     async def _changed(self, vm_id: str) -> None:
         self._poke_guest_sources(vm_id)
-        await self.registry.persist(vm_id)  # acknowledged means it survives a restart
+        await self.state_files.persist(vm_id)  # acknowledged means it survives a restart
 
     # -- what a hypervisor that owns its VMs reports (Inventory) -------------
 
@@ -276,7 +279,7 @@ class HostService:
             if running is not None and running.channel.path != self._channel_path(vm_id):
                 await self._stop(vm_id)  # a restarted domain: its agent socket moved
             await self._start(vm)
-            await self.registry.persist(vm_id)
+            await self.state_files.persist(vm_id)
 
     async def vm_devices(self, vm_id: str, devices: Sequence[Device]) -> None:
         async with self._vm_locks[vm_id]:

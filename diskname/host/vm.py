@@ -17,7 +17,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ..protocol.hashing import vm_hash
-from .devices import Device
+from .devices import Device, InvalidDevice
 
 AGENT_API_VERSION = 3
 AGENT = "agent"
@@ -98,6 +98,42 @@ class VmState:
             "mappingSources": self.sources,
             "status": self.status,
         }
+
+
+class BadStateFile(ValueError):
+    """A state file that is not a VM definition."""
+
+
+def state_from_definition(data: Any) -> VmState:
+    """A VM's state from its state file's JSON; :class:`BadStateFile` if it is not one."""
+    if not isinstance(data, dict):
+        raise BadStateFile("not a JSON object")
+    vm_id, name = data.get("vmId"), data.get("name")
+    if not isinstance(vm_id, str) or not isinstance(name, str):
+        raise BadStateFile("vmId and name must be strings")
+    raw_devices = data.get("devices", [])
+    if not isinstance(raw_devices, list):
+        raise BadStateFile("devices must be a list")
+    try:
+        devices = tuple(Device.from_json(d) for d in raw_devices)
+    except InvalidDevice as exc:
+        raise BadStateFile(f"a device is invalid: {exc}") from None
+    mapping = data.get("guestDiskMapping") or {}
+    # State written before there were two sources holds the agent's mapping only.
+    sources = data.get("mappingSources") or ({AGENT: mapping} if mapping else {})
+    if not _is_sources(sources):
+        raise BadStateFile("mappingSources must map each source to a mapping of objects")
+    status = data.get("status", "Up")
+    if not isinstance(status, str):
+        raise BadStateFile("status must be a string")
+    return VmState.new(vm_id, name, devices, sources, status)
+
+
+def _is_sources(sources: Any) -> bool:
+    return isinstance(sources, dict) and all(
+        isinstance(m, dict) and all(isinstance(e, dict) for e in m.values())
+        for m in sources.values()
+    )
 
 
 class Vm:

@@ -117,3 +117,14 @@ def test_a_failing_hash_listener_does_not_stop_the_change_nor_the_others(
     heard = Heard(registry)
     vm = registry.create(VmState.new("v1", "web"))
     assert heard.hashes == [("v1", vm.hash)] and registry.find("v1") is vm
+
+
+def test_rejected_guest_input_is_counted_through_one_method() -> None:
+    vm = Vm(VmState.new("v1", "web"))
+    vm.reject("flood")
+    vm.reject("flood")
+    vm.reject("qga_bad_reply")
+    assert vm.rejected == {"flood": 2, "qga_bad_reply": 1}
+    assert vm.rejected["oversized"] == 0
+    with pytest.raises(TypeError):
+        vm.rejected["flood"] = 0  # type: ignore[index]

@@ -296,6 +296,11 @@ class HostService:
     def guest_mapping(self, vm_id: str, source: str, mapping: Mapping[str, Any]) -> None:
         self.registry.set_mapping(vm_id, source, mapping)
 
+    def guest_rejected(self, vm_id: str, reason: str) -> None:
+        vm = self.registry.find(vm_id)
+        if vm is not None:
+            vm.reject(reason)
+
     # -- per-VM runtime ------------------------------------------------------
 
     def _channel_path(self, vm_id: str) -> Path:

@@ -10,6 +10,7 @@ heartbeat and API version, and the count of guest input dropped by reason.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -18,6 +19,8 @@ from typing import Any
 
 from ..protocol.hashing import vm_hash
 from .devices import Device, InvalidDevice
+
+log = logging.getLogger(__name__)
 
 AGENT_API_VERSION = 3
 AGENT = "agent"
@@ -143,7 +146,7 @@ class Vm:
         self._state = state
         self.api_version: int | None = None
         self.last_heartbeat: float | None = None
-        self.rejected: Counter[str] = Counter()
+        self._rejected: Counter[str] = Counter()
 
     @property
     def state(self) -> VmState:
@@ -177,6 +180,22 @@ class Vm:
     @property
     def hash(self) -> str:
         return self._state.hash
+
+    @property
+    def rejected(self) -> Mapping[str, int]:
+        """Guest input dropped so far, by reason (counted by :meth:`reject` alone)."""
+        return MappingProxyType(self._rejected)
+
+    def reject(self, reason: str) -> None:
+        """Count (and log) one piece of guest input dropped for ``reason``.
+
+        Every guest source of the VM (agent channel, qemu-ga, libvirt's guest
+        info) counts here, so ``Host.getStats`` shows them all.
+        """
+        self._rejected[reason] += 1
+        # The first of each kind is worth a warning; a flood of them is not.
+        level = logging.WARNING if self._rejected[reason] == 1 else logging.DEBUG
+        log.log(level, "VM %s: dropped guest input (%s)", self.id, reason)
 
     def agent_status(self, now: float, timeout: float) -> str:
         """``unknown`` until a heartbeat; ``unresponsive`` after ``timeout`` of silence."""

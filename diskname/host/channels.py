@@ -22,12 +22,13 @@ from typing import Any
 
 from ..logctx import log_context
 from ..protocol import agent_wire as aw
+from ..protocol.agent_wire import AGENT_API_VERSION
 from ..protocol.errors import RemoteProtocolError
 from ..protocol.lines import MAX_LINE, LineDecoder, LineEvent, Oversized, Truncated
 from ..protocol.names import keep_valid
 from ..streams import read_lines
 from .serving import Connections, dial_forever
-from .vm import AGENT_API_VERSION, Vm
+from .vm import Vm
 
 MappingSink = Callable[[dict[str, dict[str, Any]]], None]
 

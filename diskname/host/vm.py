@@ -17,12 +17,12 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
+from ..protocol.agent_wire import AGENT_API_VERSION
 from ..protocol.hashing import vm_hash
 from .devices import Device, InvalidDevice
 
 log = logging.getLogger(__name__)
 
-AGENT_API_VERSION = 3
 AGENT = "agent"
 QEMU_GA = "qemu-ga"
 

@@ -31,14 +31,16 @@ from .umockdev_bed import Guest, Testbed
 
 
 class Host:
-    """Counts what arrives; wakes whoever waits for a serial."""
+    """Counts what arrives; wakes whoever waits for a serial or for a report."""
 
     def __init__(self) -> None:
         self.lines = 0
         self.seen: dict[str, asyncio.Future[float]] = {}
         self.reported = asyncio.Event()
+        self.writer: asyncio.StreamWriter | None = None
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
         async for line in read_lines(reader):
             now = time.perf_counter()
             self.lines += 1
@@ -50,6 +52,14 @@ class Host:
                     if fut is not None and not fut.done():
                         fut.set_result(now)
         writer.close()
+
+    async def settled(self) -> None:
+        """The agent has started and is idle: it answered a ``refresh`` after its first report."""
+        await self.reported.wait()
+        assert self.writer is not None
+        self.reported.clear()
+        self.writer.write(aw.encode_message(aw.Refresh()))
+        await self.reported.wait()
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -109,11 +119,14 @@ async def idle(seconds: float) -> dict[str, Any]:
             *cmd, env=env, stderr=asyncio.subprocess.DEVNULL
         )
         try:
-            await asyncio.wait_for(host.reported.wait(), 10)
-            await asyncio.sleep(1.0)  # sync-ok: let start-up settle
+            await asyncio.wait_for(host.settled(), 10)
             switches0, cpu0, rss = _proc(child.pid)
             lines0 = host.lines
-            await asyncio.sleep(seconds)  # sync-ok: the quiet window being measured
+            # The quiet window being measured; it ends early only if the agent dies.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(child.wait(), seconds)
+            if child.returncode is not None:
+                raise RuntimeError(f"the agent exited during the window ({child.returncode})")
             switches1, cpu1, rss1 = _proc(child.pid)
         finally:
             child.terminate()

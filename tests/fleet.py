@@ -68,18 +68,8 @@ async def engine_process(
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
         stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    assert proc.stderr is not None
-    try:
-        base = await asyncio.wait_for(
-            url_in_output(proc.stderr, r"engine serving on (http://\S+)"), 30
-        )
-        drain = asyncio.create_task(proc.stderr.read())  # keep the pipe from filling
+    async with announced(proc, r"engine serving on (http://\S+)", grace=0) as base:
         yield proc, base
-        drain.cancel()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-        await proc.wait()
 
 
 async def url_in_output(stream: asyncio.StreamReader, pattern: str) -> str:
@@ -93,6 +83,37 @@ async def url_in_output(stream: asyncio.StreamReader, pattern: str) -> str:
 
 
 @contextlib.asynccontextmanager
+async def announced(proc: Any, pattern: str, grace: float = 10.0) -> AsyncIterator[str]:
+    """Wait (30 s at most) for ``proc`` to print ``pattern`` on stderr; yield its first group.
+
+    The rest of its output is read away so the pipe never fills. On the way out
+    the process is terminated and, if it is still there after ``grace``
+    seconds (at once for 0), killed.
+    """
+    assert proc.stderr is not None
+    drain = None
+    try:
+        found = await asyncio.wait_for(url_in_output(proc.stderr, pattern), 30)
+        drain = asyncio.create_task(proc.stderr.read())
+        yield found
+    finally:
+        if drain is not None:
+            drain.cancel()
+        await _stop(proc, grace)
+
+
+async def _stop(proc: Any, grace: float) -> None:
+    if proc.returncode is None:
+        if grace > 0:
+            proc.terminate()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.wait(), grace)
+        if proc.returncode is None:
+            proc.kill()
+    await proc.wait()
+
+
+@contextlib.asynccontextmanager
 async def host_process(root: Path, *extra: str) -> AsyncIterator[tuple[Any, int]]:
     """``python -m diskname host`` (listen mode, sim) under ``root``; yields it and its port."""
     proc = await asyncio.create_subprocess_exec(
@@ -102,19 +123,5 @@ async def host_process(root: Path, *extra: str) -> AsyncIterator[tuple[Any, int]
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
         stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    assert proc.stderr is not None
-    try:
-        port = await asyncio.wait_for(
-            url_in_output(proc.stderr, r"serving JSON-RPC on port (\d+)"), 30
-        )
-        drain = asyncio.create_task(proc.stderr.read())
+    async with announced(proc, r"serving JSON-RPC on port (\d+)") as port:
         yield proc, int(port)
-        drain.cancel()
-    finally:
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 10)
-            except TimeoutError:
-                proc.kill()
-        await proc.wait()

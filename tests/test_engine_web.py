@@ -32,7 +32,7 @@ from diskname.engine.http.passwords import hash_password
 from diskname.engine.service import EngineService
 
 from .conftest import started, wait_until
-from .fleet import sim_hosts, url_in_output
+from .fleet import announced, sim_hosts
 from .rest import Rest
 
 CHROMIUM = next(
@@ -152,22 +152,8 @@ async def chromium(profile: Path) -> AsyncIterator[str]:
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
-    try:
-        assert proc.stderr is not None
-        url = await asyncio.wait_for(
-            url_in_output(proc.stderr, r"DevTools listening on (ws://\S+)"), 30
-        )
-        drain = asyncio.create_task(proc.stderr.read())  # keep the pipe from filling
+    async with announced(proc, r"DevTools listening on (ws://\S+)") as url:
         yield url
-        drain.cancel()
-    finally:
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 10)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
 
 
 @contextlib.asynccontextmanager

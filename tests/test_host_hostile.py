@@ -10,9 +10,11 @@ nothing; the bytes held for an unfinished line stay under the cap.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import pytest
@@ -76,6 +78,29 @@ HOSTILE: list[tuple[str, bytes, str]] = [
 ]
 
 
+class Pair(NamedTuple):
+    """A running host with two VMs, each with an agent connected: the target and a bystander."""
+
+    host: HostService
+    vm: Vm
+    writer: asyncio.StreamWriter
+    bystander: Vm
+    other: asyncio.StreamWriter
+
+
+@contextlib.asynccontextmanager
+async def two_vms(short_dir: Path) -> AsyncIterator[Pair]:
+    async with running_host(short_dir) as host:
+        vm, bystander = await create_vm(host), await create_vm(host)
+        _, writer = await open_agent(host, vm)
+        _, other = await open_agent(host, bystander)
+        try:
+            yield Pair(host, vm, writer, bystander, other)
+        finally:
+            await close_writer(writer)
+            await close_writer(other)
+
+
 async def rpc_counters(host: HostService, vm: Vm) -> tuple[dict[str, int], dict[str, Any]]:
     async with await JsonRpcClient.connect("127.0.0.1", host.port) as c:
         return (await c.call("Host.getVmStats", {"vmId": vm.id}))["rejected"], await c.call(
@@ -87,88 +112,68 @@ async def rpc_counters(host: HostService, vm: Vm) -> tuple[dict[str, int], dict[
 async def test_hostile_input_is_dropped_counted_and_every_vm_still_served(
     short_dir: Path, what: str, payload: bytes, reason: str
 ) -> None:
-    async with running_host(short_dir) as host:
-        vm, bystander = await create_vm(host), await create_vm(host)
-        _, writer = await open_agent(host, vm)
-        _, other = await open_agent(host, bystander)
-        try:
-            await assert_still_accepts(writer, vm, "/dev/vda")
-            await assert_still_accepts(other, bystander, "/dev/vdz")
-            writer.write(payload)
-            await assert_still_accepts(writer, vm, "/dev/vdb")
-            await assert_still_accepts(other, bystander, "/dev/vdy")
-            counted, everything = await rpc_counters(host, vm)
-            assert counted == {reason: 1}
-            assert everything["rejected"] == {vm.id: {reason: 1}, bystander.id: {}}
-            assert host._running[vm.id].channel.buffered <= BUFFER_BOUND
-        finally:
-            await close_writer(writer)
-            await close_writer(other)
+    async with two_vms(short_dir) as (host, vm, writer, bystander, other):
+        await assert_still_accepts(writer, vm, "/dev/vda")
+        await assert_still_accepts(other, bystander, "/dev/vdz")
+        writer.write(payload)
+        await assert_still_accepts(writer, vm, "/dev/vdb")
+        await assert_still_accepts(other, bystander, "/dev/vdy")
+        counted, everything = await rpc_counters(host, vm)
+        assert counted == {reason: 1}
+        assert everything["rejected"] == {vm.id: {reason: 1}, bystander.id: {}}
+        assert host._running[vm.id].channel.buffered <= BUFFER_BOUND
 
 
 async def test_a_line_that_never_ends_is_counted_once_and_memory_stays_bounded(
     short_dir: Path,
 ) -> None:
-    async with running_host(short_dir) as host:
-        vm, bystander = await create_vm(host), await create_vm(host)
-        _, writer = await open_agent(host, vm)
-        _, other = await open_agent(host, bystander)
+    async with two_vms(short_dir) as (host, vm, writer, bystander, other):
         channel = host._running[vm.id].channel
-        try:
-            chunk = b"x" * 65536
-            peak = 0
-            for _ in range(16 * MAX_LINE // len(chunk)):  # 16 MiB without a newline
-                writer.write(chunk)
-                await writer.drain()
-                peak = max(peak, channel.buffered)
-            await wait_until(lambda: vm.rejected["oversized"] == 1)
-            await assert_still_accepts(other, bystander, "/dev/vdz")  # meanwhile, the other VM
-            assert peak <= BUFFER_BOUND
-            writer.write(b"\n")  # the end of the monster line
-            await assert_still_accepts(writer, vm, "/dev/vdc")
-            counted, _ = await rpc_counters(host, vm)
-            assert counted == {"oversized": 1}
-            assert bystander.rejected == {}
-        finally:
-            await close_writer(writer)
-            await close_writer(other)
+        chunk = b"x" * 65536
+        peak = 0
+        for _ in range(16 * MAX_LINE // len(chunk)):  # 16 MiB without a newline
+            writer.write(chunk)
+            await writer.drain()
+            peak = max(peak, channel.buffered)
+        await wait_until(lambda: vm.rejected["oversized"] == 1)
+        await assert_still_accepts(other, bystander, "/dev/vdz")  # meanwhile, the other VM
+        assert peak <= BUFFER_BOUND
+        writer.write(b"\n")  # the end of the monster line
+        await assert_still_accepts(writer, vm, "/dev/vdc")
+        counted, _ = await rpc_counters(host, vm)
+        assert counted == {"oversized": 1}
+        assert bystander.rejected == {}
 
 
 async def test_a_flood_of_10000_lines_a_second_is_cut_to_the_rate_limit(short_dir: Path) -> None:
-    async with running_host(short_dir) as host:  # the default budget: 1000 messages/s
-        vm, bystander = await create_vm(host), await create_vm(host)
-        _, writer = await open_agent(host, vm)
-        _, other = await open_agent(host, bystander)
+    # The default budget: 1000 messages/s.
+    async with two_vms(short_dir) as (host, vm, writer, bystander, other):
         loop = asyncio.get_running_loop()
         heartbeat = b'{"__name__": "heartbeat", "apiVersion": 3}\n'
-        try:
-            async with await JsonRpcClient.connect("127.0.0.1", host.port) as c:
-                started, slowest = loop.time(), 0.0
-                for _ in range(20):  # 2 s at 10,000 lines/s, in 0.1 s slices
-                    writer.write(heartbeat * 1000)
-                    await writer.drain()
-                    t0 = loop.time()
-                    assert await c.call("Host.ping") is True
-                    slowest = max(slowest, loop.time() - t0)
-                    await asyncio.sleep(0.1)  # sync-ok: pacing the flood, not waiting for it
-                # Whatever the one-second windows, at most 1000 per started second got in.
-                allowed = 1000 * (int(loop.time() - started) + 2)
-                await wait_until(lambda: vm.rejected["flood"] >= 20_000 - allowed)
-                assert slowest < 1.0  # the host kept answering the engine
+        async with await JsonRpcClient.connect("127.0.0.1", host.port) as c:
+            started, slowest = loop.time(), 0.0
+            for _ in range(20):  # 2 s at 10,000 lines/s, in 0.1 s slices
+                writer.write(heartbeat * 1000)
+                await writer.drain()
+                t0 = loop.time()
+                assert await c.call("Host.ping") is True
+                slowest = max(slowest, loop.time() - t0)
+                await asyncio.sleep(0.1)  # sync-ok: pacing the flood, not waiting for it
+            # Whatever the one-second windows, at most 1000 per started second got in.
+            allowed = 1000 * (int(loop.time() - started) + 2)
+            await wait_until(lambda: vm.rejected["flood"] >= 20_000 - allowed)
+            assert slowest < 1.0  # the host kept answering the engine
 
-                def accepted() -> bool:
-                    writer.write(usage("/dev/vdf"))  # dropped until a new window opens
-                    return vm.mapping.get("s1", {}).get("name") == "/dev/vdf"
+            def accepted() -> bool:
+                writer.write(usage("/dev/vdf"))  # dropped until a new window opens
+                return vm.mapping.get("s1", {}).get("name") == "/dev/vdf"
 
-                await wait_until(accepted, timeout=5, interval=0.05)
-                await assert_still_accepts(other, bystander, "/dev/vdz")
-                stats = await c.call("Host.getVmStats", {"vmId": vm.id})
-                assert set(stats["rejected"]) == {"flood"}
-                assert stats["agent"]["status"] == "up"
-                assert bystander.rejected == {}
-        finally:
-            await close_writer(writer)
-            await close_writer(other)
+            await wait_until(accepted, timeout=5, interval=0.05)
+            await assert_still_accepts(other, bystander, "/dev/vdz")
+            stats = await c.call("Host.getVmStats", {"vmId": vm.id})
+            assert set(stats["rejected"]) == {"flood"}
+            assert stats["agent"]["status"] == "up"
+            assert bystander.rejected == {}
 
 
 async def test_a_line_cut_short_by_a_hangup_is_counted_and_the_next_agent_is_heard(

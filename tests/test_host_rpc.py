@@ -15,9 +15,8 @@ from typing import Any
 import orjson
 import pytest
 
-from diskname.host.registry import state_from_definition
 from diskname.host.service import HostService
-from diskname.host.vm import AGENT
+from diskname.host.vm import AGENT, state_from_definition
 from diskname.protocol import jsonrpc
 from diskname.protocol.lines import MAX_LINE
 from diskname.streams import JsonRpcClient, RpcError, close_writer
@@ -227,7 +226,7 @@ async def test_a_restarted_host_reports_the_same_vms_and_hashes(short_dir: Path)
 def hash_elsewhere(definition: dict[str, Any]) -> str:
     """The hash a fresh Python process computes for a VM definition."""
     code = (
-        "import orjson,sys;from diskname.host.registry import state_from_definition as s;"
+        "import orjson,sys;from diskname.host.vm import state_from_definition as s;"
         "print(s(orjson.loads(sys.stdin.buffer.read())).hash)"
     )
     out = subprocess.run(

@@ -56,6 +56,16 @@ async def test_a_found_vm_has_its_status_and_its_channel_follows_the_domain(
         assert host.vm_ids() == frozenset()
 
 
+async def test_guest_input_a_backend_drops_is_counted_with_the_vm(short_dir: Path) -> None:
+    async with running_host(short_dir) as host:
+        await host.vm_found(VM, "dnx1", [ROOT], None, "Up")
+        host.guest_rejected(VM, "qga_bad_guest_info")
+        host.guest_rejected("not-a-vm-of-this-host", "qga_bad_guest_info")  # ignored
+        async with await JsonRpcClient.connect("127.0.0.1", host.port) as rpc:
+            stats = await rpc.call("Host.getVmStats", {"vmId": VM})
+            assert stats["rejected"] == {"qga_bad_guest_info": 1}
+
+
 def test_libvirt_without_libvirt_python_says_what_to_install(tmp_path: Path) -> None:
     code = (
         "import sys; sys.modules['libvirt'] = None; from diskname.__main__ import main; "

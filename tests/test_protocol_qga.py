@@ -9,8 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from diskname.host.registry import state_from_definition
-from diskname.host.vm import AGENT, QEMU_GA, VmState
+from diskname.host.vm import AGENT, QEMU_GA, VmState, state_from_definition
 from diskname.protocol import qga
 from diskname.protocol.errors import RemoteProtocolError
 from diskname.protocol.lines import NEED_DATA

@@ -34,11 +34,14 @@ def reply(request: dict[str, object], result: object) -> bytes:
 
 
 async def test_a_reply_over_the_frame_cap_fails_its_call_at_once_and_only_it() -> None:
+    big_sent = asyncio.Event()
+
     async def answer(request: dict[str, object], writer: asyncio.StreamWriter) -> None:
         if request["method"] == "big":
             writer.write(reply(request, "x" * 5000))
+            big_sent.set()
         else:
-            await asyncio.sleep(0.2)  # sync-ok: answered after the big one
+            await big_sent.wait()  # the small reply follows the oversized frame
             writer.write(reply(request, "small"))
 
     async with server(answer) as port:

@@ -22,12 +22,13 @@ from typing import Any
 
 from ..logctx import log_context
 from ..protocol import agent_wire as aw
+from ..protocol.agent_wire import AGENT_API_VERSION
 from ..protocol.errors import RemoteProtocolError
 from ..protocol.lines import MAX_LINE, LineDecoder, LineEvent, Oversized, Truncated
 from ..protocol.names import keep_valid
 from ..streams import read_lines
 from .serving import Connections, dial_forever
-from .vm import AGENT_API_VERSION, Vm
+from .vm import Vm
 
 MappingSink = Callable[[dict[str, dict[str, Any]]], None]
 
@@ -165,7 +166,7 @@ class AgentChannel:
                 return
             if writer.transport.get_write_buffer_size() > MAX_UNREAD:
                 # The guest does not read what we send; do not let it grow our memory.
-                self.protocol.reject("unread_output")
+                self.vm.reject("unread_output")
                 return
             writer.write(aw.encode_message(msg))
 
@@ -188,20 +189,14 @@ class GuestProtocol:
         self._sent_version = None
         return [aw.Refresh(api_version=AGENT_API_VERSION)]
 
-    def reject(self, reason: str) -> None:
-        self.vm.rejected[reason] += 1
-        # The first of each kind is worth a warning; a flood of them is not.
-        level = logging.WARNING if self.vm.rejected[reason] == 1 else logging.DEBUG
-        log.log(level, "VM %s: dropped guest input (%s)", self.vm.id, reason)
-
     def receive(self, event: LineEvent, now: float) -> list[aw.Message]:
         if isinstance(event, Oversized):
-            self.reject("oversized")
+            self.vm.reject("oversized")
         elif isinstance(event, Truncated):
-            self.reject("truncated")
+            self.vm.reject("truncated")
         elif isinstance(event, bytes):
             if not self._rate.allow(now):
-                self.reject("flood")
+                self.vm.reject("flood")
                 if b'"disks-usage"' in event:
                     self._held = event  # keep the latest; an older one is stale anyway
                 return []
@@ -226,7 +221,7 @@ class GuestProtocol:
         try:
             msg = aw.decode_message(line)
         except RemoteProtocolError as exc:
-            self.reject(exc.reason)
+            self.vm.reject(exc.reason)
             return []
         return self._handle(msg, now)
 
@@ -241,10 +236,10 @@ class GuestProtocol:
             case aw.DisksUsage(mapping=mapping):
                 kept, bad = keep_valid({k: e.to_json() for k, e in mapping.items()})
                 if bad:
-                    self.reject("bad_name")
+                    self.vm.reject("bad_name")
                 self._publish(kept)
             case aw.UnknownMessage():
-                self.reject("unknown_message")
+                self.vm.reject("unknown_message")
             case _:
-                self.reject("unexpected_message")
+                self.vm.reject("unexpected_message")
         return []

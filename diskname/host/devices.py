@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..protocol.disks import disk_serial
 from ..protocol.limits import MAX_DEVICES_PER_VM
 from ..protocol.simhw import INTERFACES
 
@@ -26,7 +27,6 @@ PCI_INTERFACES = ("virtio", "nvme")
 # neighbours on a typical i440fx/q35 machine; hot-plugged disks start above.
 FIRST_PCI_SLOT = 0x05
 LAST_PCI_SLOT = 0x1F
-SERIAL_CHARS = 20
 MAX_TEXT = 256
 
 
@@ -151,7 +151,7 @@ def device_for(drive: Mapping[str, Any], addresses: Addresses) -> Device:
     return Device(
         device_id=_uuid(drive, "deviceId", str(uuid.uuid4())),
         disk_id=disk_id,
-        serial=_text(drive, "serial", disk_id[:SERIAL_CHARS]),
+        serial=_text(drive, "serial", disk_serial(disk_id)),
         iface=iface,
         address=addresses.take(iface),
     )

@@ -178,4 +178,4 @@ class QgaChannel:
                     await self._wake.wait()
 
     def _reject(self, reason: str) -> None:
-        self.vm.rejected[f"qga_{reason}"] += 1
+        self.vm.reject(f"qga_{reason}")

@@ -23,7 +23,7 @@ from collections import defaultdict
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 from ..binding import ensure_free, translated
 from ..config import ConfigError, hidden, setting
@@ -35,18 +35,17 @@ from .api import HostApi
 from .channels import AgentChannel, channel_path
 from .devices import Addresses, Device, InvalidDevice, UnknownDevice, device_for, devices_for
 from .hypervisors.base import Hypervisor
-from .hypervisors.sim import SimHypervisor, hw_path
+from .hypervisors.factory import HypervisorName, make_hypervisor
+from .hypervisors.sim import hw_path
 from .qga import QgaChannel, qga_path
-from .registry import Registry, UnknownVm, private_dir
+from .registry import Registry, UnknownVm
 from .rpc import RpcServer, server_ssl_context
+from .statefiles import StateFiles, private_dir
 from .vm import AGENT, QEMU_GA, Vm, VmState
 
 log = logging.getLogger(__name__)
 
 GuestLauncher = Callable[[str, Path, Path], Coroutine[Any, Any, None]]
-
-
-HypervisorName = Literal["sim", "qemu", "libvirt"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,12 +101,6 @@ class HostConfig:
     )
 
 
-LIBVIRT_MISSING = (
-    "--hypervisor libvirt needs libvirt-python: pip install 'diskname[libvirt]'"
-    " (it builds against the libvirt-dev and pkg-config packages), or apt install python3-libvirt"
-)
-
-
 def check_listen(config: HostConfig) -> None:
     """Refuse (:class:`ConfigError`) to serve JSON-RPC to a network without authenticating
     clients: off loopback, TLS, and a client certificate (``tls_ca``) or a token."""
@@ -126,35 +119,6 @@ def check_listen(config: HostConfig) -> None:
             f"refusing to serve JSON-RPC on {where} to any client: give --tls-ca (the engine "
             "CA, so only the engine's certificate gets in) or --rpc-token"
         )
-
-
-def make_hypervisor(config: HostConfig) -> Hypervisor:
-    if config.hypervisor == "sim":
-        return SimHypervisor(config.channels_dir, config.sim_unplug_delay)
-    if config.hypervisor == "qemu":
-        from .hypervisors.qemu import QemuHypervisor
-
-        return QemuHypervisor(config.channels_dir, config.state_dir)
-    if config.hypervisor == "libvirt":
-        return _libvirt_hypervisor(config)
-    names = ", ".join(get_args(HypervisorName))
-    raise ConfigError(f"hypervisor {config.hypervisor!r} is not available (use {names})")
-
-
-def _libvirt_hypervisor(config: HostConfig) -> Hypervisor:
-    try:
-        from .hypervisors.libvirt import LibvirtHypervisor
-    except ImportError as exc:
-        if exc.name in ("libvirt", "libvirtaio", "libvirtmod"):
-            raise ConfigError(LIBVIRT_MISSING) from None
-        raise
-    return LibvirtHypervisor(
-        config.libvirt_uri,
-        config.state_dir / "images",
-        config.libvirt_pool,
-        qemu_ga=config.qemu_ga,
-        qga_interval=config.qga_interval,
-    )
 
 
 @dataclass
@@ -178,7 +142,9 @@ class HostService:
             raise ConfigError(f"channel mode must be listen or connect: {config.channel_mode!r}")
         self.config = config
         self.host_id = config.host_id or str(uuid.uuid5(uuid.NAMESPACE_DNS, socket.getfqdn()))
-        self.registry = Registry(config.state_dir)
+        self.registry = Registry()
+        self.state_files = StateFiles(config.state_dir / "vms", self.registry.state)
+        self.registry.on_state_change(self.state_files.mark)
         # A backend built by the caller (the bench's light guests) or by name.
         self.hypervisor = hypervisor or make_hypervisor(config)
         self.hypervisor_name: str = config.hypervisor
@@ -189,7 +155,7 @@ class HostService:
         )
         self.damper = Damper(config.notify_rate, config.notify_burst)
         self._damper_timer: asyncio.TimerHandle | None = None
-        self.registry.add_listener(self._hash_changed)
+        self.registry.on_hash_change(self._hash_changed)
         self._launcher = guest_launcher
         self._running: dict[str, _Running] = {}
         self._channels: dict[str, Path] = {}  # agent channels the hypervisor placed
@@ -205,9 +171,9 @@ class HostService:
         self.config.channels_dir.mkdir(parents=True, exist_ok=True)
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
-            tg.create_task(self.registry.flush_forever(), name="host-state-writer")
+            tg.create_task(self.state_files.flush_forever(), name="host-state-writer")
             try:
-                for vm in self.registry.load():
+                for vm in self.registry.recover(self.state_files.load()):
                     await self._start(vm)
                 tg.create_task(self.hypervisor.run(self), name="hypervisor")
                 with translated("JSON-RPC", *rpc, setting="listen_port"):
@@ -230,7 +196,7 @@ class HostService:
         for vm_id in list(self._running):
             await self._stop(vm_id)
         await self.hypervisor.close()
-        await self.registry.flush()
+        await self.state_files.flush()
         if self._damper_timer is not None:
             self._damper_timer.cancel()
         self._tg = None
@@ -251,14 +217,14 @@ class HostService:
                 return existing
             vm = self.registry.create(VmState.new(vm_id, name, devices))
             await self._start(vm)
-            await self.registry.persist(vm_id)
+            await self.state_files.persist(vm_id)
             return vm
 
     async def destroy_vm(self, vm_id: str) -> None:
         async with self._create_lock, self._vm_locks[vm_id]:
             self.registry.remove(vm_id)
             await self._stop(vm_id)
-            await self.registry.persist(vm_id)
+            await self.state_files.persist(vm_id)
         self._vm_locks.pop(vm_id, None)
 
     async def hotplug(self, vm_id: str, drive: dict[str, Any]) -> Device:
@@ -294,7 +260,7 @@ class HostService:
 
     async def _changed(self, vm_id: str) -> None:
         self._poke_guest_sources(vm_id)
-        await self.registry.persist(vm_id)  # acknowledged means it survives a restart
+        await self.state_files.persist(vm_id)  # acknowledged means it survives a restart
 
     # -- what a hypervisor that owns its VMs reports (Inventory) -------------
 
@@ -323,7 +289,7 @@ class HostService:
             if running is not None and running.channel.path != self._channel_path(vm_id):
                 await self._stop(vm_id)  # a restarted domain: its agent socket moved
             await self._start(vm)
-            await self.registry.persist(vm_id)
+            await self.state_files.persist(vm_id)
 
     async def vm_devices(self, vm_id: str, devices: Sequence[Device]) -> None:
         async with self._vm_locks[vm_id]:
@@ -339,6 +305,11 @@ class HostService:
 
     def guest_mapping(self, vm_id: str, source: str, mapping: Mapping[str, Any]) -> None:
         self.registry.set_mapping(vm_id, source, mapping)
+
+    def guest_rejected(self, vm_id: str, reason: str) -> None:
+        vm = self.registry.find(vm_id)
+        if vm is not None:
+            vm.reject(reason)
 
     # -- per-VM runtime ------------------------------------------------------
 

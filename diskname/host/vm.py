@@ -10,16 +10,19 @@ heartbeat and API version, and the count of guest input dropped by reason.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
+from ..protocol.agent_wire import AGENT_API_VERSION
 from ..protocol.hashing import vm_hash
-from .devices import Device
+from .devices import Device, InvalidDevice
 
-AGENT_API_VERSION = 3
+log = logging.getLogger(__name__)
+
 AGENT = "agent"
 QEMU_GA = "qemu-ga"
 
@@ -100,6 +103,42 @@ class VmState:
         }
 
 
+class BadStateFile(ValueError):
+    """A state file that is not a VM definition."""
+
+
+def state_from_definition(data: Any) -> VmState:
+    """A VM's state from its state file's JSON; :class:`BadStateFile` if it is not one."""
+    if not isinstance(data, dict):
+        raise BadStateFile("not a JSON object")
+    vm_id, name = data.get("vmId"), data.get("name")
+    if not isinstance(vm_id, str) or not isinstance(name, str):
+        raise BadStateFile("vmId and name must be strings")
+    raw_devices = data.get("devices", [])
+    if not isinstance(raw_devices, list):
+        raise BadStateFile("devices must be a list")
+    try:
+        devices = tuple(Device.from_json(d) for d in raw_devices)
+    except InvalidDevice as exc:
+        raise BadStateFile(f"a device is invalid: {exc}") from None
+    mapping = data.get("guestDiskMapping") or {}
+    # State written before there were two sources holds the agent's mapping only.
+    sources = data.get("mappingSources") or ({AGENT: mapping} if mapping else {})
+    if not _is_sources(sources):
+        raise BadStateFile("mappingSources must map each source to a mapping of objects")
+    status = data.get("status", "Up")
+    if not isinstance(status, str):
+        raise BadStateFile("status must be a string")
+    return VmState.new(vm_id, name, devices, sources, status)
+
+
+def _is_sources(sources: Any) -> bool:
+    return isinstance(sources, dict) and all(
+        isinstance(m, dict) and all(isinstance(e, dict) for e in m.values())
+        for m in sources.values()
+    )
+
+
 class Vm:
     """The live handle of one VM: its current state (swapped by the registry) and guest status."""
 
@@ -107,7 +146,7 @@ class Vm:
         self._state = state
         self.api_version: int | None = None
         self.last_heartbeat: float | None = None
-        self.rejected: Counter[str] = Counter()
+        self._rejected: Counter[str] = Counter()
 
     @property
     def state(self) -> VmState:
@@ -141,6 +180,22 @@ class Vm:
     @property
     def hash(self) -> str:
         return self._state.hash
+
+    @property
+    def rejected(self) -> Mapping[str, int]:
+        """Guest input dropped so far, by reason (counted by :meth:`reject` alone)."""
+        return MappingProxyType(self._rejected)
+
+    def reject(self, reason: str) -> None:
+        """Count (and log) one piece of guest input dropped for ``reason``.
+
+        Every guest source of the VM (agent channel, qemu-ga, libvirt's guest
+        info) counts here, so ``Host.getStats`` shows them all.
+        """
+        self._rejected[reason] += 1
+        # The first of each kind is worth a warning; a flood of them is not.
+        level = logging.WARNING if self._rejected[reason] == 1 else logging.DEBUG
+        log.log(level, "VM %s: dropped guest input (%s)", self.id, reason)
 
     def agent_status(self, now: float, timeout: float) -> str:
         """``unknown`` until a heartbeat; ``unresponsive`` after ``timeout`` of silence."""

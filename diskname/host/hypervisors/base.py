@@ -46,6 +46,9 @@ class Inventory(Protocol):
     def guest_mapping(self, vm_id: str, source: str, mapping: Mapping[str, Any]) -> None:
         """A guest disk mapping from a source the backend reads (qemu-ga via libvirt)."""
 
+    def guest_rejected(self, vm_id: str, reason: str) -> None:
+        """Guest input that source sent was dropped for ``reason`` (counted per VM)."""
+
 
 class Hypervisor(Protocol):
     name: str

@@ -2,8 +2,7 @@
 
 libvirt's events come on the asyncio loop (``libvirtaio``, registered inside
 the running loop before any connection is opened); every other libvirt call
-blocks (a virtio unplug can take seconds), so it runs in a small thread pool
-of its own and never holds up the loop, polls or other VMs.
+blocks, so it runs in a thread pool of its own (:mod:`.libvirt_calls`).
 
 - :meth:`LibvirtHypervisor.run` connects (and reconnects when libvirtd goes
   away), lists every domain and reports each to the host's
@@ -20,7 +19,7 @@ of its own and never holds up the loop, polls or other VMs.
   names (so the engine clears them), and forgotten ``GONE_GRACE`` later.
 
 The pure parts (XML, ids, events, guest info) are :mod:`.libvirt_xml` and
-:mod:`.libvirt_model`.
+:mod:`.libvirt_model`; images are :mod:`.libvirt_storage`.
 """
 
 from __future__ import annotations
@@ -29,18 +28,16 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import libvirt
-import libvirtaio
 
 from ..devices import Device
 from ..vm import AGENT, QEMU_GA, VmState
 from . import libvirt_model as model
 from .base import HypervisorError, Inventory
+from .libvirt_calls import Calls, LibvirtError, register_event_loop
 from .libvirt_guest import GuestInfoPoller
 from .libvirt_storage import FileImages, Images, PoolImages
 from .libvirt_xml import BUSES, BadDomainXml, Domain, disk_xml, free_target, parse_domain
@@ -59,26 +56,6 @@ EVENTS = (
     model.EVENT_DEVICE_REMOVAL_FAILED,
     model.EVENT_AGENT_LIFECYCLE,
 )
-
-
-class LibvirtError(HypervisorError):
-    """libvirt refused or failed; the message is libvirt's (JSON-RPC ``HYPERVISOR_ERROR``)."""
-
-    def __init__(self, message: str, code: int = 0) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def register_event_loop() -> None:
-    """libvirt's events on this loop; once per process, as libvirt allows."""
-    # libvirt prints every error to stderr unless told otherwise; we log ours.
-    libvirt.registerErrorHandler(lambda *_: None, None)
-    loop = asyncio.get_running_loop()
-    impl = libvirtaio.getCurrentImpl()
-    if impl is None:
-        libvirtaio.virEventRegisterAsyncIOImpl(loop=loop)
-    elif impl.loop is not loop:
-        raise LibvirtError("libvirt's events are bound to another event loop of this process")
 
 
 class LibvirtHypervisor:
@@ -100,7 +77,7 @@ class LibvirtHypervisor:
         self.uri = uri
         self._qemu_ga, self._qga_interval = qemu_ga, qga_interval
         self._unplug_timeout = unplug_timeout
-        self._executor = ThreadPoolExecutor(THREADS, thread_name_prefix="libvirt")
+        self.call = Calls(THREADS)  # every blocking libvirt call goes through it
         self.images: Images = (
             PoolImages(pool, self.call, self._require) if pool else FileImages(images_dir)
         )
@@ -117,16 +94,6 @@ class LibvirtHypervisor:
         self._reading: dict[str, asyncio.Task[None]] = {}
         self._graves: dict[str, asyncio.Task[None]] = {}
         self._running: asyncio.Task[Any] | None = None
-
-    # -- libvirt calls off the loop -------------------------------------------
-
-    async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run one blocking libvirt call in the pool; libvirt's errors become LibvirtError."""
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
-        except libvirt.libvirtError as exc:
-            raise LibvirtError(exc.get_error_message() or str(exc), exc.get_error_code()) from None
 
     def _require(self) -> Any:
         if self._conn is None:
@@ -225,7 +192,7 @@ class LibvirtHypervisor:
             await poller.stop()
         self._pollers.clear()
         await self._disconnect()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self.call.shutdown()
 
     # -- connection ------------------------------------------------------------
 

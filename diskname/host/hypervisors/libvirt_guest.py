@@ -5,7 +5,8 @@ rather than qemu-ga itself. qemu-ga is pull only: the poller asks when it
 starts, when qemu-ga connects (libvirt's agent lifecycle event), right after
 every change of the VM's disks and a few times while the guest settles
 (``host/qga.py``'s recheck delays), then every ``interval`` seconds. Answers
-are guest input: a bad one is dropped, counted and logged.
+are guest input: a bad one is dropped and counted in ``Vm.rejected`` (as
+``qga_<reason>``, like the host's own qemu-ga channel's).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -41,7 +41,6 @@ class GuestInfoPoller:
         self.schedule = model.Schedule(interval, HOTPLUG_RECHECKS)
         self.domain: Domain | None = None
         self.queries = 0
-        self.rejected: Counter[str] = Counter()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._last_error: int | None = None
@@ -101,11 +100,7 @@ class GuestInfoPoller:
         try:
             mapping = model.mapping_from_guest_info(params, domain)
         except RemoteProtocolError as exc:
-            # The seam has no per-VM counter for a backend's guest input (yet): log,
-            # loudly the first time for each reason.
-            level = logging.DEBUG if exc.reason in self.rejected else logging.WARNING
-            self.rejected[exc.reason] += 1
-            log.log(level, "VM %s: dropped qemu-ga guest info (%s)", self.vm_id, exc.reason)
+            self._inventory.guest_rejected(self.vm_id, f"qga_{exc.reason}")
             return
         self.queries += 1
         self._inventory.guest_mapping(self.vm_id, QEMU_GA, mapping)

@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ...protocol import qga
-from ..devices import SERIAL_CHARS, Device
+from ...protocol.disks import disk_serial
+from ..devices import Device
 from .libvirt_xml import Domain, DomainDisk
 
 # uuid5 namespace of the ids diskname derives for disks it did not plug.
@@ -69,7 +70,7 @@ def device_of(vm_id: str, disk: DomainDisk) -> Device:
     return Device(
         device_id=device_id(vm_id, did),
         disk_id=did,
-        serial=disk.serial or did[:SERIAL_CHARS],
+        serial=disk.serial or disk_serial(did),
         iface=disk.iface,
         address=disk.address,
     )

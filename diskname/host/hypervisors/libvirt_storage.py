@@ -14,17 +14,14 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from ...protocol.disks import DEFAULT_DISK_SIZE
 from .base import HypervisorError
+from .images import StorageError, ensure_qcow2
 from .libvirt_xml import FileImage, PoolVolume, volume_xml
 
-DISK_BYTES = 1 << 30
 VOLUME_PREFIX = "diskname-"
 
 Call = Callable[..., Awaitable[Any]]
-
-
-class StorageError(HypervisorError):
-    """The image for a disk could not be made or removed."""
 
 
 class FileImages:
@@ -39,23 +36,8 @@ class FileImages:
     async def ensure(self, disk_id: str) -> tuple[FileImage, bool]:
         """The disk's image, and whether it was created just now."""
         path = self.path(disk_id)
-        if path.exists():
-            return FileImage(path), False
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                "qemu-img", "create", "-q", "-f", "qcow2", str(tmp), str(DISK_BYTES),
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            )  # fmt: skip
-        except OSError as exc:
-            raise StorageError(f"cannot run qemu-img: {exc}") from exc
-        output, _ = await proc.communicate()
-        if proc.returncode != 0:
-            text = output.decode(errors="replace").strip()
-            raise StorageError(f"qemu-img create failed: {text}")
-        tmp.rename(path)
-        return FileImage(path), True
+        created = await ensure_qcow2(path)
+        return FileImage(path), created
 
     async def remove(self, disk_id: str) -> bool:
         try:
@@ -91,7 +73,7 @@ class PoolImages:
             await self._call(pool.storageVolLookupByName, name)
             return PoolVolume(self.pool, name), False
         try:
-            await self._call(pool.createXML, volume_xml(name, DISK_BYTES), 0)
+            await self._call(pool.createXML, volume_xml(name, DEFAULT_DISK_SIZE), 0)
         except HypervisorError as exc:
             raise StorageError(f"cannot create volume {name} in pool {self.pool!r}: {exc}") from exc
         return PoolVolume(self.pool, name), True

@@ -28,12 +28,12 @@ from ..devices import Device
 from ..qmp_client import QmpClient, QmpCommandError, QmpError
 from ..vm import VmState
 from .base import HypervisorError, StaticInventory
+from .images import ensure_qcow2
 
 log = logging.getLogger(__name__)
 
 QMP_SUFFIX = ".qmp"
 SCSI_BUS = "scsi0.0"
-DISK_SIZE = "1G"
 CONNECT_TIMEOUT = 5.0
 UNPLUG_TIMEOUT = 10.0
 DRIVERS = {"virtio": "virtio-blk-pci", "nvme": "nvme", "virtio_scsi": "scsi-hd", "sata": "ide-hd"}
@@ -211,19 +211,5 @@ class QemuHypervisor(StaticInventory):
     async def _create_image(self, disk_id: str) -> Path:
         """The disk's image, created on first plug and kept for re-plugs."""
         path = self.image_path(disk_id)
-        if path.exists():
-            return path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                "qemu-img", "create", "-q", "-f", "qcow2", str(tmp), DISK_SIZE,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            )  # fmt: skip
-        except OSError as exc:
-            raise QemuError(f"cannot run qemu-img: {exc}") from exc
-        output, _ = await proc.communicate()
-        if proc.returncode != 0:
-            raise QemuError(f"qemu-img create failed: {output.decode(errors='replace').strip()}")
-        tmp.rename(path)
+        await ensure_qcow2(path)
         return path

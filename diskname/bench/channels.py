@@ -1,6 +1,6 @@
 """Measure one host serving many VM agent channels (issue 4, acceptance 4).
 
-    python -m diskname.host.bench --vms 500 --seconds 60
+    python -m diskname.bench.channels --vms 500 --seconds 60
 
 Starts ``python -m diskname host`` as a subprocess (listen channel mode),
 creates ``--vms`` VMs over JSON-RPC, then runs as many fake agents in a second
@@ -30,11 +30,11 @@ from typing import Any
 
 import orjson
 
-from ..bench.run import free_port
+from ..host.channels import channel_path
 from ..protocol import agent_wire as aw
+from ..protocol.disks import disk_serial
 from ..streams import ConnectionLost, JsonRpcClient, close_writer, read_lines
-
-CHANNEL_SUFFIX = ".ovirt-guest-agent.0"
+from .run import free_port
 
 
 def cpu_seconds(pid: int) -> float:
@@ -53,8 +53,9 @@ def rss_mib(pid: int) -> float:
 
 async def fake_agent(path: str, vm_id: str, heartbeat: float, stop: asyncio.Event) -> None:
     reader, writer = await asyncio.open_unix_connection(path)
-    usage = aw.encode_message(aw.DisksUsage(mapping={vm_id[:20]: aw.DiskEntry(name="/dev/vda")}))
-    beat = aw.encode_message(aw.Heartbeat(api_version=3, free_ram=1 << 30))
+    root = {disk_serial(vm_id): aw.DiskEntry(name="/dev/vda")}
+    usage = aw.encode_message(aw.DisksUsage(mapping=root))
+    beat = aw.encode_message(aw.Heartbeat(free_ram=1 << 30))
 
     async def answer() -> None:
         async for line in read_lines(reader):
@@ -83,8 +84,7 @@ async def run_agents(channels: Path, vm_ids: list[str], heartbeat: float) -> Non
     loop.add_reader(sys.stdin.fileno(), stop.set)  # the parent closes our stdin to stop us
     async with asyncio.TaskGroup() as tg:
         for vm_id in vm_ids:
-            path = str(channels / f"{vm_id}{CHANNEL_SUFFIX}")
-            tg.create_task(fake_agent(path, vm_id, heartbeat, stop))
+            tg.create_task(fake_agent(str(channel_path(channels, vm_id)), vm_id, heartbeat, stop))
         print("agents connected", flush=True)
 
 
@@ -125,7 +125,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                 await c.call("VM.create", {"vmId": vm_id, "name": vm_id[:8]})
             rss_idle = rss_mib(host.pid)
             agents = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "diskname.host.bench", "--agents", str(work / "ch"),
+                sys.executable, "-m", "diskname.bench.channels", "--agents", str(work / "ch"),
                 "--heartbeat", str(args.heartbeat), *vm_ids,
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             )  # fmt: skip

@@ -36,9 +36,16 @@ def _add_agent(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--source",
-        choices=["udev", "sim"],
+        choices=["udev", "windows", "sim"],
         default=S,
-        help="where disks come from: udev, or the sim hypervisor's port (default: udev)",
+        help="where disks come from: udev, WMI (windows; the default there), or the sim"
+        " hypervisor's port (default: udev)",
+    )
+    p.add_argument(
+        "--windows-service",
+        action="store_true",
+        default=S,
+        help="run under the Windows service control manager (see docs/windows.md)",
     )
     p.add_argument(
         "--sim-hw",

@@ -55,10 +55,16 @@ class AgentConfig:
     uevents: str | None = None
     once: bool = False
     print_only: bool = False
+    # Windows: run under the service control manager (docs/windows.md).
+    windows_service: bool = False
 
 
 def make_source(config: AgentConfig) -> Source:
-    """The source the config asks for."""
+    """The source the config asks for; on Windows the default (udev) means the WMI source."""
+    if config.source == "windows" or (config.source == "udev" and sys.platform == "win32"):
+        from .sources.windows.query import WindowsSource
+
+        return WindowsSource()
     if config.source == "sim":
         if not config.sim_hw:
             raise SourceUnavailable("--source sim needs --sim-hw unix:PATH")
@@ -69,7 +75,7 @@ def make_source(config: AgentConfig) -> Source:
         if config.uevents not in (None, "udev", "kernel"):
             raise SourceUnavailable(f"uevents must be udev or kernel, not {config.uevents!r}")
         return UdevSource(monitor_source=config.uevents)
-    raise SourceUnavailable(f"unknown source {config.source!r} (udev or sim)")
+    raise SourceUnavailable(f"unknown source {config.source!r} (udev, windows or sim)")
 
 
 def _send(link: Link, msg: aw.Message) -> None:

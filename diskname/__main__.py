@@ -232,6 +232,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .runner import run_until_signalled, setup_logging
 
     setup_logging(args.log_level, args.log_format)
+    if sys.platform == "win32" and getattr(cfg, "windows_service", False):
+        from .agent.sources.windows.win32 import run_as_service
+
+        return run_as_service(tier.service(cfg), tier_name)
     try:
         asyncio.run(run_until_signalled(tier.service(cfg), tier_name))
     except KeyboardInterrupt:

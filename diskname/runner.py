@@ -45,7 +45,7 @@ async def run_until_signalled(main: ServiceMain, what: str) -> None:
     ready = asyncio.Event()
     task = asyncio.create_task(main(ready), name=what)
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, _stop, task, sig, notifier)
+        _on_signal(loop, sig, _stop, task, sig, notifier)
     watchdog = asyncio.create_task(_watchdog(ready, notifier, what))
     try:
         await task
@@ -68,6 +68,14 @@ async def _watchdog(ready: asyncio.Event, notifier: Notifier, what: str) -> None
     while True:
         notifier.send("WATCHDOG=1")
         await asyncio.sleep(notifier.watchdog_interval)
+
+
+def _on_signal(loop: asyncio.AbstractEventLoop, sig: signal.Signals, *call: Any) -> None:
+    """``loop.add_signal_handler``, or where the loop has none (Windows) the signal module's."""
+    try:
+        loop.add_signal_handler(sig, *call)
+    except NotImplementedError:
+        signal.signal(sig, lambda _sig, _frame: loop.call_soon_threadsafe(*call))
 
 
 def _stop(task: asyncio.Task[None], sig: signal.Signals, notifier: Notifier) -> None:

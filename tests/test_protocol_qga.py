@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import orjson
@@ -226,7 +227,6 @@ def test_partitions_belong_to_their_disk(name: str, disk: str) -> None:
         ({"name": "/dev/vda"}, "bad_reply"),
         ([{"name": 5}], "bad_reply"),
         ([1, 2], "bad_reply"),
-        ([{"name": "/dev/" + "v" * 10_000, "partition": False}], "field_too_long"),
         ([{"name": f"/dev/vd{i}", "partition": False} for i in range(5000)], "too_many_entries"),
     ],
 )
@@ -234,6 +234,15 @@ def test_hostile_replies_are_refused(reply: Any, reason: str) -> None:
     with pytest.raises(RemoteProtocolError) as info:
         qga.mapping_from_disks(reply)
     assert info.value.reason == reason
+
+
+def test_a_name_too_long_costs_only_its_own_entry() -> None:
+    refused: Counter[str] = Counter()
+    reply = [{"name": n, "partition": False} for n in ("/dev/" + "v" * 10_000, "/dev/vda")]
+    assert qga.mapping_from_disks(reply, refused=refused) == {
+        "name:/dev/vda": {"name": "/dev/vda", "source": "qemu-ga"}
+    }
+    assert refused == {"too_long": 1}
 
 
 def test_the_agent_wins_over_qemu_ga_and_the_order_of_reports_does_not_matter() -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..compat import SLOTS
 from ..protocol.agent_wire import MAX_LIST_ITEMS, MAX_MAPPING_ENTRIES, DiskEntry
+from ..protocol.serials import trim
 
 
 @dataclass(frozen=True, **SLOTS)
@@ -39,7 +40,7 @@ class DeviceRecord:
 def mapping_key(record: DeviceRecord) -> str:
     """The key a record is reported under.
 
-    The bare serial, trimmed of the padding ATA and NVMe add. The original
+    The bare serial, trimmed of the padding (spaces, NULs) ATA and NVMe add. The original
     agent used udev's ``ID_SERIAL`` (bus-prefixed for SCSI and SATA); the
     engine accepts both, since it matches a key that equals or ends with the
     disk's serial. The bare one is what sysfs gives too, so the key (and the
@@ -49,7 +50,7 @@ def mapping_key(record: DeviceRecord) -> str:
     (or ``name:<name>`` when even that is unknown): no disk serial ends that
     way, so the engine falls back to the entry's ``address`` field (SPEC §2).
     """
-    serial = (record.serial or "").strip()
+    serial = trim(record.serial)
     if serial:
         return serial
     where = record.scsi_address or record.address

@@ -59,8 +59,10 @@ class AgentConfig:
         metavar="PATH",
         unset="/dev/virtio-ports/ovirt-guest-agent.0, then com.redhat.rhevm.vdsm",
     )
-    source: Literal["udev", "sim"] = setting(
-        "udev", "where disks come from: udev, or the sim hypervisor's port"
+    source: Literal["udev", "windows", "sim"] = setting(
+        "udev",
+        "where disks come from: udev, WMI (windows; what udev means on Windows), or the sim"
+        " hypervisor's port",
     )
     sim_hw: str | None = setting(None, "--source sim: the sim hardware port", metavar="unix:PATH")
     report_interval: float = setting(60.0, "seconds between full reports")
@@ -76,10 +78,17 @@ class AgentConfig:
     print_only: bool = setting(
         False, "print each changed mapping as a JSON line instead of sending it", flag="--print"
     )
+    windows_service: bool = setting(
+        False, "run under the Windows service control manager (docs/windows.md)"
+    )
 
 
 def make_source(config: AgentConfig) -> Source:
-    """The source the config asks for."""
+    """The source the config asks for; on Windows the default (udev) means the WMI source."""
+    if config.source == "windows" or (config.source == "udev" and sys.platform == "win32"):
+        from .sources.windows.query import WindowsSource
+
+        return WindowsSource()
     if config.source == "sim":
         if not config.sim_hw:
             raise SourceUnavailable("--source sim needs --sim-hw unix:PATH")
@@ -90,7 +99,7 @@ def make_source(config: AgentConfig) -> Source:
         if config.uevents not in (None, *get_args(Uevents)):
             raise SourceUnavailable(f"uevents must be udev or kernel, not {config.uevents!r}")
         return UdevSource(monitor_source=config.uevents)
-    raise SourceUnavailable(f"unknown source {config.source!r} (udev or sim)")
+    raise SourceUnavailable(f"unknown source {config.source!r} (udev, windows or sim)")
 
 
 def _send(link: Link, msg: aw.Message) -> None:

@@ -18,8 +18,7 @@ import contextlib
 import errno
 import logging
 import os
-import termios
-import tty
+import sys
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -31,6 +30,11 @@ log = logging.getLogger(__name__)
 DEFAULT_PORTS = (
     "/dev/virtio-ports/ovirt-guest-agent.0",
     "/dev/virtio-ports/com.redhat.rhevm.vdsm",
+)
+# The same ports in a Windows guest (SPEC §20).
+WINDOWS_PORTS = (
+    "\\\\.\\Global\\ovirt-guest-agent.0",
+    "\\\\.\\Global\\com.redhat.rhevm.vdsm",
 )
 READ_CHUNK = 65536
 # Bytes the host has not taken yet; beyond this it is not reading and the link
@@ -74,7 +78,8 @@ def resolve_endpoint(connect: str | None, channel: str | None) -> Endpoint:
     """``--connect`` first, then ``--channel``, then the default virtio-serial ports."""
     if connect:
         return parse_endpoint(connect)
-    return Endpoint(kind="chardev", paths=(channel,) if channel else DEFAULT_PORTS)
+    ports = WINDOWS_PORTS if sys.platform == "win32" else DEFAULT_PORTS
+    return Endpoint(kind="chardev", paths=(channel,) if channel else ports)
 
 
 class Link(Protocol):
@@ -134,6 +139,11 @@ class CharDeviceLink:
     @classmethod
     def open(cls, path: str) -> CharDeviceLink:
         """Open ``path`` non-blocking; raises OSError when it is not there."""
+        if sys.platform == "win32":  # Windows has Win32Port (sources/windows)
+            raise OSError(errno.ENODEV, "no character devices on Windows", path)
+        import termios  # Linux only: imported here so the agent imports on Windows
+        import tty
+
         fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
         try:
             if os.isatty(fd):
@@ -209,15 +219,26 @@ async def open_endpoint(endpoint: Endpoint) -> Link:
     if endpoint.kind == "chardev":
         return _open_first(endpoint.paths)
     if endpoint.kind == "unix":
+        if sys.platform == "win32":
+            raise TransportUnavailable("no unix: sockets for asyncio on Windows; use tcp:")
         return StreamLink(*await asyncio.open_unix_connection(endpoint.path))
     return StreamLink(*await asyncio.open_connection(endpoint.host, endpoint.port))
+
+
+def _open_port(path: str) -> Link:
+    if sys.platform == "win32":
+        from .sources.windows.port import ThreadedLink
+        from .sources.windows.win32 import Win32Port
+
+        return ThreadedLink(Win32Port.open(path), asyncio.get_running_loop())
+    return CharDeviceLink.open(path)
 
 
 def _open_first(paths: tuple[str, ...]) -> Link:
     failure: OSError | None = None
     for path in paths:
         try:
-            return CharDeviceLink.open(path)
+            return _open_port(path)
         except OSError as exc:
             failure = failure or exc
     raise failure or FileNotFoundError(errno.ENOENT, "no channel path given")

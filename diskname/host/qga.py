@@ -3,7 +3,8 @@
 For a VM whose QEMU serves ``<channels-dir>/<vm_id>.org.qemu.guest_agent.0``
 the host connects (retrying while the VM is down), resynchronises with
 ``guest-sync-delimited``, and asks ``guest-get-disks`` (``guest-get-fsinfo``
-when that fails). qemu-ga is pull only, so the host asks right after every
+when that fails; both from a Windows guest, whose volumes and drive letters
+only fsinfo knows). qemu-ga is pull only, so the host asks right after every
 hot-plug or unplug, a few more times while the guest settles, and then every
 ``interval`` seconds. Its answers are as untrusted as the agent's: anything
 bad is counted in ``Vm.rejected`` under ``qga_<reason>``.
@@ -13,9 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import random
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -143,12 +146,21 @@ class QgaChannel:
             self.connected.clear()
 
     async def _query(self, wire: QgaWire) -> None:
-        build = qga.mapping_from_disks
         reply = await wire.call("guest-get-disks")
+        refused: Counter[str] = Counter()
         if isinstance(reply, qga.Error):
             # QEMU before 5.2, or the command disabled in this guest.
-            build = qga.mapping_from_fsinfo
             reply = await wire.call("guest-get-fsinfo")
+            build: Callable[[Any], dict[str, dict[str, Any]]] = functools.partial(
+                qga.mapping_from_fsinfo, refused=refused
+            )
+        else:
+            fsinfo = None
+            if qga.wants_fsinfo(reply.value):
+                # Windows: get-disks names every disk, fsinfo says where its volumes are.
+                volumes = await wire.call("guest-get-fsinfo")
+                fsinfo = volumes.value if isinstance(volumes, qga.Return) else None
+            build = functools.partial(qga.mapping_from_disks, fsinfo=fsinfo, refused=refused)
         if isinstance(reply, qga.Error):
             self._reject("error_reply")
             return
@@ -159,8 +171,11 @@ class QgaChannel:
             return
         self.queries += 1
         kept, bad = keep_valid(mapping)
-        if bad:
+        if bad or refused:
+            # Once per answer, as before; why, per name, under bad_name_<reason>.
             self._reject("bad_name")
+        for reason, count in refused.items():
+            self.vm.reject(f"qga_bad_name_{reason}", count)
         self._publish(kept)
 
     async def _wait_due(self) -> None:

@@ -186,15 +186,16 @@ class Vm:
         """Guest input dropped so far, by reason (counted by :meth:`reject` alone)."""
         return MappingProxyType(self._rejected)
 
-    def reject(self, reason: str) -> None:
-        """Count (and log) one piece of guest input dropped for ``reason``.
+    def reject(self, reason: str, count: int = 1) -> None:
+        """Count (and log) ``count`` pieces of guest input dropped for ``reason``.
 
         Every guest source of the VM (agent channel, qemu-ga, libvirt's guest
         info) counts here, so ``Host.getStats`` shows them all.
         """
-        self._rejected[reason] += 1
+        first = reason not in self._rejected
+        self._rejected[reason] += count
         # The first of each kind is worth a warning; a flood of them is not.
-        level = logging.WARNING if self._rejected[reason] == 1 else logging.DEBUG
+        level = logging.WARNING if first else logging.DEBUG
         log.log(level, "VM %s: dropped guest input (%s)", self.id, reason)
 
     def agent_status(self, now: float, timeout: float) -> str:

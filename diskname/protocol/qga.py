@@ -17,6 +17,7 @@ validates it with the agent wire's own limits. Bad input raises
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Union
@@ -25,6 +26,9 @@ from ..compat import SLOTS, jsonlib
 from .agent_wire import parse_mapping
 from .errors import RemoteProtocolError
 from .lines import MAX_LINE, NEED_DATA, LineDecoder, NeedData, Oversized, Truncated
+from .names import is_windows_name, refusal
+from .qga_windows import add_mountpoints, unshare_serials, volume_paths, windows_address
+from .serials import clean, trim
 
 SENTINEL = b"\xff"
 SOURCE = "qemu-ga"
@@ -199,12 +203,16 @@ def _key(entry: Mapping[str, Any]) -> str:
 def _entry(name: str, address: Any) -> dict[str, Any]:
     entry: dict[str, Any] = {"name": name, "source": SOURCE}
     if isinstance(address, dict):
+        windows = is_windows_name(name)
         serial = address.get("serial")
-        if isinstance(serial, str) and serial.strip():
-            entry["serial"] = serial.strip()
+        # Windows: "0" means no serial (SPEC §20); Linux keeps what udev gave, trimmed.
+        serial = (clean if windows else trim)(serial) if isinstance(serial, str) else None
+        if serial:
+            entry["serial"] = serial
         if isinstance(address.get("bus-type"), str):
             entry["bus"] = address["bus-type"]
-        where = address_of(address)
+        pci = _pci(address.get("pci-controller"))
+        where = windows_address(address, pci) if windows else address_of(address)
         if where is not None:
             entry["address"] = where
     return entry
@@ -222,24 +230,61 @@ def _names(value: Any) -> list[str]:
     return [v for v in value if isinstance(v, str)]
 
 
-def _finish(entries: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    raw: dict[str, dict[str, Any]] = {}
+def _valid(entries: Iterable[dict[str, Any]], refused: Counter[str] | None) -> list[dict[str, Any]]:
+    """The entries whose name passes the grammar (SPEC §12); the others counted by reason.
+
+    Refused here, one by one, so that one hostile name (a 300-character one
+    would break the key length cap) does not cost the guest its whole answer.
+    """
+    kept = []
     for entry in sorted(entries, key=lambda e: str(e["name"])):
+        reason = refusal(entry["name"])
+        if reason is None:
+            kept.append(entry)
+        elif refused is not None:
+            refused[reason] += 1
+    return kept
+
+
+def _finish(
+    entries: Iterable[dict[str, Any]], refused: Counter[str] | None
+) -> dict[str, dict[str, Any]]:
+    raw: dict[str, dict[str, Any]] = {}
+    entries = _valid(entries, refused)
+    unshare_serials(entries)
+    for entry in entries:
         for key in LISTS:
             if key in entry:
                 # The guest's order is not ours to hash: sort, so it cannot flip-flop.
                 entry[key] = sorted(set(entry[key]))
-        raw.setdefault(_key(entry), entry)
+        key = _key(entry)
+        if key in raw and is_windows_name(entry["name"]):
+            # Two Windows disks without a serial at one SCSI address (virtio-blk
+            # disks all sit at 0/0/0): each is its own entry, by name.
+            key = f"name:{entry['name']}"
+        raw.setdefault(key, entry)
     # The agent wire's limits (entry count, text lengths, field types) apply
     # to qemu-ga's answers as much as to the agent's.
     return {key: e.to_json() for key, e in parse_mapping(raw).items()}
 
 
-def mapping_from_disks(value: Any) -> dict[str, dict[str, Any]]:
+def wants_fsinfo(value: Any) -> bool:
+    """Whether a ``guest-get-disks`` answer comes from Windows, whose mountpoints need fsinfo."""
+    return isinstance(value, list) and any(
+        isinstance(d, dict) and is_windows_name(d.get("name")) for d in value
+    )
+
+
+def mapping_from_disks(
+    value: Any, fsinfo: Any = None, refused: Counter[str] | None = None
+) -> dict[str, dict[str, Any]]:
     """The mapping from a ``guest-get-disks`` return value (QEMU 5.2+).
 
     Whole disks only; partitions are listed under their disk, device-mapper
-    and md devices under ``holders`` of the disks they sit on.
+    and md devices under ``holders`` of the disks they sit on. ``fsinfo``, a
+    ``guest-get-fsinfo`` answer, adds Windows disks' volumes as mountpoints.
+    Disks whose name is not a device path are left out and counted in
+    ``refused`` under the reason :func:`diskname.protocol.names.refusal` gives.
     """
     disks = _objects(value, "guest-get-disks")
     entries: dict[str, dict[str, Any]] = {}
@@ -258,19 +303,28 @@ def mapping_from_disks(value: Any) -> dict[str, dict[str, Any]]:
             owner = parent if parent in entries else disk_of(parent)
             if owner in entries and owner != child:
                 entries[owner].setdefault(kind, []).append(child)
-    return _finish(entries.values())
+    if fsinfo is not None:
+        add_mountpoints(entries, fsinfo)
+    return _finish(entries.values(), refused)
 
 
-def mapping_from_fsinfo(value: Any) -> dict[str, dict[str, Any]]:
+def mapping_from_fsinfo(
+    value: Any, refused: Counter[str] | None = None
+) -> dict[str, dict[str, Any]]:
     """The mapping from a ``guest-get-fsinfo`` return value (older qemu-ga).
 
     Only disks holding a mounted filesystem appear. A filesystem on a
     partition is reported under the partition's disk, with its mountpoint.
+    ``refused`` as for :func:`mapping_from_disks`.
     """
     entries: dict[str, dict[str, Any]] = {}
     for fs in _objects(value, "guest-get-fsinfo"):
         for address in _objects(fs.get("disk", []), "fsinfo disk"):
             dev = address.get("dev")
+            if isinstance(dev, str) and is_windows_name(dev):
+                entry = entries.setdefault(dev, _entry(dev, address))
+                entry.setdefault("mountpoints", []).extend(volume_paths(fs))
+                continue
             if not isinstance(dev, str) or not dev.startswith("/dev/"):
                 continue  # qemu-ga older than 5.2 gives no device name: nothing to report
             name = disk_of(dev)
@@ -279,4 +333,4 @@ def mapping_from_fsinfo(value: Any) -> dict[str, dict[str, Any]]:
                 entry.setdefault("mountpoints", []).append(fs["mountpoint"])
             if dev != name:
                 entry.setdefault("partitions", []).append(dev)
-    return _finish(entries.values())
+    return _finish(entries.values(), refused)

@@ -36,7 +36,9 @@ class Notifier:
             return
         try:
             if self._sock is None:
-                self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                # NOTIFY_SOCKET is a UNIX socket: never set on Windows, whose stubs lack AF_UNIX.
+                family = socket.AF_UNIX  # type: ignore[attr-defined,unused-ignore]
+                self._sock = socket.socket(family, socket.SOCK_DGRAM)
             self._sock.sendto(state.encode(), self._address)
         except OSError as exc:
             log.warning("cannot notify systemd (%s): %s", state, exc)

@@ -93,7 +93,7 @@ def make_source(config: AgentConfig) -> Source:
         if not config.sim_hw:
             raise SourceUnavailable("--source sim needs --sim-hw unix:PATH")
         return SimSource(config.sim_hw, config.name_delay)
-    if config.source == "udev":
+    if config.source == "udev" and sys.platform != "win32":
         from .sources.udev import UdevSource
 
         if config.uevents not in (None, *get_args(Uevents)):

@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from ...protocol import jsonrpc
+from ...protocol.host_wire import Code
 from ..core.matching import disk_serial
 from ..core.models import DISK_NAME_MAX, Attachment, DiskSpec, NameChange, VmRow, canonical_uuid
 from ..db.batching import Coalescer
@@ -136,7 +136,7 @@ class Actions:
             try:
                 await self._call(monitor, "VM.destroy", {"vmId": vm_id})
             except HostRefused as exc:
-                if exc.code != jsonrpc.UNKNOWN_VM:
+                if exc.code != Code.UNKNOWN_VM:
                     raise
             await self._store.delete_vm(vm_id)
 
@@ -280,5 +280,5 @@ class Actions:
             await self._call(monitor, "VM.hotunplugDisk", params)
         except HostRefused as exc:
             # The host no longer has the device: it is as unplugged as it gets.
-            if exc.code != jsonrpc.UNKNOWN_DEVICE:
+            if exc.code != Code.UNKNOWN_DEVICE:
                 raise

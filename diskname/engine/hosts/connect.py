@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ...config import ConfigError
 from ...netaddr import is_loopback
-from ...protocol import jsonrpc
+from ...protocol.host_wire import Code
 from ...streams import JsonRpcClient, NotificationHandler, RpcClientError, RpcError
 from ..core.models import HostRow
 
@@ -103,7 +103,7 @@ class HostConnector:
         try:
             await client.call(method, params, timeout=AUTH_TIMEOUT)
         except RpcError as exc:
-            if exc.code != jsonrpc.UNAUTHORIZED:
+            if exc.code != Code.UNAUTHORIZED:
                 raise HostUntrusted(f"{method} failed: {exc.message}") from exc
             if host.token is None:
                 raise HostUntrusted("the host wants a token (register it with one)") from exc

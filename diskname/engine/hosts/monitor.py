@@ -41,10 +41,11 @@ from ..core.models import HostRow, NameChange, VmReport
 from ..core.sync import Batch, HostSync
 from ..db.reports import Fence, LeaseLost
 from ..db.store import UNAVAILABLE, Store
-from ..errors import HostCallFailed, HostNotConnected, HostRefused, HostTimeout, Invalid
+from ..errors import HostNotConnected
 from ..events import EventHub
 from ..metrics import Metrics
 from .connect import HostConnector, HostUntrusted
+from .refusals import host_errors
 
 log = logging.getLogger(__name__)
 
@@ -367,7 +368,7 @@ class HostMonitor:
     async def call(self, method: str, params: jsonrpc.Params = None) -> Any:
         """Call the host over the monitor's connection, for an action of the engine's.
 
-        The client's errors become the engine's own, once, here.
+        The client's errors become the engine's own, once (:mod:`.refusals`).
         """
         if self._client is None and not self._first_attempt.is_set():
             with contextlib.suppress(TimeoutError):
@@ -377,16 +378,8 @@ class HostMonitor:
         name = self.host.name
         if client is None:
             raise HostNotConnected(f"host {name} is not connected")
-        try:
+        with host_errors(name, method):
             return await client.call(method, params, timeout=self._config.action_timeout)
-        except RpcError as exc:
-            if exc.code == jsonrpc.INVALID_PARAMS:
-                raise Invalid(f"host {name} refused {method}: {exc.message}") from exc
-            raise HostRefused(f"host {name} refused {method}: {exc.message}", exc.code) from exc
-        except CallTimeout as exc:
-            raise HostTimeout(f"host {name}: {exc}") from exc
-        except (ConnectionLost, FrameTooLarge) as exc:
-            raise HostCallFailed(f"host {name}: {method} failed: {exc}") from exc
 
 
 async def _until_closed(client: JsonRpcClient) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 from diskname.protocol import jsonrpc
 from diskname.protocol.hashing import vm_hash
+from diskname.protocol.host_wire import Code, vm_status_event
 from diskname.streams import close_writer, read_lines
 
 
@@ -89,7 +90,7 @@ class FakeHost:
     def notify(self, vm_id: str) -> None:
         if not self.notify_enabled:
             return
-        frame = jsonrpc.encode_frame(jsonrpc.vm_status_event(vm_id, self.vms[vm_id].hash))
+        frame = jsonrpc.encode_frame(vm_status_event(vm_id, self.vms[vm_id].hash))
         for writer in self._writers:
             writer.write(frame)
 
@@ -127,9 +128,9 @@ class FakeHost:
         try:
             return jsonrpc.Response(frame.id, handler(params))
         except KeyError as exc:
-            return jsonrpc.ErrorResponse(frame.id, jsonrpc.UNKNOWN_VM, f"unknown {exc}")
+            return jsonrpc.ErrorResponse(frame.id, Code.UNKNOWN_VM, f"unknown {exc}")
         except LookupError as exc:
-            return jsonrpc.ErrorResponse(frame.id, jsonrpc.UNKNOWN_DEVICE, str(exc))
+            return jsonrpc.ErrorResponse(frame.id, Code.UNKNOWN_DEVICE, str(exc))
 
     def _Host_ping(self, params: dict[str, Any]) -> Any:
         return True

@@ -25,7 +25,7 @@ from diskname.engine.http.app import EngineContext, make_app
 from diskname.engine.http.auth import Authenticator, is_protected
 from diskname.engine.metrics import Metrics
 from diskname.engine.ovirt import is_ovirt_api
-from diskname.protocol import jsonrpc
+from diskname.protocol.host_wire import Code
 
 from .conftest import wait_until
 from .engine_fakehost import FakeHost
@@ -364,14 +364,14 @@ async def test_every_bad_request_is_a_json_4xx(api: Api) -> None:
 async def test_host_failures_are_502_and_leave_nothing_behind(api: Api) -> None:
     vm_id = await api.vm()
     base = f"/api/vms/{vm_id}/diskattachments"
-    api.fake.fail["VM.hotplugDisk"] = jsonrpc.HYPERVISOR_ERROR
+    api.fake.fail["VM.hotplugDisk"] = Code.HYPERVISOR_ERROR
     await api.error("POST", base, 502, {"interface": "virtio"})
     assert len((await api.call("GET", base))["disk_attachment"]) == 1
-    api.fake.fail["VM.create"] = jsonrpc.HYPERVISOR_ERROR
+    api.fake.fail["VM.create"] = Code.HYPERVISOR_ERROR
     host_id = (await api.call("GET", "/api/hosts"))["host"][0]["id"]
     await api.error("POST", "/api/vms", 502, {"name": "v2", "host": {"id": host_id}})
     assert len((await api.call("GET", "/api/vms"))["vm"]) == 1
-    api.fake.fail["VM.hotplugDisk"] = jsonrpc.CONFLICT
+    api.fake.fail["VM.hotplugDisk"] = Code.CONFLICT
     await api.error("POST", base, 409, {"interface": "virtio"})
 
 

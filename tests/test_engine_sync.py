@@ -8,7 +8,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from diskname.engine.core.sync import SETTLE, Batch, HostSync
+from diskname.engine.core.sync import SETTLE, Batch, HostSync, Reply
+from diskname.protocol import host_wire as wire
 
 A, B, C = (str(uuid.UUID(int=n)) for n in (1, 2, 3))
 
@@ -29,6 +30,20 @@ def full(vm_id: str, vm_hash: str) -> dict[str, Any]:
     return {"vmId": vm_id, "status": "Up", "hash": vm_hash, "devices": [], "guestDiskMapping": {}}
 
 
+def poll(sync: HostSync, raw: Any) -> list[tuple[str, str]]:
+    """A ``Host.getAllVmStats`` result as the monitor hands it over: parsed, or the error."""
+    try:
+        reply: wire.StatsReply | wire.BadHostMessage = wire.parse_stats_reply(raw)
+    except wire.BadHostMessage as exc:
+        reply = exc
+    return sync.on_stats(reply)
+
+
+def answer(sync: HostSync, batch: Batch, raw: list[Any]) -> Reply:
+    """A ``Host.getVMFullList`` result, parsed as the monitor does."""
+    return sync.on_reply(batch, wire.parse_full_list(raw))
+
+
 def fetch_all(sync: HostSync, now: float) -> Batch | None:
     sync.release_due(now)
     return sync.take_batch(now)
@@ -36,14 +51,14 @@ def fetch_all(sync: HostSync, now: float) -> Batch | None:
 
 def test_only_vms_whose_hash_moved_are_fetched() -> None:
     sync = owned()
-    sync.on_stats(stats(a="h-a", b="h-b"))
+    poll(sync, stats(a="h-a", b="h-b"))
     assert sync.take_batch(0.0) is None
-    sync.on_stats(stats(a="h-a", b="h-b2", c="h-c"))  # c is new: adopted
+    poll(sync, stats(a="h-a", b="h-b2", c="h-c"))  # c is new: adopted
     batch = sync.take_batch(0.0)
     assert batch is not None and batch.vm_ids == (B, C)
-    reply = sync.on_reply(batch, [full(B, "h-b2"), full(C, "h-c")])
+    reply = answer(sync, batch, [full(B, "h-b2"), full(C, "h-c")])
     sync.on_stored(reply.reports)
-    sync.on_stats(stats(a="h-a", b="h-b2", c="h-c"))
+    poll(sync, stats(a="h-a", b="h-b2", c="h-c"))
     assert sync.take_batch(0.1) is None
 
 
@@ -61,9 +76,9 @@ def test_nothing_is_fetched_before_the_stored_hashes_are_loaded_or_when_not_owne
 def test_status_changes_are_reported_once() -> None:
     sync = owned()
     entries = [{"vmId": A, "status": "Down", "hash": "h-a"}]
-    assert sync.on_stats(entries) == [(A, "Down")]
-    assert sync.on_stats(entries) == []
-    assert sync.on_stats("not a list") == [] and sync.counters["bad_stats"] == 1
+    assert poll(sync, entries) == [(A, "Down")]
+    assert poll(sync, entries) == []
+    assert poll(sync, "not a list") == [] and sync.counters["bad_stats"] == 1
 
 
 def test_a_vm_in_an_action_is_not_fetched_and_an_overlapped_fetch_is_thrown_away() -> None:
@@ -72,7 +87,7 @@ def test_a_vm_in_an_action_is_not_fetched_and_an_overlapped_fetch_is_thrown_away
     batch = sync.take_batch(0.0)
     assert batch is not None and batch.vm_ids == (A,)
     sync.begin_action(A)  # the engine plugs a disk while the fetch is in flight
-    reply = sync.on_reply(batch, [full(A, "h-a2")])
+    reply = answer(sync, batch, [full(A, "h-a2")])
     assert reply.reports == [] and reply.dropped["overlapped_action"] == 1
     assert sync.take_batch(0.1) is None  # still busy
     sync.end_action(A, 0.2)
@@ -86,7 +101,7 @@ def test_a_vm_is_never_in_two_fetches_at_once() -> None:
     first = sync.take_batch(0.0)
     sync.mark(A, "h-a3")
     assert first is not None and sync.take_batch(0.0) is None
-    sync.on_reply(first, [full(A, "h-a2")])
+    answer(sync, first, [full(A, "h-a2")])
     second = sync.take_batch(0.0)
     assert second is not None and second.vm_ids == (A,)
 
@@ -101,7 +116,7 @@ def test_a_flapping_vm_is_fetched_a_bounded_number_of_times_and_its_last_state_i
         batch = fetch_all(sync, now)
         if batch is not None:
             fetches.append(now)
-            sync.on_stored(sync.on_reply(batch, [full(A, f"flap-{n}")]).reports)
+            sync.on_stored(answer(sync, batch, [full(A, f"flap-{n}")]).reports)
     assert len(fetches) <= 4 + 4 * 5 + 1
     # Quiet now: the held change comes out within 1 / rate, with the latest state.
     due = sync.next_wakeup()
@@ -112,19 +127,20 @@ def test_a_flapping_vm_is_fetched_a_bounded_number_of_times_and_its_last_state_i
 
 def test_deferred_vms_are_asked_again_and_a_vm_too_large_is_not_asked_until_it_changes() -> None:
     sync = owned()
-    sync.on_stats(stats(a="h-a2", b="h-b2"))
+    poll(sync, stats(a="h-a2", b="h-b2"))
     batch = sync.take_batch(0.0)
     assert batch is not None
-    reply = sync.on_reply(
+    reply = answer(
+        sync,
         batch,
         [{"vmId": A, "deferred": True}, {"vmId": B, "error": {"code": -32006, "message": "big"}}],
     )
     assert reply.dropped == {"deferred": 1, "vm_error": 1}
     again = sync.take_batch(1.0)
     assert again is not None and again.vm_ids == (A,)
-    sync.on_stats(stats(b="h-b2"))
+    poll(sync, stats(b="h-b2"))
     assert sync.take_batch(2.0) is None  # the same hash is still too large
-    sync.on_stats(stats(b="h-b3"))
+    poll(sync, stats(b="h-b3"))
     batch = sync.take_batch(3.0)
     assert batch is not None and B in batch.vm_ids
 
@@ -134,18 +150,18 @@ def test_what_was_not_asked_for_or_is_malformed_is_never_stored() -> None:
     sync.mark(A, "h-a2")
     batch = sync.take_batch(0.0)
     assert batch is not None
-    reply = sync.on_reply(batch, [full(B, "zz"), {"vmId": "nope"}, 5, full(A, "h-a2")])
+    reply = answer(sync, batch, [full(B, "zz"), {"vmId": "nope"}, 5, full(A, "h-a2")])
     assert [r.vm_id for r in reply.reports] == [A]
     assert reply.dropped == {"not_asked": 1, "bad_report": 2}
 
 
 def test_vms_of_another_host_are_ignored_from_then_on() -> None:
     sync = owned()
-    sync.on_stats(stats(c="h-c"))
+    poll(sync, stats(c="h-c"))
     batch = sync.take_batch(0.0)
     assert batch is not None and batch.vm_ids == (C,)
     sync.on_foreign([C])
-    sync.on_stats(stats(c="h-c2"))
+    poll(sync, stats(c="h-c2"))
     sync.on_notification(C, "h-c3")
     assert sync.take_batch(1.0) is None
     assert sync.counters["foreign_vm"] == 1
@@ -157,7 +173,7 @@ def test_without_notifications_an_action_is_followed_up() -> None:
     sync.end_action(A, 10.0)
     first = sync.take_batch(10.0)
     assert first is not None and first.vm_ids == (A,)
-    sync.on_stored(sync.on_reply(first, [full(A, "h")]).reports)
+    sync.on_stored(answer(sync, first, [full(A, "h")]).reports)
     assert sync.take_batch(10.05) is None
     assert sync.next_wakeup() == 10.1
     assert fetch_all(sync, 10.1) is not None
@@ -191,7 +207,7 @@ def test_any_sequence_keeps_the_rules(ops: list[tuple[str, str, int]]) -> None:
     for op, vm, n in ops:
         now += 0.05
         if op == "stats":
-            sync.on_stats([{"vmId": vm, "status": "Up", "hash": f"h{n}"}])
+            poll(sync, [{"vmId": vm, "status": "Up", "hash": f"h{n}"}])
         elif op == "note":
             sync.on_notification(vm, f"h{n}")
         elif op == "take" and (batch := fetch_all(sync, now)) is not None:
@@ -200,7 +216,7 @@ def test_any_sequence_keeps_the_rules(ops: list[tuple[str, str, int]]) -> None:
             in_flight.append(batch)
         elif op == "reply" and in_flight:
             batch = in_flight.pop(0)
-            sync.on_stored(sync.on_reply(batch, [full(v, f"h{n}") for v in batch.vm_ids]).reports)
+            sync.on_stored(answer(sync, batch, [full(v, f"h{n}") for v in batch.vm_ids]).reports)
         elif op == "begin" and vm not in busy:
             sync.begin_action(vm)
             busy.add(vm)
@@ -231,56 +247,56 @@ def listing(digest: str, **hashes: str) -> dict[str, Any]:
 def test_an_unchanged_host_costs_one_comparison() -> None:
     sync = owned()
     assert sync.stats_params() == {"digest": ""}
-    sync.on_stats(listing("d1", a="h-a", b="h-b"))
+    poll(sync, listing("d1", a="h-a", b="h-b"))
     assert sync.stats_params() == {"digest": "d1"}
-    assert sync.on_stats({"digest": "d1"}) == [] and not sync.wants_fetch
+    assert poll(sync, {"digest": "d1"}) == [] and not sync.wants_fetch
     assert sync.counters["stats_unchanged"] == 1
 
 
 def test_a_vm_left_unstored_is_fetched_again_while_the_digest_holds() -> None:
     sync = owned()
-    sync.on_stats(listing("d1", a="h-a", b="h-b2"))
+    poll(sync, listing("d1", a="h-a", b="h-b2"))
     batch = sync.take_batch(0.0)
     assert batch is not None and batch.vm_ids == (B,)
-    reply = sync.on_reply(batch, [full(B, "h-b2")])  # ... and the database refused the write
-    sync.on_stats({"digest": "d1"})
+    reply = answer(sync, batch, [full(B, "h-b2")])  # ... and the database refused the write
+    poll(sync, {"digest": "d1"})
     again = sync.take_batch(1.0)
     assert again is not None and again.vm_ids == (B,)
-    sync.on_stored(sync.on_reply(again, [full(B, "h-b2")]).reports)
-    sync.on_stats({"digest": "d1"})
+    sync.on_stored(answer(sync, again, [full(B, "h-b2")]).reports)
+    poll(sync, {"digest": "d1"})
     assert not sync.wants_fetch and reply.reports
 
 
 def test_after_an_action_the_vm_is_fetched_again_though_the_host_did_not_change() -> None:
     sync = owned()
-    sync.on_stats(listing("d1", a="h-a", b="h-b"))
+    poll(sync, listing("d1", a="h-a", b="h-b"))
     sync.begin_action(A)  # a plug the host refused: its stats do not move
     sync.end_action(A, 0.0, settle=True)
     batch = fetch_all(sync, SETTLE)
     assert batch is not None and batch.vm_ids == (A,)
-    sync.on_reply(batch, [full(A, "h-a")])  # fetched, but the write failed
-    sync.on_stats({"digest": "d1"})
+    answer(sync, batch, [full(A, "h-a")])  # fetched, but the write failed
+    poll(sync, {"digest": "d1"})
     again = sync.take_batch(SETTLE + 0.1)
     assert again is not None and again.vm_ids == (A,)
-    sync.on_stored(sync.on_reply(again, [full(A, "h-a")]).reports)
-    sync.on_stats({"digest": "d1"})
+    sync.on_stored(answer(sync, again, [full(A, "h-a")]).reports)
+    poll(sync, {"digest": "d1"})
     assert not sync.wants_fetch
 
 
 def test_a_reload_or_a_digest_not_ours_asks_for_the_whole_list() -> None:
     sync = owned()
-    sync.on_stats(listing("d1", a="h-a", b="h-b"))
+    poll(sync, listing("d1", a="h-a", b="h-b"))
     sync.load({A: ("h-a", "Up"), B: ("h-b", "Up")})
     assert sync.stats_params() == {"digest": ""}
-    sync.on_stats(listing("d1", a="h-a", b="h-b"))
-    sync.on_stats({"digest": "other"})
+    poll(sync, listing("d1", a="h-a", b="h-b"))
+    poll(sync, {"digest": "other"})
     assert sync.stats_params() == {"digest": ""}
     assert sync.counters["stats_digest_unknown"] == 1
 
 
 def test_an_old_host_answers_the_list_and_a_naive_poller_asks_for_it() -> None:
     sync = owned()
-    sync.on_stats(stats(a="h-a", b="h-b2"))  # a host that ignores the digest
+    poll(sync, stats(a="h-a", b="h-b2"))  # a host that ignores the digest
     assert sync.stats_params() == {"digest": ""}
     batch = sync.take_batch(0.0)
     assert batch is not None and batch.vm_ids == (B,)
@@ -328,23 +344,23 @@ def test_with_the_digest_every_vm_ends_at_the_hosts_hash(ops: list[tuple[str, st
         if op == "change":
             host.hashes[vm] = f"h{n}"
         elif op == "poll":
-            sync.on_stats(host.stats(sync.stats_params()))
+            poll(sync, host.stats(sync.stats_params()))
         elif op == "act":
             sync.begin_action(vm)
             sync.end_action(vm, now)
         elif op == "reload":
             sync.load({v: (sync.stored_hash(v), "Up") for v in (A, B, C)})
         if batch is not None and op == "store":
-            sync.on_stored(sync.on_reply(batch, host.full(batch)).reports)
+            sync.on_stored(answer(sync, batch, host.full(batch)).reports)
         elif batch is not None and op == "lose":
             sync.on_fetch_failed(batch)
         elif batch is not None:
-            sync.on_reply(batch, host.full(batch))  # fetched, but the write failed
+            answer(sync, batch, host.full(batch))  # fetched, but the write failed
     for _ in range(40):  # the host is quiet now: polls and fetches that all work
         now += 1.0
-        sync.on_stats(host.stats(sync.stats_params()))
+        poll(sync, host.stats(sync.stats_params()))
         while (batch := fetch_all(sync, now)) is not None:
-            sync.on_stored(sync.on_reply(batch, host.full(batch)).reports)
+            sync.on_stored(answer(sync, batch, host.full(batch)).reports)
     assert {v: sync.stored_hash(v) for v in (A, B, C)} == host.hashes
 
 
@@ -354,12 +370,12 @@ def test_after_an_action_the_vm_is_fetched_once_when_the_guest_reports() -> None
     sync.on_notification(A, "h-device")  # the host announces the plugged device
     sync.end_action(A, 1.0, settle=True)
     assert fetch_all(sync, 1.0) is None  # the action stored the device itself
-    sync.on_stats(stats(a="h-device", b="h-b"))  # a poll saying the same: still no fetch
+    poll(sync, stats(a="h-device", b="h-b"))  # a poll saying the same: still no fetch
     assert fetch_all(sync, 1.1) is None
     sync.on_notification(A, "h-named")  # the guest named the disk
     batch = fetch_all(sync, 1.15)
     assert batch is not None and batch.vm_ids == (A,) and batch.wanted[A] == "h-named"
-    sync.on_stored(sync.on_reply(batch, [full(A, "h-named")]).reports)
+    sync.on_stored(answer(sync, batch, [full(A, "h-named")]).reports)
     assert fetch_all(sync, 1.0 + SETTLE) is None  # settled: nothing more
 
 

@@ -18,6 +18,7 @@ import pytest
 from diskname.host.service import HostService
 from diskname.host.vm import AGENT, state_from_definition
 from diskname.protocol import jsonrpc
+from diskname.protocol.host_wire import Code
 from diskname.protocol.lines import MAX_LINE
 from diskname.streams import JsonRpcClient, RpcError, close_writer
 
@@ -115,14 +116,14 @@ async def test_addresses_come_from_shared_pci_and_scsi_pools(short_dir: Path) ->
             jsonrpc.INVALID_PARAMS,
         ),
         ("VM.create", ["positional"], jsonrpc.INVALID_PARAMS),
-        ("VM.destroy", {"vmId": str(uuid.uuid4())}, jsonrpc.UNKNOWN_VM),
+        ("VM.destroy", {"vmId": str(uuid.uuid4())}, Code.UNKNOWN_VM),
         (
             "VM.hotplugDisk",
             {"vmId": str(uuid.uuid4()), "drive": {"diskId": str(uuid.uuid4()), "iface": "virtio"}},
-            jsonrpc.UNKNOWN_VM,
+            Code.UNKNOWN_VM,
         ),
         ("VM.hotplugDisk", {"vmId": str(uuid.uuid4())}, jsonrpc.INVALID_PARAMS),
-        ("Host.getVmStats", {"vmId": str(uuid.uuid4())}, jsonrpc.UNKNOWN_VM),
+        ("Host.getVmStats", {"vmId": str(uuid.uuid4())}, Code.UNKNOWN_VM),
         ("Host.getVMFullList", {"vmList": "all"}, jsonrpc.INVALID_PARAMS),
     ],
 )
@@ -142,7 +143,7 @@ async def test_unplugging_a_disk_that_is_not_there_is_an_unknown_device(short_di
         await c.call("VM.create", {"vmId": vm_id, "name": "a"})
         with pytest.raises(RpcError) as info:
             await c.call("VM.hotunplugDisk", {"vmId": vm_id, "diskId": new_id()})
-        assert info.value.code == jsonrpc.UNKNOWN_DEVICE
+        assert info.value.code == Code.UNKNOWN_DEVICE
 
 
 GARBAGE = [

@@ -19,6 +19,7 @@ import pytest
 from diskname.config import ConfigError
 from diskname.host.service import HostConfig, HostService
 from diskname.protocol import jsonrpc
+from diskname.protocol.host_wire import Code
 from diskname.streams import ConnectionLost, JsonRpcClient, RpcError, close_writer
 
 from .conftest import running_host
@@ -104,7 +105,7 @@ async def test_a_token_must_be_presented_before_anything_else(short_dir: Path) -
                     await stranger.call("VM.create", {"vmId": vm_id, "name": "x"})
                 else:
                     await stranger.call("Host.authenticate", {"token": token})
-            assert info.value.code == jsonrpc.UNAUTHORIZED
+            assert info.value.code == Code.UNAUTHORIZED
         assert await c.call("Host.authenticate", {"token": "s3cret"}) is True
         await c.call("VM.create", {"vmId": vm_id, "name": "x"})
         assert [n.params["vmId"] for n in notes if isinstance(n.params, dict)] == [vm_id]
@@ -133,7 +134,7 @@ async def test_garbage_before_the_token_gets_errors_and_the_token_still_works(
                 replies.append(orjson.loads(await asyncio.wait_for(reader.readline(), 5)))
             assert [r.get("error", {}).get("code") for r in replies] == [
                 jsonrpc.PARSE_ERROR,
-                jsonrpc.UNAUTHORIZED,
+                Code.UNAUTHORIZED,
                 None,
                 None,
             ]

@@ -10,6 +10,7 @@ import orjson
 
 from diskname.host.stats import StatsCache, stats_reply
 from diskname.host.vm import Vm, VmState
+from diskname.protocol.host_wire import AgentInfo, StatsEntry, asked_digest
 from diskname.streams import JsonRpcClient
 
 from .conftest import running_host
@@ -19,8 +20,8 @@ def vm(name: str) -> Vm:
     return Vm(VmState.new(str(uuid.uuid4()), name))
 
 
-def entry(v: Vm) -> dict[str, Any]:
-    return {"vmId": v.id, "hash": v.hash, "agent": v.api_version}
+def entry(v: Vm) -> StatsEntry:
+    return StatsEntry(v.id, "Up", v.hash, AgentInfo("up", v.api_version))
 
 
 def listed(snapshot: Any) -> Any:
@@ -30,24 +31,24 @@ def listed(snapshot: Any) -> Any:
 def test_the_digest_moves_with_any_entry_and_only_then() -> None:
     cache, a, b = StatsCache(), vm("a"), vm("b")
     first = cache.snapshot([a, b], entry)
-    assert listed(first) == [entry(a), entry(b)]
+    assert listed(first) == [entry(a).to_wire(), entry(b).to_wire()]
     assert cache.snapshot([a, b], entry) is first  # nothing moved: nothing re-encoded
     a.heartbeat(1.0, 3)  # the agent's API version is part of the entry
     second = cache.snapshot([a, b], entry)
-    assert second.digest != first.digest and listed(second)[0]["agent"] == 3
+    assert second.digest != first.digest and listed(second)[0]["agent"]["apiVersion"] == 3
     assert cache.snapshot([a], entry).digest not in (first.digest, second.digest)
     assert cache.snapshot([a, b], entry).digest == second.digest  # same content, same digest
 
 
 def test_the_reply_keeps_the_old_shape_unless_asked_with_a_digest() -> None:
     snapshot = StatsCache().snapshot([vm("a")], entry)
-    assert stats_reply(snapshot, {}) is snapshot.entries
-    assert stats_reply(snapshot, {"digest": ""}) == {
+    assert stats_reply(snapshot, asked_digest({})) is snapshot.entries
+    assert stats_reply(snapshot, asked_digest({"digest": ""})) == {
         "digest": snapshot.digest,
         "vms": snapshot.entries,
     }
-    assert stats_reply(snapshot, {"digest": snapshot.digest}) == {"digest": snapshot.digest}
-    assert stats_reply(snapshot, {"digest": 5}) is snapshot.entries
+    assert stats_reply(snapshot, snapshot.digest) == {"digest": snapshot.digest}
+    assert stats_reply(snapshot, asked_digest({"digest": 5})) is snapshot.entries
 
 
 async def test_a_host_answers_an_unchanged_digest_with_the_digest_alone(short_dir: Path) -> None:

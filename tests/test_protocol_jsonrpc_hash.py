@@ -22,7 +22,7 @@ from diskname.protocol.hashing import vm_hash
         rpc.Notification("|virt|VM_status|x", {"vmId": "x", "hash": "h"}),
         rpc.Response(7, [1, 2]),
         rpc.Response(7, None),
-        rpc.ErrorResponse(3, rpc.UNKNOWN_VM, "unknown VM", {"vmId": "x"}),
+        rpc.ErrorResponse(3, -32001, "unknown VM", {"vmId": "x"}),
         rpc.ErrorResponse(None, rpc.PARSE_ERROR, "parse error"),
     ],
 )

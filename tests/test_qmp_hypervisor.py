@@ -20,7 +20,7 @@ from diskname.host.devices import Device
 from diskname.host.hypervisors.qemu import bus_is_empty, qdev_id, qmp_path, root_ports
 from diskname.host.qmp_client import QmpClient
 from diskname.host.service import HostConfig, HostService
-from diskname.protocol import jsonrpc
+from diskname.protocol.host_wire import Code
 from diskname.streams import JsonRpcClient, RpcError
 
 from .conftest import started, wait_until
@@ -136,7 +136,7 @@ async def test_qemus_refusal_is_a_json_rpc_error_and_changes_nothing(rig: Rig) -
     (before,) = await rig.rpc.call("Host.getAllVmStats")
     with pytest.raises(RpcError) as info:
         await rig.plug("sata")  # q35's AHCI bus cannot hot-plug
-    assert info.value.code == jsonrpc.HYPERVISOR_ERROR
+    assert info.value.code == Code.HYPERVISOR_ERROR
     assert "hotplug" in info.value.message.lower()
     (after,) = await rig.rpc.call("Host.getAllVmStats")
     assert after["hash"] == before["hash"]
@@ -153,7 +153,7 @@ async def test_a_vm_whose_qemu_is_not_running_answers_a_hypervisor_error(rig: Ri
             "VM.hotplugDisk",
             {"vmId": other, "drive": {"diskId": str(uuid.uuid4()), "iface": "virtio"}},
         )
-    assert info.value.code == jsonrpc.HYPERVISOR_ERROR
+    assert info.value.code == Code.HYPERVISOR_ERROR
     assert "cannot reach QEMU" in info.value.message
     (full,) = await rig.rpc.call("Host.getVMFullList", {"vmList": [other]})
     assert full["devices"] == []

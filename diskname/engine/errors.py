@@ -52,20 +52,43 @@ class HostNotConnected(Conflict):
 class HostRefused(EngineError):
     """The host (or its hypervisor) refused the call; the message is the host's own.
 
-    ``code`` is the JSON-RPC error code, for callers that treat some refusals
-    (an unknown device on unplug) as success. A refusal about the state of
-    things (a conflict, a VM or disk the host does not know) is a 409; the
-    hypervisor failing to do its job is the upstream's fault, a 502.
+    ``code`` is the JSON-RPC error code. Each refusal the engine tells apart is a
+    subclass, raised where the reply is read (:mod:`.hosts.refusals` maps each code
+    to its class, once). A refusal about the state of things is a 409; the
+    hypervisor failing to do its job, or a code the engine does not know, a 502.
     """
+
+    status = 502
 
     def __init__(self, message: str, code: int = 0) -> None:
         super().__init__(message)
         self.code = code
-        self.status = 409 if code in _STATE_CODES else 502
 
 
-# JSON-RPC codes (diskname.protocol.jsonrpc) that describe the state of things.
-_STATE_CODES = frozenset({-32001, -32002, -32005})
+class VmNotOnHost(HostRefused):
+    """The host does not know the VM (``UNKNOWN_VM``)."""
+
+    status = 409
+
+
+class DeviceNotOnVm(HostRefused):
+    """The VM has no such disk (``UNKNOWN_DEVICE``)."""
+
+    status = 409
+
+
+class HostConflict(HostRefused):
+    """The VM's state on the host forbids it, e.g. no free address (``CONFLICT``)."""
+
+    status = 409
+
+
+class HypervisorFailed(HostRefused):
+    """The hypervisor refused or failed (``HYPERVISOR_ERROR``)."""
+
+
+class HostUnauthorized(HostRefused):
+    """The host wants credentials the engine did not give (``UNAUTHORIZED``)."""
 
 
 class Unprocessable(EngineError):

@@ -13,7 +13,9 @@ from typing import Any, Protocol
 import orjson
 
 from .. import __version__
+from ..protocol import host_wire as wire
 from ..protocol import jsonrpc
+from ..protocol.host_wire import Code
 from ..protocol.limits import MAX_DEVICES_PER_VM, MAX_RPC_FRAME, RPC_ENVELOPE
 from .devices import MAX_TEXT, Device, InvalidDevice, NoFreeAddress, UnknownDevice
 from .hypervisors.base import HypervisorError
@@ -21,9 +23,6 @@ from .registry import Registry, UnknownVm
 from .rpc import Handler, MethodError
 from .stats import StatsCache, stats_reply
 from .vm import Vm
-
-# A VM whose description alone breaks the frame cap (SPEC §12).
-VM_TOO_LARGE = -32006
 
 
 class Lifecycle(Protocol):
@@ -69,24 +68,17 @@ def _drive(raw: Any) -> dict[str, Any]:
     return raw
 
 
-def vm_stats(owner: Lifecycle, vm: Vm) -> dict[str, Any]:
-    return {
-        "vmId": vm.id,
-        "status": vm.state.status,
-        "hash": vm.hash,
-        "agent": {"status": owner.agent_status(vm), "apiVersion": vm.api_version},
-    }
+def vm_stats(owner: Lifecycle, vm: Vm) -> wire.StatsEntry:
+    agent = wire.AgentInfo(owner.agent_status(vm), vm.api_version)
+    return wire.StatsEntry(vm.id, vm.state.status, vm.hash, agent)
 
 
-def vm_full(vm: Vm) -> dict[str, Any]:
-    return {
-        "vmId": vm.id,
-        "name": vm.name,
-        "status": vm.state.status,
-        "hash": vm.hash,
-        "devices": vm.state.devices_json(),
-        "guestDiskMapping": vm.mapping,
-    }
+def vm_full(vm: Vm) -> wire.FullVm:
+    devices = tuple(
+        wire.DiskDevice(d.device_id, d.disk_id, d.serial, d.iface, d.address, d.plugged)
+        for d in vm.state.devices
+    )
+    return wire.FullVm(vm.id, vm.name, vm.state.status, vm.hash, devices, vm.mapping)
 
 
 def full_list(vms: Iterable[Vm], budget: int = MAX_RPC_FRAME - RPC_ENVELOPE) -> list[Any]:
@@ -99,25 +91,27 @@ def full_list(vms: Iterable[Vm], budget: int = MAX_RPC_FRAME - RPC_ENVELOPE) -> 
     out: list[Any] = []
     used = 2
     for vm in vms:
-        blob = orjson.dumps(vm_full(vm))
-        if len(blob) > budget - 2:
-            entry: Any = {
-                "vmId": vm.id,
-                "error": {
-                    "code": VM_TOO_LARGE,
-                    "message": f"the VM's description is {len(blob)} bytes, over the "
-                    f"{budget}-byte reply budget",
-                },
-            }
-            blob = orjson.dumps(entry)
-        elif used + len(blob) + 1 > budget:
-            entry = {"vmId": vm.id, "deferred": True}
-            blob = orjson.dumps(entry)
+        try:
+            blob = orjson.dumps(vm_full(vm).to_wire())
+        except wire.BadHostMessage as exc:  # a text over its cap: this VM alone
+            blob, entry = _too_large(vm, f"the VM's description breaks a limit: {exc}")
         else:
-            entry = orjson.Fragment(blob)
+            if len(blob) > budget - 2:
+                message = f"the VM's description is {len(blob)} bytes, over the {budget}-byte"
+                blob, entry = _too_large(vm, message + " reply budget")
+            elif used + len(blob) + 1 > budget:
+                entry = wire.Deferred(vm.id).to_wire()
+                blob = orjson.dumps(entry)
+            else:
+                entry = orjson.Fragment(blob)
         used += len(blob) + 1
         out.append(entry)
     return out
+
+
+def _too_large(vm: Vm, message: str) -> tuple[bytes, Any]:
+    entry = wire.VmError(vm.id, Code.VM_TOO_LARGE, message).to_wire()
+    return orjson.dumps(entry), entry
 
 
 class HostApi:
@@ -155,14 +149,13 @@ class HostApi:
         """The list; with ``{"digest"}`` an object that leaves it out if unchanged (SPEC §5)."""
         owner = self._owner
         snapshot = self._stats.snapshot(owner.registry, lambda vm: vm_stats(owner, vm))
-        return stats_reply(snapshot, params)
+        return stats_reply(snapshot, wire.asked_digest(params))
 
     async def get_vm_full_list(self, params: dict[str, Any]) -> list[dict[str, Any]]:
-        wanted = params.get("vmList")
-        if wanted is not None and not (
-            isinstance(wanted, list) and all(isinstance(v, str) for v in wanted)
-        ):
-            raise _invalid("vmList must be a list of VM ids")
+        try:
+            wanted = wire.asked_vms(params)
+        except wire.BadHostMessage as exc:
+            raise _invalid(str(exc)) from None
         vms = self._owner.registry
         chosen = list(vms) if wanted is None else [v for i in wanted if (v := vms.find(i))]
         return full_list(chosen)
@@ -173,7 +166,8 @@ class HostApi:
 
     async def get_vm_stats(self, params: dict[str, Any]) -> dict[str, Any]:
         vm = self._owner.registry.get(uuid_param(params, "vmId"))
-        return {**vm_stats(self._owner, vm), "name": vm.name, "rejected": dict(vm.rejected)}
+        entry = vm_stats(self._owner, vm).to_wire()
+        return {**entry, "name": vm.name, "rejected": dict(vm.rejected)}
 
     async def create(self, params: dict[str, Any]) -> dict[str, Any]:
         vm_id = uuid_param(params, "vmId")
@@ -184,7 +178,7 @@ class HostApi:
         if len(devices) > MAX_DEVICES_PER_VM:
             raise _invalid(f"a VM has at most {MAX_DEVICES_PER_VM} disks")
         vm = await self._owner.create_vm(vm_id, name, [_drive(d) for d in devices])
-        return vm_full(vm)
+        return vm_full(vm).to_wire()
 
     async def destroy(self, params: dict[str, Any]) -> bool:
         await self._owner.destroy_vm(uuid_param(params, "vmId"))
@@ -213,14 +207,14 @@ def _translated(fn: Handler) -> Handler:
         try:
             return await fn(params)
         except UnknownVm as exc:
-            raise MethodError(jsonrpc.UNKNOWN_VM, f"unknown VM {exc.args[0]}") from None
+            raise MethodError(Code.UNKNOWN_VM, f"unknown VM {exc.args[0]}") from None
         except UnknownDevice as exc:
-            raise MethodError(jsonrpc.UNKNOWN_DEVICE, f"unknown disk {exc.args[0]}") from None
+            raise MethodError(Code.UNKNOWN_DEVICE, f"unknown disk {exc.args[0]}") from None
         except InvalidDevice as exc:
             raise _invalid(str(exc)) from None
         except NoFreeAddress as exc:
-            raise MethodError(jsonrpc.CONFLICT, str(exc)) from None
+            raise MethodError(Code.CONFLICT, str(exc)) from None
         except HypervisorError as exc:
-            raise MethodError(jsonrpc.HYPERVISOR_ERROR, str(exc)) from None
+            raise MethodError(Code.HYPERVISOR_ERROR, str(exc)) from None
 
     return call

@@ -27,6 +27,7 @@ from typing import Any
 
 from ..config import ConfigError
 from ..protocol import jsonrpc
+from ..protocol.host_wire import Code
 from ..protocol.lines import MAX_LINE, LineDecoder, Oversized
 from ..streams import read_lines
 from .serving import Connections
@@ -165,7 +166,7 @@ class RpcServer:
         given = request.params.get("token") if isinstance(request.params, dict) else None
         if self._token is not None:
             if not isinstance(given, str) or not hmac.compare_digest(given.encode(), self._token):
-                return jsonrpc.ErrorResponse(request.id, jsonrpc.UNAUTHORIZED, "wrong token")
+                return jsonrpc.ErrorResponse(request.id, Code.UNAUTHORIZED, "wrong token")
             self._authenticated.add(writer)
         return jsonrpc.Response(request.id, True)
 
@@ -187,7 +188,7 @@ class RpcServer:
             return self._authenticate(frame, writer)
         if not self._may_talk(writer):
             return jsonrpc.ErrorResponse(
-                frame.id, jsonrpc.UNAUTHORIZED, f"call {AUTHENTICATE} with the token first"
+                frame.id, Code.UNAUTHORIZED, f"call {AUTHENTICATE} with the token first"
             )
         return frame  # notifications and responses from a client need no answer
 

@@ -29,7 +29,7 @@ from ..binding import ensure_free, translated
 from ..config import ConfigError, hidden, setting
 from ..damping import Damper
 from ..netaddr import is_loopback
-from ..protocol import jsonrpc
+from ..protocol.host_wire import vm_status_event
 from ..protocol.limits import MAX_DEVICES_PER_VM
 from .api import HostApi
 from .channels import AgentChannel, channel_path
@@ -367,7 +367,7 @@ class HostService:
     def _hash_changed(self, vm: Vm) -> None:
         loop = asyncio.get_running_loop()
         if self.damper.offer(vm.id, vm.hash, loop.time()):
-            self.rpc.notify(jsonrpc.vm_status_event(vm.id, vm.hash))
+            self.rpc.notify(vm_status_event(vm.id, vm.hash))
         else:
             self._arm_damper(loop)
 
@@ -382,7 +382,7 @@ class HostService:
         loop = asyncio.get_running_loop()
         for vm_id, vm_hash in self.damper.due(loop.time()):
             if self.registry.find(vm_id) is not None:
-                self.rpc.notify(jsonrpc.vm_status_event(vm_id, vm_hash))
+                self.rpc.notify(vm_status_event(vm_id, vm_hash))
         self._arm_damper(loop)
 
 

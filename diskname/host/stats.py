@@ -17,9 +17,10 @@ from typing import Any
 
 import orjson
 
+from ..protocol.host_wire import StatsEntry, stats_reply_wire
 from .vm import Vm
 
-Entry = Callable[[Vm], dict[str, Any]]
+Entry = Callable[[Vm], StatsEntry]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,12 +43,12 @@ class StatsCache:
     """The host's stats, re-encoded only for the VMs whose entry changed."""
 
     def __init__(self) -> None:
-        self._entries: dict[str, tuple[dict[str, Any], bytes]] = {}
+        self._entries: dict[str, tuple[StatsEntry, bytes]] = {}
         self._snapshot = Snapshot(_digest([]), orjson.Fragment(b"[]"))
 
     def snapshot(self, vms: Iterable[Vm], entry: Entry) -> Snapshot:
         """The stats of ``vms`` (each one's ``entry``) now; the same object if nothing moved."""
-        entries: dict[str, tuple[dict[str, Any], bytes]] = {}
+        entries: dict[str, tuple[StatsEntry, bytes]] = {}
         changed = False
         for vm in vms:
             fresh = entry(vm)
@@ -55,7 +56,7 @@ class StatsCache:
             if old is not None and old[0] == fresh:
                 entries[vm.id] = old
             else:
-                entries[vm.id] = (fresh, orjson.dumps(fresh))
+                entries[vm.id] = (fresh, orjson.dumps(fresh.to_wire()))
                 changed = True
         if changed or entries.keys() != self._entries.keys():
             blobs = [blob for _, blob in entries.values()]
@@ -65,16 +66,13 @@ class StatsCache:
         return self._snapshot
 
 
-def stats_reply(snapshot: Snapshot, params: dict[str, Any]) -> Any:
-    """What ``Host.getAllVmStats`` answers for ``params``.
+def stats_reply(snapshot: Snapshot, held: str | None) -> Any:
+    """What ``Host.getAllVmStats`` answers a caller holding digest ``held``.
 
-    Without ``digest``: the list, as always (old engines). With it: an object
-    with the current ``digest``, and the list under ``vms`` unless the caller's
-    digest is still the current one.
+    None (no digest asked with): the list, as always (old engines). A digest:
+    an object with the current digest, and the list under ``vms`` unless
+    ``held`` is still the current one.
     """
-    held = params.get("digest")
-    if not isinstance(held, str):
+    if held is None:
         return snapshot.entries
-    if held == snapshot.digest:
-        return {"digest": snapshot.digest}
-    return {"digest": snapshot.digest, "vms": snapshot.entries}
+    return stats_reply_wire(snapshot.digest, None if held == snapshot.digest else snapshot.entries)

@@ -18,12 +18,7 @@ INVALID_REQUEST = -32600
 METHOD_NOT_FOUND = -32601
 INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
-# Application errors (the -32000..-32099 range is reserved for servers).
-UNKNOWN_VM = -32001
-UNKNOWN_DEVICE = -32002
-HYPERVISOR_ERROR = -32003
-UNAUTHORIZED = -32004
-CONFLICT = -32005
+# The application's own codes (-32000..-32099) are host_wire.Code.
 
 RequestId = Union[int, str]
 Params = Union[dict[str, Any], list[Any], None]
@@ -154,8 +149,3 @@ def frame_to_object(frame: Frame) -> dict[str, Any]:
 def encode_frame(frame: Frame) -> bytes:
     """One line of bytes, newline included."""
     return jsonlib.dumps(frame_to_object(frame)) + b"\n"
-
-
-def vm_status_event(vm_id: str, vm_hash: str) -> Notification:
-    """The notification a host sends whenever a VM's hash changes (SPEC §5)."""
-    return Notification(method=f"|virt|VM_status|{vm_id}", params={"vmId": vm_id, "hash": vm_hash})

@@ -15,18 +15,18 @@ direct LUN and ``PUT active=true`` keep the one-at-a-time path.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from ...protocol import jsonrpc
 from ..core.matching import disk_serial
 from ..core.models import DISK_NAME_MAX, Attachment, DiskSpec, NameChange, VmRow, canonical_uuid
 from ..db.batching import Coalescer
 from ..db.plugs import Claim, Outcome
 from ..db.store import Store
-from ..errors import HostNotConnected, HostRefused, NotFound, Unprocessable
+from ..errors import DeviceNotOnVm, HostNotConnected, NotFound, Unprocessable, VmNotOnHost
 from ..events import EventHub
 from ..hosts.fleet import Monitors
 from ..hosts.monitor import HostMonitor
@@ -133,11 +133,8 @@ class Actions:
         vm = await self.vm(vm_id)
         monitor = self._monitor(vm.host_id)
         async with monitor.vm_action(vm_id):
-            try:
+            with contextlib.suppress(VmNotOnHost):  # gone already: as destroyed as it gets
                 await self._call(monitor, "VM.destroy", {"vmId": vm_id})
-            except HostRefused as exc:
-                if exc.code != jsonrpc.UNKNOWN_VM:
-                    raise
             await self._store.delete_vm(vm_id)
 
     # -- disks ---------------------------------------------------------------
@@ -276,9 +273,6 @@ class Actions:
         params: dict[str, Any] = {"vmId": att.vm_id, "diskId": att.disk_id}
         if discard:  # detached for good: the host may remove the disk's image
             params["discard"] = True
-        try:
+        # A host that no longer has the device: it is as unplugged as it gets.
+        with contextlib.suppress(DeviceNotOnVm):
             await self._call(monitor, "VM.hotunplugDisk", params)
-        except HostRefused as exc:
-            # The host no longer has the device: it is as unplugged as it gets.
-            if exc.code != jsonrpc.UNKNOWN_DEVICE:
-                raise

@@ -8,8 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import orjson
-
+from ...protocol.host_wire import FullVm
 from .matching import VmDisk, disk_serial
 
 
@@ -183,10 +182,6 @@ class VmReport:
     mapping: Mapping[str, Any] = field(default_factory=dict)
 
 
-class BadReport(ValueError):
-    """The host sent a VM description we cannot use."""
-
-
 def canonical_uuid(value: Any) -> str:
     """Lower-case canonical text of a UUID, or :class:`ValueError`."""
     if not isinstance(value, str):
@@ -194,53 +189,17 @@ def canonical_uuid(value: Any) -> str:
     return str(uuid.UUID(value))
 
 
-def _address_text(raw: Any) -> str | None:
-    if raw is None or raw == "":
-        return None
-    if isinstance(raw, str):
-        return raw
-    return orjson.dumps(raw, option=orjson.OPT_SORT_KEYS).decode()
-
-
-def parse_device(raw: Any) -> HostDevice | None:
-    """A disk device from host JSON; None for other device types."""
-    if not isinstance(raw, Mapping) or raw.get("type", "disk") != "disk":
-        return None
-    try:
-        disk_id = canonical_uuid(raw.get("diskId"))
-        device_id = canonical_uuid(raw.get("deviceId"))
-    except ValueError as exc:
-        raise BadReport(str(exc)) from None
-    serial = raw.get("serial")
-    return HostDevice(
-        disk_id=disk_id,
-        device_id=device_id,
-        serial=serial if isinstance(serial, str) else disk_serial(disk_id),
-        iface=str(raw.get("iface") or "virtio"),
-        address=_address_text(raw.get("address")),
-        plugged=raw.get("plugged", True) is not False,
+def report_from_wire(vm: FullVm) -> VmReport:
+    """The engine's value for one VM of ``Host.getVMFullList``."""
+    devices = tuple(
+        HostDevice(
+            disk_id=d.disk_id,
+            device_id=d.device_id,
+            serial=d.serial if d.serial is not None else disk_serial(d.disk_id),
+            iface=d.iface,
+            address=d.address or None,
+            plugged=d.plugged,
+        )
+        for d in vm.devices
     )
-
-
-def parse_report(raw: Any) -> VmReport:
-    """One VM of ``Host.getVMFullList``, or :class:`BadReport`."""
-    if not isinstance(raw, Mapping):
-        raise BadReport("a VM must be an object")
-    try:
-        vm_id = canonical_uuid(raw.get("vmId"))
-    except ValueError as exc:
-        raise BadReport(str(exc)) from None
-    devices = raw.get("devices") or []
-    mapping = raw.get("guestDiskMapping") or {}
-    if not isinstance(devices, list) or not isinstance(mapping, Mapping):
-        raise BadReport("devices must be a list and guestDiskMapping an object")
-    parsed = [d for d in (parse_device(r) for r in devices) if d is not None]
-    vm_hash, name = raw.get("hash"), raw.get("name")
-    return VmReport(
-        vm_id=vm_id,
-        status=str(raw.get("status") or "unknown"),
-        hash=vm_hash if isinstance(vm_hash, str) else None,
-        name=name if isinstance(name, str) else None,
-        devices=tuple(parsed),
-        mapping=mapping,
-    )
+    return VmReport(vm.vm_id, vm.status, vm.hash, vm.name, devices, vm.mapping)

@@ -21,9 +21,10 @@ from pathlib import Path
 
 from ...config import ConfigError
 from ...netaddr import is_loopback
-from ...protocol import jsonrpc
 from ...streams import JsonRpcClient, NotificationHandler, RpcClientError, RpcError
 from ..core.models import HostRow
+from ..errors import HostUnauthorized
+from .refusals import refusal
 
 CA_FILE, CERT_FILE, KEY_FILE = "ca.pem", "engine.pem", "engine.key"
 CONNECT_TIMEOUT = 5.0
@@ -103,7 +104,7 @@ class HostConnector:
         try:
             await client.call(method, params, timeout=AUTH_TIMEOUT)
         except RpcError as exc:
-            if exc.code != jsonrpc.UNAUTHORIZED:
+            if not isinstance(refusal(host.name, method, exc), HostUnauthorized):
                 raise HostUntrusted(f"{method} failed: {exc.message}") from exc
             if host.token is None:
                 raise HostUntrusted("the host wants a token (register it with one)") from exc

@@ -92,7 +92,7 @@ class Monitors:
         """Every VM of these hosts is fetched and stored again, by whichever engine owns it."""
         for host_id in host_ids:
             monitor = self._by_host.get(host_id)
-            if monitor is not None and monitor.owned.is_set():
+            if monitor is not None and monitor.owned:
                 monitor.invalidate_all()
             else:
                 await self._leases.announce_action(HOST_PREFIX + host_id)

@@ -25,6 +25,7 @@ from typing import Any
 import asyncpg
 
 from ...logctx import log_context
+from ...protocol import host_wire as wire
 from ...protocol import jsonrpc
 from ...streams import (
     CallTimeout,
@@ -36,14 +37,15 @@ from ...streams import (
 )
 from ..config import EngineConfig
 from ..core.matching import MatchResult, match_names
-from ..core.models import HostRow, NameChange, VmReport, canonical_uuid
+from ..core.models import HostRow, NameChange, VmReport
 from ..core.sync import Batch, HostSync
 from ..db.reports import Fence, LeaseLost
 from ..db.store import UNAVAILABLE, Store
-from ..errors import HostCallFailed, HostNotConnected, HostRefused, HostTimeout, Invalid
+from ..errors import HostNotConnected
 from ..events import EventHub
 from ..metrics import Metrics
 from .connect import HostConnector, HostUntrusted
+from .refusals import host_errors
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +56,6 @@ MAX_UNTRUSTED_BACKOFF = 30.0
 FIRST_CONNECT_WAIT = 5.0
 MAX_BATCH = 500  # VMs stored per transaction
 POLL_TIMEOUTS_BEFORE_RECONNECT = 3
-VM_STATUS_PREFIX = "|virt|VM_status|"
 
 FenceSource = Callable[[str], Fence | None]
 
@@ -78,10 +79,10 @@ class HostMonitor:
         self._announce = announce
         self._connector = connector or HostConnector()
         self._fence = fence
+        # Whether this engine owns the host (diskname.engine.hosts.leases) is the sync
+        # state's to say: only the owner polls, fetches and stores; any engine may call.
         self.sync = HostSync(hash_gate=config.hash_gate, events=config.events)
-        # Set while this engine owns the host (diskname.engine.hosts.leases): only the
-        # owner polls, fetches and stores; any engine may call the host.
-        self.owned = asyncio.Event()
+        self._ownership_moved = asyncio.Event()  # a wake-up, not a state
         self._client: JsonRpcClient | None = None
         self._wake = asyncio.Event()
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
@@ -130,17 +131,24 @@ class HostMonitor:
             self.connected.clear()
             await client.close()
 
+    @property
+    def owned(self) -> bool:
+        return self.sync.owned
+
     def grant(self) -> None:
         """This engine now owns the host: reload what the database knows, then poll."""
-        if self.owned.is_set():
-            return  # every balancing round grants again: nothing new to do
-        self.sync.grant()
-        self.owned.set()
-        self._wake.set()
+        if self.sync.grant():  # (every balancing round grants again)
+            self._ownership_moved.set()
+            self._wake.set()
 
     def revoke(self) -> None:
         self.sync.revoke()
-        self.owned.clear()
+        self._ownership_moved.set()
+
+    async def _until_owned(self) -> None:
+        while not self.sync.owned:
+            self._ownership_moved.clear()
+            await self._ownership_moved.wait()
 
     def invalidate(self, vm_id: str) -> None:
         """Another engine acted on this VM: fetch it whatever its hash says."""
@@ -153,7 +161,7 @@ class HostMonitor:
         self._wake.set()
 
     async def _serve(self, client: JsonRpcClient) -> None:
-        self.sync.stale = True
+        self.sync.mark_stale()
         self._client = client
         await self._set_status("up")
         self.connected.set()
@@ -181,7 +189,7 @@ class HostMonitor:
                 raise exc
 
     async def _set_status(self, status: str, reason: str | None = None) -> None:
-        if not self.owned.is_set():
+        if not self.owned:
             return
         try:
             await self._store.set_host_status(self.host.id, status, reason)
@@ -193,11 +201,11 @@ class HostMonitor:
     async def _poll_loop(self, client: JsonRpcClient) -> None:
         timeouts = 0
         while True:
-            if not self.owned.is_set():
-                await self.owned.wait()
+            if not self.owned:
+                await self._until_owned()
                 await self._set_status("up")
             try:
-                if self.sync.stale:
+                if self.sync.needs_load:
                     self.sync.load(await self._store.vm_states(self.host.id))
                 await self._poll_once(client)
                 timeouts = 0
@@ -209,7 +217,7 @@ class HostMonitor:
             except UNAVAILABLE as exc:
                 # Keep the host connection; reload what the database knows once it is back.
                 log.warning("database unavailable while polling %s: %s", self.host.name, exc)
-                self.sync.stale = True
+                self.sync.mark_stale()
             await asyncio.sleep(self._config.refresh_interval)
 
     async def _poll_once(self, client: JsonRpcClient) -> None:
@@ -223,7 +231,12 @@ class HostMonitor:
         self._metrics.polls += 1
         self._metrics.hosts_polled.add(self.host.id)
         unchanged = self.sync.counters["stats_unchanged"]
-        changes = self.sync.on_stats(stats)
+        try:
+            reply: wire.StatsReply | wire.BadHostMessage = wire.parse_stats_reply(stats)
+        except wire.BadHostMessage as exc:
+            log.warning("Host.getAllVmStats of %s: %s", self.host.name, exc)
+            reply = exc
+        changes = self.sync.on_stats(reply)
         self._metrics.polls_unchanged += self.sync.counters["stats_unchanged"] - unchanged
         for vm_id, status in changes:
             await self._store.set_vm_status(vm_id, status)
@@ -231,16 +244,13 @@ class HostMonitor:
             self._wake.set()
 
     def _on_notification(self, note: jsonrpc.Notification) -> None:
-        if not note.method.startswith(VM_STATUS_PREFIX):
-            return
         try:
-            vm_id = canonical_uuid(note.method[len(VM_STATUS_PREFIX) :])
-        except ValueError:
+            status = wire.parse_notification(note)
+        except wire.BadHostMessage:
             return
-        params = note.params if isinstance(note.params, dict) else {}
-        vm_hash = params.get("hash")
-        self.sync.on_notification(vm_id, vm_hash if isinstance(vm_hash, str) else None)
-        self._wake.set()
+        if status is not None:
+            self.sync.on_notification(status.vm_id, status.hash)
+            self._wake.set()
 
     # -- fetching ------------------------------------------------------------
 
@@ -261,7 +271,7 @@ class HostMonitor:
 
     async def _fetch(self, client: JsonRpcClient, batch: Batch) -> None:
         self._metrics.full_list_calls += 1
-        params = {"vmList": list(batch.vm_ids)}
+        params = wire.full_list_params(batch.vm_ids)
         try:
             result = await client.call(
                 "Host.getVMFullList", params, timeout=self._config.fetch_timeout
@@ -272,7 +282,12 @@ class HostMonitor:
                 raise
             log.warning("Host.getVMFullList failed on %s: %s", self.host.name, exc)
             return
-        reply = self.sync.on_reply(batch, result)
+        try:
+            entries = wire.parse_full_list(result)
+        except wire.BadHostMessage as exc:
+            log.warning("Host.getVMFullList of %s: %s", self.host.name, exc)
+            entries = ()  # as if every VM asked were gone
+        reply = self.sync.on_reply(batch, entries)
         self._metrics.reports_dropped.update(reply.dropped)
         ordered = sorted(reply.reports, key=lambda r: r.vm_id)
         for start in range(0, len(ordered), MAX_BATCH):
@@ -294,7 +309,7 @@ class HostMonitor:
                 match = match_names([d.as_vm_disk() for d in report.devices], report.mapping)
                 self._metrics.rejected.update(match.rejected)
                 items.append((report, match))
-            if self.owned.is_set():  # no longer ours to store otherwise
+            if self.owned:  # no longer ours to store otherwise
                 changes = await self._store_items(items)
         for change in changes:
             self._hub.publish(change.to_json())
@@ -347,13 +362,13 @@ class HostMonitor:
         finally:
             self.sync.end_action(vm_id, asyncio.get_running_loop().time(), settle=plug)
             self._wake.set()
-            if not self.owned.is_set() and self._announce is not None:
+            if not self.owned and self._announce is not None:
                 await self._announce(vm_id)  # the owning engine must fetch it
 
     async def call(self, method: str, params: jsonrpc.Params = None) -> Any:
         """Call the host over the monitor's connection, for an action of the engine's.
 
-        The client's errors become the engine's own, once, here.
+        The client's errors become the engine's own, once (:mod:`.refusals`).
         """
         if self._client is None and not self._first_attempt.is_set():
             with contextlib.suppress(TimeoutError):
@@ -363,16 +378,8 @@ class HostMonitor:
         name = self.host.name
         if client is None:
             raise HostNotConnected(f"host {name} is not connected")
-        try:
+        with host_errors(name, method):
             return await client.call(method, params, timeout=self._config.action_timeout)
-        except RpcError as exc:
-            if exc.code == jsonrpc.INVALID_PARAMS:
-                raise Invalid(f"host {name} refused {method}: {exc.message}") from exc
-            raise HostRefused(f"host {name} refused {method}: {exc.message}", exc.code) from exc
-        except CallTimeout as exc:
-            raise HostTimeout(f"host {name}: {exc}") from exc
-        except (ConnectionLost, FrameTooLarge) as exc:
-            raise HostCallFailed(f"host {name}: {method} failed: {exc}") from exc
 
 
 async def _until_closed(client: JsonRpcClient) -> None:

@@ -27,6 +27,7 @@ from typing import Any
 
 from ..binding import ensure_free, translated
 from ..config import ConfigError
+from ..connguard import GuardLimits
 from ..damping import Damper
 from ..netaddr import is_loopback
 from ..protocol import jsonrpc
@@ -87,6 +88,12 @@ class HostConfig:
     # Off: no agent (nor qemu-ga) channel per VM; the hypervisor reports the
     # guests' mappings itself (Inventory.guest_mapping), as the bench's light guests.
     agent_channels: bool = True
+    # JSON-RPC connections (SPEC §19): caps in all and per peer address; seconds
+    # to the first frame (TLS handshake included), and of silence before closing.
+    max_connections: int = 16384
+    max_connections_per_address: int = 256
+    head_timeout: float = 10.0
+    idle_timeout: float = 60.0
 
 
 LIBVIRT_MISSING = (
@@ -113,6 +120,15 @@ def check_listen(config: HostConfig) -> None:
             f"refusing to serve JSON-RPC on {where} to any client: give --tls-ca (the engine "
             "CA, so only the engine's certificate gets in) or --rpc-token"
         )
+
+
+def rpc_limits(config: HostConfig) -> GuardLimits:
+    return GuardLimits(
+        config.max_connections,
+        config.max_connections_per_address,
+        config.head_timeout,
+        config.idle_timeout,
+    )
 
 
 def make_hypervisor(config: HostConfig) -> Hypervisor:
@@ -174,6 +190,7 @@ class HostService:
             HostApi(self).methods(),
             ssl_context=server_ssl_context(config.tls_cert, config.tls_key, config.tls_ca),
             token=config.rpc_token,
+            limits=rpc_limits(config),
         )
         self.damper = Damper(config.notify_rate, config.notify_burst)
         self._damper_timer: asyncio.TimerHandle | None = None

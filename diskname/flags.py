@@ -140,11 +140,34 @@ def _add_host(p: argparse.ArgumentParser) -> None:
         default=S,
         help="sim hypervisor: seconds a guest holds a disk before releasing it (default: 0)",
     )
+    _add_connection_limits(p, "JSON-RPC")
     p.add_argument(
         "--insecure-plaintext",
         action="store_true",
         default=S,
         help="allow plain TCP on an address that is not loopback",
+    )
+
+
+def _add_connection_limits(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--max-connections", default=S, help=f"{what} connections at once (default: 16384)"
+    )
+    p.add_argument(
+        "--max-connections-per-address",
+        default=S,
+        help=f"{what} connections at once from one address (default: 256)",
+    )
+    p.add_argument(
+        "--head-timeout",
+        default=S,
+        help="seconds a new connection has to send its request, TLS handshake included"
+        " (default: 10)",
+    )
+    p.add_argument(
+        "--idle-timeout",
+        default=S,
+        help="seconds an idle connection is kept before closing (default: 60)",
     )
 
 
@@ -186,6 +209,7 @@ def _add_engine(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--session-lifetime", default=S, help="seconds a sign-in token lives (default: 3600)"
     )
+    _add_connection_limits(p, "HTTP")
     p.add_argument(
         "--insecure-no-auth",
         action="store_true",

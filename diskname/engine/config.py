@@ -51,3 +51,10 @@ class EngineConfig:
     session_lifetime: float = 3600.0
     # Seconds of silence after which /api/events sends a comment (keeps proxies from cutting it).
     events_keepalive: float = 15.0
+    # HTTP connections (SPEC §19, diskname.connguard): caps in all and per peer
+    # address; seconds to the first request head (TLS handshake included); idle
+    # keep-alives closed after idle_timeout.
+    max_connections: int = 16384
+    max_connections_per_address: int = 256
+    head_timeout: float = 10.0
+    idle_timeout: float = 60.0

@@ -18,7 +18,9 @@ from .rules import EXHAUSTED, GuardLimits, HeadScanner, Ledger, Throttle, Verdic
 
 log = logging.getLogger(__name__)
 
-ACCEPT_BATCH = 128  # accepts per wake-up, so other callbacks still run in a flood
+# Accepts per wake-up: other callbacks still run in a flood, and the descriptors of
+# connections closed to make room (freed a loop turn or two later) stay within the reserve.
+ACCEPT_BATCH = 32
 EXHAUSTED_PAUSE = 1.0
 ProtocolFactory = Callable[[], asyncio.Protocol]
 

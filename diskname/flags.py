@@ -211,6 +211,11 @@ def _add_engine(p: argparse.ArgumentParser) -> None:
     )
     _add_connection_limits(p, "HTTP")
     p.add_argument(
+        "--max-event-streams-per-user",
+        default=S,
+        help="/api/events streams one user may hold open at once (default: 64)",
+    )
+    p.add_argument(
         "--insecure-no-auth",
         action="store_true",
         default=S,

@@ -53,8 +53,9 @@ class EngineConfig:
     events_keepalive: float = 15.0
     # HTTP connections (SPEC §19, diskname.connguard): caps in all and per peer
     # address; seconds to the first request head (TLS handshake included); idle
-    # keep-alives closed after idle_timeout.
+    # keep-alives closed after idle_timeout. Event streams one user may hold open.
     max_connections: int = 16384
     max_connections_per_address: int = 256
     head_timeout: float = 10.0
     idle_timeout: float = 60.0
+    max_event_streams_per_user: int = 64

@@ -289,3 +289,15 @@ async def test_out_of_descriptors_is_one_log_line_and_a_speaker_still_gets_in() 
     assert "'exhausted'" in out.decode(), (out, log)
     assert log.count("out of file descriptors") == 1, log
     assert "Traceback" not in log and "socket.accept()" not in log, log
+
+
+async def test_closing_the_server_drops_connections_still_in_their_handshake(pki: Path) -> None:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(pki / "host.crt", pki / "host.key")
+    async with echo_server(GuardLimits(head_timeout=30), context) as (server, port):
+        silent, _ = await dial(port)
+        await wait_until(lambda: server.connections == 1)
+        server.close()
+        await server.wait_closed()
+        assert await closed_by_server(silent, within=5)
+        assert server.connections == 0

@@ -110,7 +110,7 @@ class GuardedServer(asyncio.AbstractServer):
         )
         self._listeners: list[socket.socket] = []
         self._paused: asyncio.TimerHandle | None = None
-        self._opening: set[asyncio.Task[None]] = set()
+        self._opening: dict[asyncio.Task[None], _Conn] = {}
         self._throttle = Throttle()
         self._serving = False
 
@@ -153,8 +153,9 @@ class GuardedServer(asyncio.AbstractServer):
 
     def close(self) -> None:
         self._close_listeners()
-        for task in self._opening:
-            task.cancel()
+        for conn in list(self._opening.values()):
+            self.forget(conn)
+            conn.close()  # a socket not yet handed to asyncio is closed here
 
     async def wait_closed(self) -> None:
         if self._opening:
@@ -241,8 +242,11 @@ class GuardedServer(asyncio.AbstractServer):
         conn.timer = self.loop.call_later(self.limits.head_timeout, self._late, conn)
         task = self.loop.create_task(self._open(conn))
         conn.opening = task
-        self._opening.add(task)
-        task.add_done_callback(self._opening.discard)
+        self._opening[task] = conn
+        task.add_done_callback(self._opened)
+
+    def _opened(self, task: asyncio.Task[None]) -> None:
+        self._opening.pop(task, None)
 
     async def _open(self, conn: _Conn) -> None:
         conn.started = True

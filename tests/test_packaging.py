@@ -62,3 +62,16 @@ def test_the_units_run_secure_by_default(name: str, expected: set[str]) -> None:
     flags = _flags(build_parser().parse_args(argv[2:]))
     assert expected <= set(flags)
     assert all(str(flags[key]).startswith("/etc/diskname/pki") for key in expected)
+
+
+@pytest.mark.parametrize("name", ["diskname-engine.service", "diskname-host.service"])
+def test_the_servers_have_room_for_their_connections(name: str) -> None:
+    """SPEC §19: LimitNOFILE=65536, room for the default 16,384 connections and more."""
+    from diskname.connguard import GuardLimits, connection_budget
+
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.read(UNITS[0].parent / name)
+    limit = int(parser["Service"]["LimitNOFILE"])
+    assert limit == 65536
+    wanted = GuardLimits().max_connections
+    assert connection_budget(wanted, soft_limit=limit) == wanted

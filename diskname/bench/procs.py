@@ -117,6 +117,9 @@ async def start_engine(
         str(refresh),
         "--state-dir",
         str(state / f"engine-{tag}"),
+        # The burst's up to 1,000 requests at once all come from this one address.
+        "--max-connections-per-address",
+        "2048",
     ]
     if not events:
         args.append("--no-events")

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import hidden, password_hidden, setting
+from ..connguard.rules import HEAD_TIMEOUT, IDLE_TIMEOUT, MAX_CONNECTIONS, MAX_PER_ADDRESS
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,4 +71,18 @@ class EngineConfig:
         "seconds of silence after which /api/events sends a comment (keeps proxies from"
         " cutting it)",
         flag=False,
+    )
+    max_connections: int = setting(MAX_CONNECTIONS, "HTTP connections at once")
+    max_connections_per_address: int = setting(
+        MAX_PER_ADDRESS, "HTTP connections at once from one address"
+    )
+    head_timeout: float = setting(
+        HEAD_TIMEOUT,
+        "seconds a new connection has to send its request head, TLS handshake included",
+    )
+    idle_timeout: float = setting(
+        IDLE_TIMEOUT, "seconds an idle keep-alive connection is kept before it is closed"
+    )
+    max_event_streams_per_user: int = setting(
+        64, "/api/events streams one user may hold open at once"
     )

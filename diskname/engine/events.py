@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -41,6 +42,7 @@ class Subscription:
 class EventHub:
     def __init__(self) -> None:
         self._subscribers: set[Subscription] = set()
+        self._owners: Counter[str] = Counter()  # subscriptions held per owner (a user)
         self._closed = False
 
     def publish(self, event: dict[str, Any]) -> None:
@@ -48,16 +50,24 @@ class EventHub:
             subscriber.put(event)
 
     @contextlib.contextmanager
-    def subscription(self) -> Iterator[Subscription]:
-        """A subscription for the duration of the block (events published meanwhile)."""
+    def subscription(self, owner: str = "") -> Iterator[Subscription]:
+        """A subscription for the duration of the block (events published meanwhile),
+        counted under ``owner`` (:meth:`held_by`)."""
         sub = Subscription()
         if self._closed:
             sub.put(_CLOSED)
         self._subscribers.add(sub)
+        self._owners[owner] += 1
         try:
             yield sub
         finally:
             self._subscribers.discard(sub)
+            self._owners[owner] -= 1
+            if self._owners[owner] <= 0:
+                del self._owners[owner]
+
+    def held_by(self, owner: str) -> int:
+        return self._owners[owner]
 
     async def subscribe(self) -> AsyncIterator[dict[str, Any]]:
         """Yield events until :meth:`close` is called."""

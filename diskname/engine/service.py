@@ -17,6 +17,7 @@ from aiohttp import web
 
 from ..binding import ensure_free, translated
 from ..config import ConfigError
+from ..connguard import GuardLimits
 from ..netaddr import is_loopback
 from ..pgembed import EmbeddedPostgres
 from .actions.calls import Actions
@@ -27,6 +28,7 @@ from .events import EventHub
 from .hosts.fleet import Monitors
 from .http.app import EngineContext, make_app
 from .http.auth import Authenticator, check_exposure
+from .http.site import GuardedSite
 from .metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,7 @@ class EngineService:
         self.http_port: int | None = None
         self.metrics = Metrics()
         self._https = https_context(config)
+        self._limits = http_limits(config)
         self._users_setup = users_setup
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
@@ -115,12 +118,18 @@ class EngineService:
     @contextlib.asynccontextmanager
     async def _http(self, app: web.Application) -> AsyncIterator[None]:
         runner = web.AppRunner(
-            app, handle_signals=False, access_log=None, shutdown_timeout=HTTP_SHUTDOWN_TIMEOUT
+            app,
+            handle_signals=False,
+            access_log=None,
+            shutdown_timeout=HTTP_SHUTDOWN_TIMEOUT,
+            keepalive_timeout=self.config.idle_timeout,
         )
         await runner.setup()
         try:
             http = self.config.http_host, self.config.http_port
-            site = web.TCPSite(runner, *http, ssl_context=self._https, backlog=HTTP_BACKLOG)
+            site = GuardedSite(
+                runner, *http, self._limits, ssl_context=self._https, backlog=HTTP_BACKLOG
+            )
             with translated("the REST API", *http, setting="http_port"):
                 await site.start()
             self.http_port = _bound_port(runner)
@@ -132,6 +141,16 @@ class EngineService:
             # the shutdown timeout, cancel what is left.
             await runner.cleanup()
             log.info("engine stopping: HTTP closed")
+
+
+def http_limits(config: EngineConfig) -> GuardLimits:
+    """SPEC §19's guard on the HTTP port; aiohttp closes idle keep-alives itself
+    (a byte-silence rule would cut event streams and long polls)."""
+    if config.idle_timeout <= 0:
+        raise ConfigError("idle_timeout must be positive")
+    return GuardLimits(
+        config.max_connections, config.max_connections_per_address, config.head_timeout
+    )
 
 
 def _bound_port(runner: web.AppRunner) -> int:

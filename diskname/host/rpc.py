@@ -9,6 +9,11 @@ go out as they are ready), up to ``MAX_IN_FLIGHT`` at a time: an unplug that
 waits for the guest never holds back the polls behind it. A request the client
 hung up on still runs to its end, so a plug is never half done.
 
+Connections are guarded (:mod:`diskname.connguard`, SPEC §19): capped in all
+and per peer address, closed when their first frame (TLS handshake included)
+has not arrived within ``head_timeout``, or when nothing has come from the
+client for ``idle_timeout`` (the engine polls every few seconds).
+
 Optionally TLS (with client certificates required when a CA is given) and a
 shared token: with a token set, a connection must first call
 ``Host.authenticate {"token": ...}``; until then every other call is answered
@@ -26,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError
+from ..connguard import LINE_END, GuardedServer, GuardLimits
+from ..connguard.rules import IDLE_TIMEOUT
 from ..protocol import jsonrpc
 from ..protocol.host_wire import Code
 from ..protocol.lines import MAX_LINE, LineDecoder, Oversized
@@ -38,7 +45,6 @@ Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 MAX_UNREAD = 4 * 1024 * 1024
 MAX_IN_FLIGHT = 64
 AUTHENTICATE = "Host.authenticate"
-TLS_HANDSHAKE_TIMEOUT = 10.0
 
 
 def server_ssl_context(
@@ -84,26 +90,32 @@ class RpcServer:
         *,
         ssl_context: ssl.SSLContext | None = None,
         token: str | None = None,
+        limits: GuardLimits | None = None,
     ) -> None:
         self._methods = dict(methods)
         self._ssl = ssl_context
         self._token = token.encode() if token else None
-        self._server: asyncio.Server | None = None
+        self._limits = limits or GuardLimits(idle_timeout=IDLE_TIMEOUT)
+        self._server: GuardedServer | None = None
         self._connections = Connections()
         self._authenticated: set[asyncio.StreamWriter] = set()
         self._calls: set[asyncio.Task[None]] = set()
         self.port = 0
 
     async def start(self, host: str, port: int) -> int:
-        self._server = await asyncio.start_server(
-            self._accepted,
-            host,
-            port,
-            ssl=self._ssl,
-            ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT if self._ssl else None,
+        self._server = GuardedServer(
+            self._protocol, self._limits, head_end=LINE_END, ssl_context=self._ssl, name="JSON-RPC"
         )
-        self.port = self._server.sockets[0].getsockname()[1]
+        self.port = await self._server.start(host, port)
         return self.port
+
+    @property
+    def guard(self) -> GuardedServer | None:
+        """The listening side, with its counters (``stats``), once started."""
+        return self._server
+
+    def _protocol(self) -> asyncio.Protocol:
+        return asyncio.StreamReaderProtocol(asyncio.StreamReader(), self._accepted)
 
     def notify(self, frame: jsonrpc.Notification) -> None:
         """Send a notification to every connected client."""
@@ -121,6 +133,7 @@ class RpcServer:
         """Stop accepting, close every connection, wait for their handlers and calls."""
         if self._server is not None:
             self._server.close()
+            await self._server.wait_closed()
         await self._connections.close(timeout)
         if self._calls:
             _, pending = await asyncio.wait(list(self._calls), timeout=timeout)

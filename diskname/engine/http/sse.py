@@ -5,6 +5,11 @@ that reconnects with ``Last-Event-ID`` (browsers' EventSource does so by itself)
 is first sent what it missed, from the history, then the live events. A comment
 line goes out whenever the stream has been quiet for ``events_keepalive``
 seconds (15 by default), so proxies do not cut an idle stream.
+
+A user holds at most ``max_event_streams_per_user`` streams at once (SPEC §19;
+without credentials on loopback, each address counts as a user); one more is a
+429 before anything is sent. A stream whose client hung up stops counting when
+the engine notices, at its next write (``events_keepalive`` at the latest).
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ from aiohttp import web
 
 from ..db.catalog import Catalog
 from ..db.store import UNAVAILABLE
+from ..errors import TooManyRequests
 from ..events import Subscription
+from . import auth
 from .context import CTX
 
 log = logging.getLogger(__name__)
@@ -36,6 +43,14 @@ def last_event_id(request: web.Request) -> int | None:
     return int(raw.strip())
 
 
+def stream_owner(request: web.Request) -> str:
+    """Whose quota a stream counts against: the user, or the address of an anonymous one."""
+    principal = auth.caller(request)
+    if principal.via == "anonymous":
+        return f"anonymous@{request.remote}"
+    return principal.name
+
+
 def encode(event: dict[str, object], kind: str | None = None) -> bytes:
     head = f"id: {event['id']}\n" if event.get("id") is not None else ""
     if kind is not None:
@@ -46,8 +61,15 @@ def encode(event: dict[str, object], kind: str | None = None) -> bytes:
 async def events(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CTX]
     resume_from = last_event_id(request)
+    owner = stream_owner(request)
+    cap = ctx.config.max_event_streams_per_user
+    if ctx.hub.held_by(owner) >= cap:
+        raise TooManyRequests(
+            f"{owner} already holds {cap} event streams (max_event_streams_per_user)",
+            retry_after=RETRY_MS / 1000,
+        )
     # Subscribe before reading the history, so nothing falls between the two.
-    with ctx.hub.subscription() as subscription:
+    with ctx.hub.subscription(owner) as subscription:
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )

@@ -13,7 +13,7 @@ from .base import Hypervisor
 from .sim import SimHypervisor
 
 if TYPE_CHECKING:
-    from ..service import HostConfig
+    from ..config import HostConfig
 
 # The one list of backends: the setting's Literal, its --help and the error below.
 HypervisorName = Literal["sim", "qemu", "libvirt"]

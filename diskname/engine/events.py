@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 QUEUE_LIMIT = 1000
@@ -58,17 +58,6 @@ class EventHub:
             yield sub
         finally:
             self._subscribers.discard(sub)
-
-    async def subscribe(self) -> AsyncIterator[dict[str, Any]]:
-        """Yield events until :meth:`close` is called."""
-        with self.subscription() as sub:
-            while True:
-                try:
-                    event = await sub.next()
-                except EOFError:
-                    return
-                if event is not None:
-                    yield event
 
     @property
     def subscribers(self) -> int:

@@ -19,7 +19,7 @@ from ..binding import ensure_free, translated
 from ..config import ConfigError
 from ..netaddr import is_loopback
 from ..pgembed import EmbeddedPostgres
-from .actions.calls import Actions
+from .actions import Actions
 from .config import EngineConfig
 from .db.store import Store
 from .db.users import UserStore

@@ -16,7 +16,7 @@ import pytest
 from aiohttp import web
 
 from diskname.engine import EngineConfig, EngineService
-from diskname.engine.actions.calls import Actions
+from diskname.engine.actions import Actions
 from diskname.engine.db.store import Store
 from diskname.engine.db.users import UserStore
 from diskname.engine.events import EventHub

@@ -153,12 +153,10 @@ async def _is_unplugged(r: Rig) -> bool:
 
 async def test_changes_are_published_as_events(pg_dsn: str) -> None:
     async with rig(pg_dsn, refresh_interval=60) as r:
-        events = r.hub.subscribe()
-        first = asyncio.ensure_future(anext(events))
-        await wait_until(lambda: r.hub.subscribers == 1)
-        r.plug(DISK, "/dev/vdb")
-        event = await asyncio.wait_for(first, 5)
-        await events.aclose()
+        with r.hub.subscription() as events:
+            r.plug(DISK, "/dev/vdb")
+            event = await events.next(5)
+        assert event is not None
         assert (event["vm_id"], event["disk_id"], event["old"], event["new"]) == (
             r.vm_id,
             DISK,

@@ -8,7 +8,7 @@ from diskname.engine.core.matching import disk_serial
 from diskname.engine.core.models import Attachment, DiskSpec, VmRow
 from diskname.engine.db.plugs import Claim, Outcome
 from diskname.engine.db.store import Store
-from diskname.engine.errors import Conflict, NotFound, Unprocessable
+from diskname.engine.errors import Conflict, MissingReference, NotFound
 
 
 def new_id() -> str:
@@ -54,7 +54,7 @@ async def test_one_batch_of_claims_gives_each_its_own_answer(store: Store) -> No
     results = await store.claim_plugs(claims)
     assert results[0] == fresh.serial and results[4] == disk_serial(root_b)
     assert isinstance(results[1], Conflict) and "plugged into another VM" in str(results[1])
-    assert isinstance(results[2], Unprocessable) and missing.disk_id in str(results[2])
+    assert isinstance(results[2], MissingReference) and missing.disk_id in str(results[2])
     assert isinstance(results[3], Conflict) and "already attached" in str(results[3])
     assert isinstance(results[5], Conflict) and "plugged into another VM" in str(results[5])
     plugged = {x.disk_id for x in await store.list_attachments(a) if x.active}

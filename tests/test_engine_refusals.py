@@ -6,6 +6,7 @@ import pytest
 
 from diskname.engine import errors
 from diskname.engine.hosts.refusals import REFUSALS, host_errors, refusal
+from diskname.engine.http.errors import REST
 from diskname.protocol.host_wire import Code
 from diskname.protocol.jsonrpc import INVALID_PARAMS
 from diskname.streams import CallTimeout, ConnectionLost, FrameTooLarge, RpcError
@@ -28,7 +29,7 @@ def test_each_code_has_one_class_and_the_status_it_always_had(
 ) -> None:
     exc = refusal("h1", "VM.hotplugDisk", RpcError(code, "no"))
     assert type(exc) is cls and str(exc) == "host h1 refused VM.hotplugDisk: no"
-    assert errors.http_status(exc) == status
+    assert REST[exc].status == status
     if isinstance(exc, errors.HostRefused):
         assert exc.code == code
 

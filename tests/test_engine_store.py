@@ -11,6 +11,7 @@ import pytest
 
 from diskname.engine.core.matching import disk_serial, match_names
 from diskname.engine.core.models import HostDevice, VmReport
+from diskname.engine.db.catalog import Catalog
 from diskname.engine.db.migrate import apply_migrations
 from diskname.engine.db.reports import (
     HISTORY_PER_DISK,
@@ -20,7 +21,8 @@ from diskname.engine.db.reports import (
     Stored,
     apply_many,
 )
-from diskname.engine.db.store import Conflict, Store
+from diskname.engine.db.store import Store
+from diskname.engine.errors import Conflict, DatabaseRefused
 from diskname.engine.hosts.leases import LOCK_CLASS
 from diskname.engine.metrics import Metrics
 
@@ -44,7 +46,13 @@ def _report(mapping: dict[str, Any], *, plugged: bool = True, vm_hash: str = "h1
 
 async def _apply(store: Store, host_id: str, report: VmReport) -> list[Any]:
     match = match_names([d.as_vm_disk() for d in report.devices], report.mapping)
-    return await store.apply_report(host_id, report, match)
+    return (await store.apply_reports(host_id, [(report, match)])).changes
+
+
+async def _history(store: Store, vm_id: str, disk_id: str) -> list[tuple[str | None, str | None]]:
+    """The disk's name changes in the VM, oldest first, as (old, new)."""
+    changes = await Catalog(store.pool, store.metrics).history(vm_id, disk_id, 1000)
+    return [(c.old, c.new) for c in reversed(changes)]
 
 
 async def test_migrations_are_idempotent(pg_dsn: str) -> None:
@@ -74,7 +82,7 @@ async def test_update_writes_names_history_and_hash(store: Store) -> None:
     assert att is not None and att.active and att.logical_name == "/dev/vdb"
     assert att.logical_name_source == "serial" and att.logical_name_seen_at is not None
     assert att.address == "0000:00:07.0"
-    assert await store.history(VM, DISK) == [(None, "/dev/vdb")]
+    assert await _history(store, VM, DISK) == [(None, "/dev/vdb")]
     assert (await store.vm_states(host_id))[VM] == ("h1", "up")
 
 
@@ -85,7 +93,7 @@ async def test_same_data_twice_writes_nothing_and_no_second_history(store: Store
     writes = store.metrics.db_writes
     assert await _apply(store, host_id, report) == []
     assert store.metrics.db_writes == writes
-    assert await store.history(VM, DISK) == [(None, "/dev/vdb")]
+    assert await _history(store, VM, DISK) == [(None, "/dev/vdb")]
 
 
 async def test_rename_and_unplug_are_recorded(store: Store) -> None:
@@ -95,7 +103,7 @@ async def test_rename_and_unplug_are_recorded(store: Store) -> None:
     await _apply(store, host_id, _report({}, plugged=False, vm_hash="h3"))
     att = await store.get_attachment(VM, DISK)
     assert att is not None and not att.active and att.logical_name is None
-    assert await store.history(VM, DISK) == [
+    assert await _history(store, VM, DISK) == [
         (None, "/dev/vdb"),
         ("/dev/vdb", "/dev/vdc"),
         ("/dev/vdc", None),
@@ -140,7 +148,7 @@ async def test_failed_update_keeps_the_old_hash(store: Store, pg_dsn: str) -> No
         )
     finally:
         await conn.close()
-    with pytest.raises(asyncpg.PostgresError):
+    with pytest.raises(DatabaseRefused):
         await _apply(
             store, host_id, _report({disk_serial(DISK): {"name": "/dev/vdb"}}, vm_hash="h2")
         )
@@ -169,7 +177,7 @@ async def test_unplug_by_the_engine_clears_the_name_and_forgets_the_hash(store: 
     att = await store.get_attachment(VM, DISK)
     assert att is not None and not att.active and att.logical_name is None
     assert (await store.vm_states(host_id))[VM][0] is None
-    assert await store.history(VM, DISK) == [(None, "/dev/vdb"), ("/dev/vdb", None)]
+    assert await _history(store, VM, DISK) == [(None, "/dev/vdb"), ("/dev/vdb", None)]
 
 
 async def test_duplicate_host_name_is_a_conflict(store: Store) -> None:
@@ -245,7 +253,7 @@ async def test_a_fleet_batch_costs_the_same_statements_as_one_disk(
     # The same batch again: nothing changed, so only reads, and no history doubled.
     again = await _statements(pg_dsn, fleet_host, _fleet(200, 5, "a"))
     assert len(again) <= len(many)
-    assert await store.history(_id("vm", 0), _id("disk", 0, 0)) == [(None, "/dev/vdb")]
+    assert await _history(store, _id("vm", 0), _id("disk", 0, 0)) == [(None, "/dev/vdb")]
 
 
 async def test_a_write_fenced_by_a_lost_lease_stores_nothing(store: Store, pg_dsn: str) -> None:
@@ -298,7 +306,7 @@ async def test_history_is_bounded_per_disk_and_keeps_the_newest(store: Store) ->
     for n in range(HISTORY_PER_DISK + 30):
         report = _report({disk_serial(DISK): {"name": f"/dev/vd{n}"}}, vm_hash=f"h{n}")
         await _apply(store, host_id, report)
-    kept = await store.history(VM, DISK)
+    kept = await _history(store, VM, DISK)
     assert len(kept) == HISTORY_PER_DISK
     assert kept[-1] == (f"/dev/vd{HISTORY_PER_DISK + 28}", f"/dev/vd{HISTORY_PER_DISK + 29}")
 

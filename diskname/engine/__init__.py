@@ -5,7 +5,7 @@ Layers, each a folder that says in its ``__init__`` what it owns and may import:
 - :mod:`.core`: pure values, matching, planning and the per-host sync state (no I/O);
 - :mod:`.db`: every SQL statement (asyncpg);
 - :mod:`.hosts`: connections to hosts, the monitors that poll them, leases;
-- :mod:`.actions.calls`: what both APIs do on a user's behalf;
+- :mod:`.actions`: what both APIs do on a user's behalf;
 - :mod:`.http`: the JSON REST API, events, metrics, sign-in and the page (aiohttp);
 - :mod:`.ovirt`: oVirt's XML API and its SSO (aiohttp).
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 QUEUE_LIMIT = 1000
@@ -68,17 +68,6 @@ class EventHub:
 
     def held_by(self, owner: str) -> int:
         return self._owners[owner]
-
-    async def subscribe(self) -> AsyncIterator[dict[str, Any]]:
-        """Yield events until :meth:`close` is called."""
-        with self.subscription() as sub:
-            while True:
-                try:
-                    event = await sub.next()
-                except EOFError:
-                    return
-                if event is not None:
-                    yield event
 
     @property
     def subscribers(self) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 import time
 from collections import Counter
+from collections.abc import Iterable
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 MAX_PENDING_PLUGS = 10_000
@@ -92,43 +93,58 @@ class Metrics:
             *_counter(
                 "diskname_engine_db_writes_total", "statements that changed rows", self.db_writes
             ),
-            "# HELP diskname_engine_guest_data_rejected_total guest mapping entries dropped",
-            "# TYPE diskname_engine_guest_data_rejected_total counter",
-        ]
-        for reason, count in sorted(self.rejected.items()):
-            lines.append(f'diskname_engine_guest_data_rejected_total{{reason="{reason}"}} {count}')
-        lines += _counter(
-            "diskname_engine_foreign_vm_reports_total",
-            "reports of VMs registered on another host, ignored",
-            self.foreign_reports,
-        )
-        lines += [
-            "# HELP diskname_engine_host_reports_dropped_total host reply entries not stored",
-            "# TYPE diskname_engine_host_reports_dropped_total counter",
-        ]
-        for reason, count in sorted(self.reports_dropped.items()):
-            lines.append(f'diskname_engine_host_reports_dropped_total{{reason="{reason}"}} {count}')
-        lines += [
+            *_labelled(
+                "diskname_engine_guest_data_rejected_total",
+                "guest mapping entries dropped",
+                "reason",
+                sorted(self.rejected.items()),
+            ),
+            *_counter(
+                "diskname_engine_foreign_vm_reports_total",
+                "reports of VMs registered on another host, ignored",
+                self.foreign_reports,
+            ),
+            *_labelled(
+                "diskname_engine_host_reports_dropped_total",
+                "host reply entries not stored",
+                "reason",
+                sorted(self.reports_dropped.items()),
+            ),
             "# HELP diskname_engine_name_latency_seconds hot-plug request to stored name",
             "# TYPE diskname_engine_name_latency_seconds histogram",
             *self.name_latency.render("diskname_engine_name_latency_seconds"),
-            "# HELP diskname_engine_host_owned 1 when this engine monitors the host",
-            "# TYPE diskname_engine_host_owned gauge",
+            *_labelled(
+                "diskname_engine_host_owned",
+                "1 when this engine monitors the host",
+                "host",
+                sorted(self.hosts_owned.items()),
+                kind="gauge",
+            ),
+            *_labelled(
+                "diskname_engine_login_failures_total",
+                "refused sign-ins and credentials",
+                "reason",
+                [(r, self.login_failures[r]) for r in ("password", "token", "throttled")],
+            ),
         ]
-        for host, owned in sorted(self.hosts_owned.items()):
-            lines.append(f'diskname_engine_host_owned{{host="{_label(host)}"}} {owned}')
-        lines += [
-            "# HELP diskname_engine_login_failures_total refused sign-ins and credentials",
-            "# TYPE diskname_engine_login_failures_total counter",
-        ]
-        for reason in ("password", "token", "throttled"):
-            count = self.login_failures[reason]
-            lines.append(f'diskname_engine_login_failures_total{{reason="{reason}"}} {count}')
         return "\n".join(lines) + "\n"
 
 
 def _counter(name: str, help_text: str, value: int) -> list[str]:
     return [f"# HELP {name} {help_text}", f"# TYPE {name} counter", f"{name} {value}"]
+
+
+def _labelled(
+    name: str,
+    help_text: str,
+    label: str,
+    values: Iterable[tuple[str, int]],
+    *,
+    kind: str = "counter",
+) -> list[str]:
+    """A metric family with one sample per label value."""
+    lines = [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+    return lines + [f'{name}{{{label}="{_label(key)}"}} {value}' for key, value in values]
 
 
 def _label(value: str) -> str:

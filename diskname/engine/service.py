@@ -20,7 +20,7 @@ from ..config import ConfigError
 from ..connguard import GuardLimits
 from ..netaddr import is_loopback
 from ..pgembed import EmbeddedPostgres
-from .actions.calls import Actions
+from .actions import Actions
 from .config import EngineConfig
 from .db.store import Store
 from .db.users import UserStore

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from ...protocol import simhw
 from ...protocol.host_wire import FullVm
 from .matching import VmDisk, disk_serial
+
+# The disk interfaces (buses) a disk is plugged on: the wire's list, every tier's.
+INTERFACES: tuple[str, ...] = simhw.INTERFACES
+# A name (a host's, a VM's, a disk's): no control characters, not only white space.
+NAME_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+# A UUID as the JSON API's document spells it: 8-4-4-4-12 hexadecimal digits.
+UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,9 +191,13 @@ class VmReport:
     mapping: Mapping[str, Any] = field(default_factory=dict)
 
 
-def canonical_uuid(value: Any) -> str:
-    """Lower-case canonical text of a UUID, or :class:`ValueError`."""
-    if not isinstance(value, str):
+def canonical_uuid(value: Any, *, hyphenated: bool = False) -> str:
+    """Lower-case canonical text of a UUID, or :class:`ValueError`.
+
+    Any spelling :class:`uuid.UUID` reads is taken, unless ``hyphenated``: then
+    only :data:`UUID_PATTERN` (what the JSON API's document promises to take).
+    """
+    if not isinstance(value, str) or (hyphenated and not re.fullmatch(UUID_PATTERN, value)):
         raise ValueError(f"not a UUID: {value!r}")
     return str(uuid.UUID(value))
 

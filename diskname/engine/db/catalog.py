@@ -13,7 +13,7 @@ import asyncpg
 
 from ..core.models import NameChange
 from ..errors import Conflict, NotFound
-from .store import Store
+from .rows import Tables
 
 MIN_SERIAL_PREFIX = 8  # as the matching's rule for serials cut short
 
@@ -105,18 +105,8 @@ def _change(row: Any) -> NameChange:
     )
 
 
-class Catalog:
+class Catalog(Tables):
     """Queries over the engine's pool; every statement that changes rows is counted."""
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-        self._pool = store.pool
-
-    async def _exec(self, conn: Any, sql: str, *args: Any) -> str:
-        status: str = await conn.execute(sql, *args)
-        if not status.endswith(" 0"):
-            self._store.metrics.db_writes += 1
-        return status
 
     # -- clusters ------------------------------------------------------------
 
@@ -156,24 +146,18 @@ class Catalog:
                 await self._exec(conn, _FORGET_HASHES, host_ids)
         return await self.cluster(cluster_id), host_ids
 
-    async def cluster_of_host(self, host_id: str) -> str | None:
-        value: str | None = await self._pool.fetchval(
-            "SELECT cluster_id::text FROM hosts WHERE id = $1", host_id
-        )
-        return value
-
     # -- hosts ---------------------------------------------------------------
 
     async def delete_host(self, host_id: str) -> None:
         """Forget a host; the database refuses while VMs are registered on it."""
         async with self._pool.acquire() as conn:
             try:
-                status = await self._exec(conn, "DELETE FROM hosts WHERE id = $1", host_id)
+                deleted = await self._exec(conn, "DELETE FROM hosts WHERE id = $1", host_id)
             except asyncpg.ForeignKeyViolationError:
                 raise Conflict(
                     f"host {host_id} still has VMs: remove them (DELETE /api/vms/{{id}}) first"
                 ) from None
-        if status.endswith(" 0"):
+        if not deleted:
             raise NotFound(f"no host {host_id}")
 
     # -- history and events --------------------------------------------------

@@ -16,14 +16,14 @@ error, returned in its place. The callers batch requests with
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..core.models import Attachment, Disk
-from ..errors import Conflict, NotFound, Unprocessable
+from ..core.models import Attachment
+from ..errors import Conflict, MissingReference, NotFound
 from .reports import Exec
+from .rows import attachment
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +73,7 @@ async def claim(conn: Any, execute: Exec, claims: Sequence[Claim]) -> list[Claim
     results: list[ClaimResult] = []
     for c, row in zip(claims, rows, strict=True):
         if row["serial"] is None:
-            results.append(Unprocessable(f"disk.id {c.disk_id}: no such disk"))
+            results.append(MissingReference(f"disk.id {c.disk_id}: no such disk"))
         elif row["claimed"]:
             results.append(row["serial"])
         elif row["attached"]:
@@ -106,9 +106,7 @@ async def settle(conn: Any, outcomes: Sequence[Outcome]) -> list[OutcomeResult]:
     )
     rows: dict[tuple[str, str], Attachment] = {}
     for row in await conn.fetch(_SETTLE_SQL, *columns):
-        values = list(row.values())  # the attachment's nine columns, then its disk's
-        att = Attachment(*values[:9])
-        att = dataclasses.replace(att, disk=Disk(att.disk_id, *values[9:]))
+        att = attachment(row)
         rows[(att.vm_id, att.disk_id)] = att
     return [_settled(o, rows) for o in outcomes]
 

@@ -58,22 +58,19 @@ _USER = "SELECT name, role, password_hash, created_at FROM users"
 
 
 class UserStore:
-    """Users and tokens over ``db``: an asyncpg pool or connection."""
+    """Users and tokens over ``db``: the engine's pool (:class:`.pool.Pool`) or a connection."""
 
     def __init__(self, db: Any) -> None:
         self._db = db
 
     async def add(self, name: str, role: str, password_hash: str) -> None:
         check_user(name, role)
-        try:
-            await self._db.execute(
-                "INSERT INTO users (name, role, password_hash) VALUES ($1, $2, $3)",
-                name,
-                role,
-                password_hash,
-            )
-        except asyncpg.UniqueViolationError:
-            raise Conflict(f"user {name!r} exists") from None
+        sql = "INSERT INTO users (name, role, password_hash) VALUES ($1, $2, $3)"
+        async with self._transaction() as conn:  # (the pool's errors come translated)
+            try:
+                await conn.execute(sql, name, role, password_hash)
+            except asyncpg.UniqueViolationError:
+                raise Conflict(f"user {name!r} exists") from None
 
     async def put(self, name: str, role: str, password_hash: str) -> None:
         """Create the user, or give an existing one this role and password (and
@@ -151,9 +148,9 @@ class UserStore:
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[Any]:
         """A connection in a transaction, from a pool or the connection itself."""
-        if isinstance(self._db, asyncpg.Pool):
-            async with self._db.acquire() as conn, conn.transaction():
-                yield conn
-        else:
+        if isinstance(self._db, asyncpg.Connection):
             async with self._db.transaction():
                 yield self._db
+        else:
+            async with self._db.acquire() as conn, conn.transaction():
+                yield conn

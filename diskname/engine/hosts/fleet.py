@@ -15,7 +15,8 @@ from collections.abc import Coroutine
 
 from ..config import EngineConfig
 from ..core.models import HostRow
-from ..db.store import UNAVAILABLE, Store
+from ..db.store import Store
+from ..errors import Unavailable
 from ..events import EventHub
 from ..metrics import Metrics
 from .connect import HostConnector, client_tls
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 # An action notification naming a whole host ("host:<id>") rather than one VM.
 HOST_PREFIX = "host:"
 # A balancing round that fails for these pauses monitoring; anything else is a bug.
-_LEASES_AWAY: tuple[type[Exception], ...] = (LeasesLost, *UNAVAILABLE)
+_LEASES_AWAY: tuple[type[Exception], ...] = (LeasesLost, Unavailable)
 
 
 class Monitors:

@@ -22,8 +22,6 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import asyncpg
-
 from ...logctx import log_context
 from ...protocol import host_wire as wire
 from ...protocol import jsonrpc
@@ -40,8 +38,8 @@ from ..core.matching import MatchResult, match_names
 from ..core.models import HostRow, NameChange, VmReport
 from ..core.sync import Batch, HostSync
 from ..db.reports import Fence, LeaseLost
-from ..db.store import UNAVAILABLE, Store
-from ..errors import HostNotConnected
+from ..db.store import Store
+from ..errors import DatabaseRefused, HostNotConnected, Unavailable
 from ..events import EventHub
 from ..metrics import Metrics
 from .connect import HostConnector, HostUntrusted
@@ -214,7 +212,7 @@ class HostMonitor:
                 log.warning("host %s: %s", self.host.name, exc)
                 if timeouts >= POLL_TIMEOUTS_BEFORE_RECONNECT:
                     raise ConnectionLost(f"{timeouts} polls in a row got no answer") from exc
-            except UNAVAILABLE as exc:
+            except Unavailable as exc:
                 # Keep the host connection; reload what the database knows once it is back.
                 log.warning("database unavailable while polling %s: %s", self.host.name, exc)
                 self.sync.mark_stale()
@@ -331,10 +329,10 @@ class HostMonitor:
             log.warning("not storing for host %s: %s", self.host.name, exc)
             self.revoke()
             return []
-        except UNAVAILABLE as exc:
+        except Unavailable as exc:
             log.warning("database unavailable, %d VM(s) left for later: %s", len(items), exc)
             return []
-        except asyncpg.PostgresError:
+        except DatabaseRefused:
             if len(items) == 1:
                 log.exception("cannot store VM %s from host %s", items[0][0].vm_id, self.host.name)
                 return []

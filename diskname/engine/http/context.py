@@ -6,8 +6,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from ..actions.calls import Actions
-from ..actions.resources import Resources
+from ..actions import Actions
 from ..config import EngineConfig
 from ..db.catalog import Catalog
 from ..db.store import Store
@@ -29,11 +28,11 @@ class EngineContext:
 
     @property
     def catalog(self) -> Catalog:
-        return Catalog(self.store)
-
-    @property
-    def resources(self) -> Resources:
-        return Resources(self.store, self.actions, self.monitors)
+        return Catalog(self.store.pool, self.metrics)
 
 
 CTX = web.AppKey("diskname_engine", EngineContext)
+
+
+def actions(request: web.Request) -> Actions:
+    return request.app[CTX].actions

@@ -13,10 +13,11 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from ..actions import AttachRequest
+from ..core.models import DEFAULT_DISK_SIZE, DISK_NAME_MAX, DiskSpec, canonical_uuid
+from ..core.models import NAME_PATTERN as NAME_PATTERN  # the document's, as the rest below
 from ..errors import Invalid
 
-# A name: 1-255 characters, no control characters, not only white space.
-NAME_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
 NAME_MAX = 255
 TOKEN_MAX = 4096
 # A host's address: a DNS name or an IPv4/IPv6 literal (no brackets, no spaces).
@@ -26,28 +27,16 @@ ADDRESS_MAX = 253
 LUN_SERIAL_PATTERN = r"^[A-Za-z0-9._:+-]+$"
 LUN_SERIAL_MAX = 255
 VERSION_PATTERN = r"^[0-9]{1,3}\.[0-9]{1,3}$"
-UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 
 _KIND_NAMES = {str: "a string", int: "an integer", bool: "a boolean", dict: "an object"}
 
 
-def json_response(data: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
-
-
-def error_response(
-    status: int, message: str, headers: dict[str, str] | None = None
-) -> web.Response:
-    response = json_response({"error": {"code": status, "message": message}}, status)
-    response.headers.update(headers or {})
-    return response
-
-
 def uuid_text(value: Any, what: str) -> str:
     """The lower-case canonical form of a UUID written 8-4-4-4-12, or :class:`Invalid`."""
-    if not isinstance(value, str) or not re.fullmatch(UUID_PATTERN, value):
-        raise Invalid(f"{what} is not a UUID")
-    return value.lower()
+    try:
+        return canonical_uuid(value, hyphenated=True)
+    except ValueError:
+        raise Invalid(f"{what} is not a UUID") from None
 
 
 def path_uuid(request: web.Request, name: str) -> str:
@@ -122,3 +111,39 @@ def query_int(request: web.Request, name: str, default: int, low: int, high: int
     if not re.fullmatch(r"[0-9]{1,9}", raw) or not low <= int(raw) <= high:
         raise Invalid(f"{name} must be an integer from {low} to {high}")
     return int(raw)
+
+
+# -- bodies ------------------------------------------------------------------------
+
+
+def attach_request(body: dict[str, Any]) -> AttachRequest:
+    """``POST .../diskattachments``: ``{"interface", "active"?, "disk"?: {...}}``."""
+    active = field(body, "active", bool, required=False)
+    return AttachRequest(
+        interface=field(body, "interface", str),
+        active=True if active is None else active,
+        disk_id=ref_id(body, "disk", required=False),
+        new_disk=_new_disk(body),
+        lun_serial=_lun_serial(body),
+    )
+
+
+def _new_disk(body: dict[str, Any]) -> DiskSpec | None:
+    """The name and size in ``{"disk": {"name", "provisioned_size"}}``, if any."""
+    disk = field(body, "disk", dict, required=False) or {}
+    name = text(disk, "name", NAME_PATTERN, DISK_NAME_MAX, required=False)
+    size = field(disk, "provisioned_size", int, required=False)
+    if name is None and size is None:
+        return None
+    if name is None:
+        raise Invalid("a new disk with a provisioned_size needs a name too")
+    return DiskSpec(name, DEFAULT_DISK_SIZE if size is None else size)
+
+
+def _lun_serial(body: dict[str, Any]) -> str | None:
+    """The serial in ``{"disk": {"lun_storage": {"serial"}}}``: a new direct-LUN disk."""
+    disk = body.get("disk")
+    if not isinstance(disk, dict) or "lun_storage" not in disk:
+        return None
+    lun = field(disk, "lun_storage", dict)
+    return text(lun, "serial", LUN_SERIAL_PATTERN, LUN_SERIAL_MAX)

@@ -3,8 +3,8 @@
 Sans-IO: the caller passes the time; the engine keeps one throttle for user
 names and one, more lenient, for client addresses. A key may fail ``free`` times; after that
 it must wait ``base`` seconds, doubling with every further failure up to ``cap``,
-before it may try again. Until then the engine answers 429 with Retry-After at
-once, without checking the password: a refusal costs no hashing, holds no
+before it may try again. Until then the engine refuses (``TooManyRequests``, with
+the wait) at once, without checking the password: a refusal costs no hashing, holds no
 connection open (as a growing delay would), and tells a person or a script
 plainly what is going on. Failures are forgotten ``forget`` seconds after the
 last one, and at most ``max_keys`` keys are remembered (the oldest go first), so

@@ -1,37 +1,33 @@
 """The ``/ovirt-engine/api`` routes (SPEC §14): oVirt's XML over the engine's resources.
 
 Each handler parses the query and body (:mod:`.xmlin`), calls
-:class:`~diskname.engine.actions.resources.Resources` exactly as the JSON API does, and
+:class:`~diskname.engine.actions.Actions` exactly as the JSON API does, and
 writes the values it gets back (:mod:`.xmlout`). Who may call is decided
 before (``engine/http/auth.py``'s guard covers this prefix, Content-Type included);
-every error leaves as a ``<fault>`` through the API's one error middleware
-(:func:`fault_response`).
+every error leaves as a ``<fault>`` through the API's one error middleware,
+with the status of :data:`.faults.FAULTS`.
 """
 
 from __future__ import annotations
 
 import time
-import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 from aiohttp import web
 
-from ..actions.resources import Resources
+from ..actions import Actions
+from ..core.models import canonical_uuid
 from ..core.search import NameFilter, parse_search
 from ..errors import Invalid, NotFound
 from . import xmlin, xmlout
 from .xmlout import CONTENT_TYPE, PREFIX
 
-GetResources = Callable[[web.Request], Resources]
+GetActions = Callable[[web.Request], Actions]
 
 FOLLOWS = frozenset({"disk_attachments", "disk_attachments.disk"})
 _BOOLEANS = {"true": True, "false": False}
-
-
-def is_ovirt_api(path: str) -> bool:
-    return path == PREFIX or path.startswith(PREFIX + "/")
 
 
 def xml_response(
@@ -46,10 +42,6 @@ def xml_response(
     )
 
 
-def fault_response(status: int, detail: str, headers: dict[str, str] | None = None) -> web.Response:
-    return xml_response(xmlout.fault(status, detail), status, headers)
-
-
 # -- the query -----------------------------------------------------------------
 
 
@@ -57,7 +49,7 @@ def _path_id(request: web.Request, name: str, what: str) -> str:
     """A path id; one that is no UUID names nothing here, as in oVirt: 404."""
     value = request.match_info[name]
     try:
-        return str(uuid.UUID(value))
+        return canonical_uuid(value)
     except ValueError:
         raise NotFound(f"no {what} {value!r}") from None
 
@@ -105,10 +97,10 @@ def _check_version(request: web.Request) -> None:
 
 
 class _Handlers:
-    def __init__(self, get: GetResources) -> None:
+    def __init__(self, get: GetActions) -> None:
         self._get = get
 
-    def _res(self, request: web.Request) -> Resources:
+    def _res(self, request: web.Request) -> Actions:
         _check_version(request)
         return self._get(request)
 
@@ -177,7 +169,7 @@ class _Handlers:
         return xml_response(xmlout.disk(row))
 
 
-def routes(get: GetResources) -> list[web.RouteDef]:
+def routes(get: GetActions) -> list[web.RouteDef]:
     h = _Handlers(get)
     vm, atts = f"{PREFIX}/vms/{{vm_id}}", f"{PREFIX}/vms/{{vm_id}}/diskattachments"
     return [

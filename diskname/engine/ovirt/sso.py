@@ -5,26 +5,60 @@
 "bearer", "expires_in"}``; ``POST /ovirt-engine/services/sso-logout`` (form:
 ``token``) revokes one and answers ``{}``. These speak OAuth 2.0's error shape
 (``{"error": "access_denied", "error_description": ...}``), which oVirt's SDK
-turns into its ``AuthError``, so they translate the engine's errors themselves
-instead of leaving them to the JSON API's error middleware.
+turns into its ``AuthError``, so they translate the engine's errors themselves,
+through their own table (:data:`OAUTH`), and leave only what is no fault of the
+request (the database away) to the API's error middleware.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from ..errors import EngineError, Invalid, TooManyRequests, http_headers
+from ..errors import (
+    DatabaseRefused,
+    EngineError,
+    Invalid,
+    TooManyRequests,
+    Unauthenticated,
+    Unavailable,
+    UnsupportedMediaType,
+)
 from ..http.auth import SSO_LOGOUT, SSO_TOKEN, Authenticator, caller, check_media_type
+from ..http.errors import ByClass, Headers, retry_after
 
 GetAuth = Callable[[web.Request], Authenticator]
 
 
 class UnsupportedGrant(Invalid):
     """A grant type other than ``password``."""
+
+
+@dataclass(frozen=True, slots=True)
+class OAuthError:
+    """RFC 6749 §5.2: the status and ``error`` code an engine error is answered with."""
+
+    status: int
+    error: str
+    headers: Headers | None = None
+
+
+# None: not the request's fault, answered by the API's error middleware (503, 500).
+OAUTH: ByClass[OAuthError | None] = ByClass(
+    {
+        EngineError: OAuthError(400, "invalid_request"),
+        UnsupportedGrant: OAuthError(400, "unsupported_grant_type"),
+        Unauthenticated: OAuthError(400, "access_denied"),
+        TooManyRequests: OAuthError(429, "access_denied", retry_after),
+        UnsupportedMediaType: OAuthError(415, "invalid_request"),
+        Unavailable: None,
+        DatabaseRefused: None,
+    }
+)
 
 
 def routes(get_auth: GetAuth) -> list[web.RouteDef]:
@@ -86,12 +120,12 @@ async def _oauth(request: web.Request, call: Callable[[], Any]) -> web.Response:
         response: web.Response = await call()
         return response
     except EngineError as exc:
-        code = "access_denied" if exc.status in (401, 429) else "invalid_request"
-        if isinstance(exc, UnsupportedGrant):
-            code = "unsupported_grant_type"
-        status = exc.status if isinstance(exc, TooManyRequests) or exc.status == 415 else 400
-        body = {"error": code, "error_description": str(exc)}
-        return _json(body, status, headers=http_headers(exc) if status == 429 else None)
+        answer = OAUTH[exc]
+        if answer is None:
+            raise
+        body = {"error": answer.error, "error_description": str(exc)}
+        headers = None if answer.headers is None else answer.headers(exc)
+        return _json(body, answer.status, headers=headers)
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:

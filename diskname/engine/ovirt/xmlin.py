@@ -9,19 +9,17 @@ with an :class:`Invalid` that says why, never silently dropped.
 
 from __future__ import annotations
 
-import uuid
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 
-from ..actions.resources import AttachRequest
-from ..core.models import DEFAULT_DISK_SIZE, DiskSpec
+from ..actions import AttachRequest
+from ..core.models import DEFAULT_DISK_SIZE, INTERFACES, DiskSpec, canonical_uuid
 from ..errors import Invalid
 
-# oVirt's DiskInterface values the engine serves, as the engine's own interfaces.
-INTERFACES = {"virtio": "virtio", "virtio_scsi": "virtio_scsi", "sata": "sata", "nvme": "nvme"}
+# oVirt's DiskInterface values the engine does not serve (those it serves are its own).
 UNSERVED_INTERFACES = {
     "ide": "IDE disks cannot be hot-plugged (QEMU has no IDE hot-plug)",
     "spapr_vscsi": "spapr_vscsi is the POWER machines' SCSI; the hosts here are x86",
@@ -86,7 +84,7 @@ def attachment_update(data: bytes) -> AttachmentUpdate:
 def interface_of(value: str) -> str:
     """The engine's interface for oVirt's ``value``, or :class:`Invalid` saying why not."""
     if value in INTERFACES:
-        return INTERFACES[value]
+        return value
     if value in UNSERVED_INTERFACES:
         raise Invalid(f"interface {value} is not served: {UNSERVED_INTERFACES[value]}")
     raise Invalid(f"interface must be one of {sorted(INTERFACES)}, not {value!r}")
@@ -107,7 +105,7 @@ def _disk_id(disk: ET.Element | None) -> str | None:
     if value is None:
         return None
     try:
-        return str(uuid.UUID(value.strip()))
+        return canonical_uuid(value.strip())
     except ValueError:
         raise Invalid(f"disk id {value!r} is not a UUID") from None
 

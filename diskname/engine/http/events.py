@@ -21,8 +21,7 @@ import orjson
 from aiohttp import web
 
 from ..db.catalog import Catalog
-from ..db.store import UNAVAILABLE
-from ..errors import TooManyRequests
+from ..errors import TooManyRequests, Unavailable
 from ..events import Subscription
 from . import auth
 from .context import CTX
@@ -82,7 +81,7 @@ async def events(request: web.Request) -> web.StreamResponse:
             await _live(response, subscription, seen, ctx.config.events_keepalive)
         except ConnectionError:
             log.debug("event subscriber went away")
-        except UNAVAILABLE as exc:
+        except Unavailable as exc:
             log.info("ending an event stream, database unavailable: %s", exc)
     return response
 
@@ -120,3 +119,7 @@ async def _live(
         if seen is not None and isinstance(event_id, int) and event_id <= seen:
             continue  # already sent from the history
         await response.write(encode(event))
+
+
+def routes() -> list[web.RouteDef]:
+    return [web.get("/api/events", events)]

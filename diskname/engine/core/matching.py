@@ -21,7 +21,6 @@ from ...protocol.guest_view import View, guest_view
 from ...protocol.names import valid_device_path
 
 MIN_TRUNCATED_SERIAL = 8
-SERIAL_CHARS = 20
 
 SOURCE_SERIAL = "serial"
 SOURCE_SERIAL_PREFIX = "serial-prefix"
@@ -49,11 +48,6 @@ class MatchResult:
     origins: dict[str, str] = field(default_factory=dict)
     # The guest's whole view of each named disk (SPEC §17): ``attachment.guest``.
     guests: dict[str, View] = field(default_factory=dict)
-
-
-def disk_serial(disk_id: str) -> str:
-    """The serial the hypervisor gives a disk: its id's first 20 characters."""
-    return disk_id[:SERIAL_CHARS]
 
 
 def valid_name(name: object) -> bool:

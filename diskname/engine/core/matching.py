@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ...protocol.guest_view import View, guest_view
 from ...protocol.names import valid_device_path
 
 MIN_TRUNCATED_SERIAL = 8
@@ -45,6 +46,8 @@ class MatchResult:
     rejected: Counter[str] = field(default_factory=Counter)
     # Which guest source reported each name: "agent" or "qemu-ga".
     origins: dict[str, str] = field(default_factory=dict)
+    # The guest's whole view of each named disk (SPEC §17): ``attachment.guest``.
+    guests: dict[str, View] = field(default_factory=dict)
 
 
 def valid_name(name: object) -> bool:
@@ -119,12 +122,18 @@ class _Matcher:
             del names[disk.disk_id]
             del self.result.sources[disk.disk_id]
             del self.result.origins[disk.disk_id]
+            self.result.guests.pop(disk.disk_id, None)
             self.conflicted.add(disk.disk_id)
             self.result.rejected["ambiguous"] += 1
             return
         names[disk.disk_id] = name
         self.result.sources.setdefault(disk.disk_id, source)
         self.result.origins.setdefault(disk.disk_id, entry_origin(entry))
+        if disk.disk_id not in self.result.guests:
+            # Checked again here: a host is trusted with its VMs' names no more than a guest.
+            view, dropped = guest_view(entry)
+            self.result.guests[disk.disk_id] = view
+            self.result.rejected.update(dropped)
 
     def by_serial(self, reported: str, entry: Mapping[str, Any]) -> bool:
         candidates, source = _serial_candidates(normalise_serial(reported), self.disks)

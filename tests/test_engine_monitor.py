@@ -260,7 +260,8 @@ async def test_a_vm_the_database_refuses_holds_back_no_other(pg_dsn: str) -> Non
             full_list = r.fake._Host_getVMFullList
             r.fake._Host_getVMFullList = lambda p: asked.append(p["vmList"]) or full_list(p)
             r.plug(DISK, "/dev/vdb")
-            r.fake.vms[other].devices = [dict(r.fake.vms[r.vm_id].devices[0], diskId=DISK2)]
+            first = r.fake.vms[r.vm_id].devices[0]
+            r.fake.vms[other].devices = [dict(first, diskId=DISK2, serial=disk_serial(DISK2))]
             assert await wait_until(lambda: r.name()) == "/dev/vdb"
             assert sorted(asked[0]) == sorted([r.vm_id, other])  # one batch, both VMs
             await wait_until(lambda: len(asked) >= 3)  # the refused one, again and again

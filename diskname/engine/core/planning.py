@@ -28,6 +28,8 @@ class DeviceRow(NamedTuple):
     logical_name: str | None
     logical_name_source: str | None
     logical_name_seen_at: datetime | None
+    # The name this disk shares with another of the VM's (then no name is current).
+    name_conflict: str | None = None
 
 
 @dataclass(slots=True)
@@ -46,7 +48,12 @@ def compat_keeps_names(version: str | None) -> bool:
 
 
 def _target(
-    old: DeviceRow | None, base: DeviceRow, name: str | None, source: str | None, now: datetime
+    old: DeviceRow | None,
+    base: DeviceRow,
+    name: str | None,
+    source: str | None,
+    now: datetime,
+    conflict: str | None = None,
 ) -> DeviceRow:
     old_name = old.logical_name if old else None
     if name == old_name and old is not None:
@@ -55,7 +62,10 @@ def _target(
         seen_at = now if name else None
     source = source if name else None
     return base._replace(
-        logical_name=name, logical_name_source=source, logical_name_seen_at=seen_at
+        logical_name=name,
+        logical_name_source=source,
+        logical_name_seen_at=seen_at,
+        name_conflict=None if name else conflict,
     )
 
 
@@ -67,25 +77,29 @@ def plan_update(
     keep_names: bool,
     now: datetime,
     blocked: frozenset[str] | set[str] = frozenset(),
+    refused: frozenset[str] | set[str] = frozenset(),
 ) -> UpdatePlan:
     """Rows to upsert, disks to create and name changes to record for one VM.
 
     A disk in ``blocked`` is plugged into another VM: it is recorded here as an
     attachment that is not plugged, with no name (a disk is in one VM at a time).
+    A disk in ``refused`` is not this VM's to claim (:mod:`.claims`): the report's
+    device is ignored, as if the host had not reported it.
     """
     by_disk = {row.disk_id: row for row in current}
     desired: dict[str, DeviceRow] = {}
     plan = UpdatePlan()
     for dev in report.devices:
-        if not dev.plugged or dev.disk_id in desired:
+        if not dev.plugged or dev.disk_id in desired or dev.disk_id in refused:
             continue
         plugged = dev.disk_id not in blocked
         name = match.names.get(dev.disk_id) if keep_names and plugged else None
+        conflict = match.conflicts.get(dev.disk_id) if keep_names and plugged else None
         base = DeviceRow(
             dev.disk_id, dev.device_id, dev.iface, plugged, dev.address, None, None, None
         )
         desired[dev.disk_id] = _target(
-            by_disk.get(dev.disk_id), base, name, match.sources.get(dev.disk_id), now
+            by_disk.get(dev.disk_id), base, name, match.sources.get(dev.disk_id), now, conflict
         )
         if dev.disk_id not in by_disk:
             plan.new_disks.append((dev.disk_id, dev.serial))
@@ -120,4 +134,6 @@ def _change_source(row: DeviceRow, match: MatchResult, keep_names: bool) -> str:
         return match.origins.get(row.disk_id, "agent")
     if not row.is_plugged:
         return "unplug"
+    if row.name_conflict is not None:
+        return "conflict"
     return "guest" if keep_names else "cluster"

@@ -34,7 +34,7 @@ def _attachment_rows(atts: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
 
     return [
         (
-            a.get("logical_name"),
+            a.get("logical_name") or _conflict(a),
             a["interface"],
             a["active"],
             a.get("logical_name_source"),
@@ -43,6 +43,12 @@ def _attachment_rows(atts: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
         )
         for a in sorted(atts, key=order)
     ]
+
+
+def _conflict(att: dict[str, Any]) -> str | None:
+    """A name the guest gave this disk and another: neither's (SPEC §19)."""
+    conflict = att.get("name_conflict")
+    return f"(conflict: {conflict['name']})" if isinstance(conflict, dict) else None
 
 
 ATTACHMENT_HEADERS = ("NAME", "INTERFACE", "PLUGGED", "MATCHED BY", "SEEN (UTC)", "DISK")

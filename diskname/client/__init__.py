@@ -20,6 +20,7 @@ from ..config import ConfigError, hidden, setting
 from ..flags import add_flags, given
 from . import commands
 from .http import DEFAULT_URL, Api, ClientError
+from .output import safe
 
 Command = Callable[[Api, argparse.Namespace, TextIO], None]
 
@@ -122,7 +123,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
         api = Api(cfg.url, cfg.token, ca_file=cfg.ca_file)
         command(api, args, out or sys.stdout)
     except (ClientError, ConfigError) as exc:
-        print(f"diskname {args.command}: {exc}", file=err or sys.stderr)
+        print(f"diskname {args.command}: {safe(str(exc))}", file=err or sys.stderr)
         return 1
     except BrokenPipeError:  # `diskname vms | head`
         return 0

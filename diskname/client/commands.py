@@ -34,7 +34,7 @@ def _attachment_rows(atts: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
 
     return [
         (
-            a.get("logical_name"),
+            a.get("logical_name") or _conflict(a),
             a["interface"],
             a["active"],
             *_guest_cells(a),
@@ -71,6 +71,12 @@ ATTACHMENT_HEADERS = (
     "SEEN (UTC)",
     "DISK",
 )
+
+
+def _conflict(att: dict[str, Any]) -> str | None:
+    """A name the guest gave this disk and another: neither's (SPEC §19)."""
+    conflict = att.get("name_conflict")
+    return f"(conflict: {conflict['name']})" if isinstance(conflict, dict) else None
 
 
 def disks(api: Api, args: argparse.Namespace, out: TextIO) -> None:

@@ -48,6 +48,8 @@ class MatchResult:
     origins: dict[str, str] = field(default_factory=dict)
     # The guest's whole view of each named disk (SPEC §17): ``attachment.guest``.
     guests: dict[str, View] = field(default_factory=dict)
+    # Disks the guest gave a name it gave another disk too: that name, kept by neither.
+    conflicts: dict[str, str] = field(default_factory=dict)
 
 
 def valid_name(name: object) -> bool:
@@ -168,7 +170,8 @@ def match_names(disks: Sequence[VmDisk], mapping: Mapping[str, Any]) -> MatchRes
     """Name each plugged disk of one VM from that VM's guest disk mapping.
 
     Serial matches are decided first; address matches then only fill in disks
-    still without a name. Entries that fit no disk, or several, are counted as
+    still without a name. A name given to two disks is given to neither: both
+    are in ``conflicts``. Entries that fit no disk, or several, are counted as
     ``unmatched`` or ``ambiguous``; invalid names as ``bad_name``.
     """
     matcher = _Matcher(disks)
@@ -181,4 +184,19 @@ def match_names(disks: Sequence[VmDisk], mapping: Mapping[str, Any]) -> MatchRes
             leftovers.append(entry)
     for entry in leftovers:
         matcher.by_address(entry)
+    _drop_shared_names(matcher.result)
     return matcher.result
+
+
+def _drop_shared_names(result: MatchResult) -> None:
+    """A name two disks got is neither's (SPEC §19): each keeps it as its conflict."""
+    holders: dict[str, list[str]] = {}
+    for disk_id, name in result.names.items():
+        holders.setdefault(name, []).append(disk_id)
+    for name, disks in holders.items():
+        if len(disks) < 2:
+            continue
+        for disk_id in disks:
+            del result.names[disk_id], result.sources[disk_id], result.origins[disk_id]
+            result.conflicts[disk_id] = name
+        result.rejected["duplicate_name"] += len(disks)

@@ -39,7 +39,7 @@ async def update_attachment(request: web.Request) -> web.Response:
 
 async def delete_attachment(request: web.Request) -> web.Response:
     vm_id, disk_id = p.path_uuid(request, "vm_id"), p.path_uuid(request, "disk_id")
-    await actions(request).detach(vm_id, disk_id)
+    await actions(request).detach(vm_id, disk_id, force=p.query_flag(request, "force"))
     return web.Response(status=204)
 
 

@@ -157,7 +157,7 @@ class _Handlers:
         res = self._res(request)
         vm_id, disk_id = _path_id(request, "vm_id", "VM"), _path_id(request, "disk_id", "disk")
         remove = not _flag(request, "detach_only", True)
-        await res.detach(vm_id, disk_id, remove_disk=remove)
+        await res.detach(vm_id, disk_id, remove_disk=remove, force=_flag(request, "force", False))
         return xml_response(xmlout.action_done())  # 200: the SDK takes a 204 for an error
 
     async def disks(self, request: web.Request) -> web.Response:

@@ -112,6 +112,21 @@ class AttachmentActions(ActionBase):
         vm = await self.vm(vm_id)
         return await self._attachment(vm.id, disk_id)
 
+    async def attachment_named(self, vm_id: str, disk_id: str, timeout: float) -> Attachment:
+        """The attachment as soon as it has a logical name, or as it is after ``timeout`` s.
+
+        The database is read once before parking and once at the end; meanwhile only
+        the hub's change events (this engine's writes, the other engines' NOTIFY)
+        wake the request, so a parked waiter costs no query (SPEC §18).
+        """
+        vm = await self.vm(vm_id)
+        with self._hub.waiters.waiting(vm.id, disk_id) as named:  # before the read: no gap
+            att = await self._attachment(vm.id, disk_id)
+            if att.logical_name is not None:
+                return att
+            await self._hub.waiters.park(named, timeout)
+        return await self._attachment(vm.id, disk_id)
+
     async def attach(self, vm_id: str, request: AttachRequest, requested_at: float) -> Attachment:
         """Attach an existing disk, or a new one when ``disk_id`` is None; plug it if active.
 

@@ -104,9 +104,10 @@ async def waiting(engine: Engine, vm: str, disk: str, timeout: float = 20) -> tu
     return answer, time.monotonic()
 
 
-async def next_event(engine: Engine, disk: str) -> float:
-    """When ``/api/events`` brings the naming of ``disk``."""
+async def next_event(engine: Engine, disk: str, ready: asyncio.Event) -> float:
+    """When ``/api/events`` brings the naming of ``disk`` (``ready``: subscribed)."""
     async with engine.http.get(engine.base + "/api/events") as resp:
+        ready.set()  # the engine subscribes before it answers
         async for line in resp.content:
             if line.startswith(b"data: "):
                 event = orjson.loads(line[6:])
@@ -125,10 +126,11 @@ async def parked(engine: Engine, count: int) -> None:
 async def test_a_waiter_answers_with_the_name_as_the_event_stream_does(pg_dsn: str) -> None:
     async with cluster(pg_dsn) as ([engine], fake, vm):
         disk = await plug(engine, vm)
+        subscribed = asyncio.Event()
         waiter = asyncio.create_task(waiting(engine, vm, disk))
-        event = asyncio.create_task(next_event(engine, disk))
+        event = asyncio.create_task(next_event(engine, disk, subscribed))
         await parked(engine, 1)
-        await wait_until(lambda: engine.gauge("diskname_engine_name_waiters"))  # stream open too
+        await subscribed.wait()
         name(fake, vm, {disk: "/dev/vdb"})
         (att, answered), heard = await waiter, await event
         assert att["logical_name"] == "/dev/vdb"
@@ -181,16 +183,18 @@ async def test_500_waiters_cost_no_query_while_they_wait(pg_dsn: str) -> None:
             asyncio.create_task(waiting(engine, vm, disks[i % len(disks)], timeout=60))
             for i in range(500)
         ]
-        await parked(engine, 500)
         admin = await asyncpg.connect(pg_dsn)
         try:
+            await parked(engine, 500)
             before = await backends_busy(admin)
             await asyncio.sleep(1.0)  # sync-ok: the window observed, not a synchronisation
             assert await backends_busy(admin) == before  # no query began meanwhile
+            name(fake, vm, {d: f"/dev/vd{chr(ord('b') + i)}" for i, d in enumerate(disks)})
+            answers = await asyncio.wait_for(asyncio.gather(*waiters), 30)
         finally:
             await admin.close()
-        name(fake, vm, {d: f"/dev/vd{chr(ord('b') + i)}" for i, d in enumerate(disks)})
-        answers = await asyncio.wait_for(asyncio.gather(*waiters), 30)
+            for task in waiters:
+                task.cancel()
         assert all(att["logical_name"] for att, _ in answers)
         assert await engine.gauge("diskname_engine_name_waiters") == 0
 

@@ -95,6 +95,8 @@ class AttachmentActions(ActionBase):
         self._disk_names: Coalescer[str, set[str]] = Coalescer(store.disk_names)
         self._claims: Coalescer[Claim, str] = Coalescer(store.claim_plugs)
         self._outcomes: Coalescer[Outcome, Attachment | None] = Coalescer(store.settle_plugs)
+        # Waiters woken together (one name, many waiters) read their attachments together.
+        self._waited: Coalescer[tuple[str, str], Attachment] = Coalescer(store.get_attachments)
 
     async def attachments(self, vm_id: str) -> list[Attachment]:
         vm = await self.vm(vm_id)
@@ -121,11 +123,11 @@ class AttachmentActions(ActionBase):
         """
         vm = await self.vm(vm_id)
         with self._hub.waiters.waiting(vm.id, disk_id) as named:  # before the read: no gap
-            att = await self._attachment(vm.id, disk_id)
+            att = await self._waited.submit((vm.id, disk_id))
             if att.logical_name is not None:
                 return att
             await self._hub.waiters.park(named, timeout)
-        return await self._attachment(vm.id, disk_id)
+        return await self._waited.submit((vm.id, disk_id))
 
     async def attach(self, vm_id: str, request: AttachRequest, requested_at: float) -> Attachment:
         """Attach an existing disk, or a new one when ``disk_id`` is None; plug it if active.

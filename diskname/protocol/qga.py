@@ -24,7 +24,7 @@ from typing import Any, Union
 
 from ..compat import SLOTS, jsonlib
 from .agent_wire import parse_mapping
-from .errors import RemoteProtocolError
+from .errors import remote
 from .lines import MAX_LINE, NEED_DATA, LineDecoder, NeedData, Oversized, Truncated
 from .names import is_windows_name, refusal
 from .qga_windows import add_mountpoints, unshare_serials, volume_paths, windows_address
@@ -63,10 +63,6 @@ class Error:
 
 
 Event = Union[Synced, Return, Error, NeedData]
-
-
-def _bad(reason: str, message: str) -> RemoteProtocolError:
-    return RemoteProtocolError(message, reason=reason)
 
 
 def command(name: str, arguments: Mapping[str, Any] | None = None) -> bytes:
@@ -116,9 +112,9 @@ class QgaConnection:
             if isinstance(line, NeedData):
                 return NEED_DATA
             if isinstance(line, Oversized):
-                raise _bad("oversized", "a qemu-ga reply longer than the line cap")
+                raise remote("oversized", "a qemu-ga reply longer than the line cap")
             if isinstance(line, Truncated):
-                raise _bad("truncated", "qemu-ga closed the connection mid-reply")
+                raise remote("truncated", "qemu-ga closed the connection mid-reply")
             if not line.strip():
                 continue
             event = self._reply(line)
@@ -133,13 +129,13 @@ class QgaConnection:
         try:
             obj = jsonlib.loads(line)
         except jsonlib.JSONDecodeError:
-            raise _bad("invalid_json", "qemu-ga sent invalid JSON") from None
+            raise remote("invalid_json", "qemu-ga sent invalid JSON") from None
         if isinstance(obj, dict) and "return" in obj:
             return Return(obj["return"])
         if isinstance(obj, dict) and isinstance(obj.get("error"), dict):
             err = obj["error"]
             return Error(str(err.get("class", ""))[:128], str(err.get("desc", ""))[:1024])
-        raise _bad("bad_reply", "a qemu-ga reply has neither return nor error")
+        raise remote("bad_reply", "a qemu-ga reply has neither return nor error")
 
 
 # -- replies to disk mappings ------------------------------------------------
@@ -220,7 +216,7 @@ def _entry(name: str, address: Any) -> dict[str, Any]:
 
 def _objects(value: Any, what: str) -> list[dict[str, Any]]:
     if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
-        raise _bad("bad_reply", f"{what} must be a list of objects")
+        raise remote("bad_reply", f"{what} must be a list of objects")
     return value
 
 
@@ -292,7 +288,7 @@ def mapping_from_disks(
     for disk in disks:
         name = disk.get("name")
         if not isinstance(name, str):
-            raise _bad("bad_reply", "a disk needs a string name")
+            raise remote("bad_reply", "a disk needs a string name")
         if disk.get("partition") is True or _NOT_A_DISK.match(name):
             kind = "partitions" if disk.get("partition") is True else "holders"
             children.append((kind, name, _names(disk.get("dependencies"))))

@@ -20,7 +20,6 @@ from typing import Any
 from ...protocol.names import valid_device_path
 
 MIN_TRUNCATED_SERIAL = 8
-SERIAL_CHARS = 20
 
 SOURCE_SERIAL = "serial"
 SOURCE_SERIAL_PREFIX = "serial-prefix"
@@ -46,11 +45,6 @@ class MatchResult:
     rejected: Counter[str] = field(default_factory=Counter)
     # Which guest source reported each name: "agent" or "qemu-ga".
     origins: dict[str, str] = field(default_factory=dict)
-
-
-def disk_serial(disk_id: str) -> str:
-    """The serial the hypervisor gives a disk: its id's first 20 characters."""
-    return disk_id[:SERIAL_CHARS]
 
 
 def valid_name(name: object) -> bool:

@@ -10,8 +10,9 @@ from datetime import datetime
 from typing import Any
 
 from ...protocol import simhw
+from ...protocol.disks import DEFAULT_DISK_SIZE, disk_serial
 from ...protocol.host_wire import FullVm
-from .matching import VmDisk, disk_serial
+from .matching import VmDisk
 
 # The disk interfaces (buses) a disk is plugged on: the wire's list, every tier's.
 INTERFACES: tuple[str, ...] = simhw.INTERFACES
@@ -55,8 +56,6 @@ class VmRow:
         return {"id": self.id, "name": self.name, "status": self.status, "host": host}
 
 
-# A disk that names no size gets what the hypervisors create by default (bytes).
-DEFAULT_DISK_SIZE = 1 << 30
 DISK_NAME_MAX = 255
 
 

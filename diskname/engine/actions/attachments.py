@@ -94,6 +94,8 @@ class AttachmentActions(ActionBase):
         self._disk_names: Coalescer[str, set[str]] = Coalescer(store.disk_names)
         self._claims: Coalescer[Claim, str] = Coalescer(store.claim_plugs)
         self._outcomes: Coalescer[Outcome, Attachment | None] = Coalescer(store.settle_plugs)
+        # Waiters woken together (one name, many waiters) read their attachments together.
+        self._waited: Coalescer[tuple[str, str], Attachment] = Coalescer(store.get_attachments)
 
     async def attachments(self, vm_id: str) -> list[Attachment]:
         vm = await self.vm(vm_id)
@@ -110,6 +112,21 @@ class AttachmentActions(ActionBase):
         """The attachment; :class:`NotFound` for a missing VM or a disk not attached to it."""
         vm = await self.vm(vm_id)
         return await self._attachment(vm.id, disk_id)
+
+    async def attachment_named(self, vm_id: str, disk_id: str, timeout: float) -> Attachment:
+        """The attachment as soon as it has a logical name, or as it is after ``timeout`` s.
+
+        The database is read once before parking and once at the end; meanwhile only
+        the hub's change events (this engine's writes, the other engines' NOTIFY)
+        wake the request, so a parked waiter costs no query (SPEC §18).
+        """
+        vm = await self.vm(vm_id)
+        with self._hub.waiters.waiting(vm.id, disk_id) as named:  # before the read: no gap
+            att = await self._waited.submit((vm.id, disk_id))
+            if att.logical_name is not None:
+                return att
+            await self._hub.waiters.park(named, timeout)
+        return await self._waited.submit((vm.id, disk_id))
 
     async def attach(self, vm_id: str, request: AttachRequest, requested_at: float) -> Attachment:
         """Attach an existing disk, or a new one when ``disk_id`` is None; plug it if active.

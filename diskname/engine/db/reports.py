@@ -21,6 +21,11 @@ rules a host cannot break:
 - an adopted VM's name is checked as user input is; a bad one is not stored
   (the VM is named by its id) and is counted;
 - each host's cluster's compatibility version decides whether its names are kept.
+
+Every name change stored (here, or by an unplug or a detach) is also sent on the
+:data:`NAMES_CHANNEL` NOTIFY channel, by the history's own INSERT: PostgreSQL
+delivers it to every engine's lease connection when, and only if, it commits,
+so a request waiting on another engine hears of it (SPEC §18).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from ..core.models import GuestChange, NameChange, VmReport, valid_object_name
 from ..core.planning import DeviceRow, UpdatePlan, compat_keeps_names, guest_text, plan_update
 
 HISTORY_PER_DISK = 100  # rows kept per disk; the oldest go first
+NAMES_CHANNEL = "diskname_name_change"  # payload: a NameChange's JSON
 
 Exec = Callable[..., Awaitable[int]]
 
@@ -279,7 +285,7 @@ async def insert_history(
     if not changes:
         return []
     rows = [(c.vm_id, c.disk_id, c.old, c.new, c.source, c.matched_by, c.at) for c in changes]
-    stored = await conn.fetch(_HISTORY_SQL, *zip(*rows, strict=True))
+    stored = await conn.fetch(_HISTORY_SQL, *zip(*rows, strict=True), NAMES_CHANNEL)
     # A batch names each (VM, disk) at most once: that pair finds each change its id.
     ids = {(r["vm_id"], r["disk_id"]): r["id"] for r in stored}
     disks = sorted({c.disk_id for c in changes})
@@ -355,8 +361,11 @@ INSERT INTO logical_name_history
     (vm_id, disk_id, old_name, new_name, source, matched_by, changed_at)
 SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
                      $7::timestamptz[])
-RETURNING id, vm_id::text, disk_id::text
-"""
+RETURNING id, vm_id::text, disk_id::text,
+  pg_notify($8, json_build_object(
+    'id', id, 'vm_id', vm_id, 'disk_id', disk_id, 'old', old_name, 'new', new_name,
+    'source', source, 'matched_by', matched_by, 'at', changed_at)::text) AS notified
+"""  # the notification is the change's event, NameChange.to_json's keys: no extra round trip
 _TRIM_HISTORY_SQL = """
 DELETE FROM logical_name_history WHERE id IN (
     SELECT id FROM (

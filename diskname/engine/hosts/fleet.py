@@ -109,6 +109,11 @@ class Monitors:
             else:
                 await self._leases.announce_action(HOST_PREFIX + host_id)
 
+    @property
+    def engine_pid(self) -> int | None:
+        """The backend pid of the lease connection: what an intent names its engine by."""
+        return self._leases.pid
+
     def get(self, host_id: str) -> HostMonitor | None:
         return self._by_host.get(host_id)
 
@@ -141,6 +146,22 @@ class Monitors:
         while True:
             await asyncio.sleep(self._period)
             await self.rebalance()
+            await self.sweep_intents()
+
+    async def sweep_intents(self) -> None:
+        """Fetch again the VMs of our hosts with an intent a dead engine left (SPEC §19).
+
+        A restarted engine finds its own when it loads a host (:mod:`..db.intents`);
+        this finds those of another engine that died while this one owned the host.
+        """
+        try:
+            stale = await self._store.stale_intents()
+        except Unavailable:
+            return
+        for host_id, vm_id in stale:
+            monitor = self._by_host.get(host_id)
+            if monitor is not None and monitor.owned:
+                monitor.invalidate(vm_id)
 
     def _on_foreign_action(self, payload: str) -> None:
         if payload.startswith(HOST_PREFIX):

@@ -11,6 +11,7 @@ reach this engine's hub through the lease connection's NOTIFY
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import uuid
 from collections.abc import Coroutine
@@ -27,6 +28,7 @@ from ..metrics import Metrics
 from .connect import HostConnector, client_tls
 from .leases import Leases, LeasesLost
 from .monitor import HostMonitor
+from .restore import restore_vms
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +86,7 @@ class Monitors:
             self._leases.announce_action,
             self._connector,
             self._leases.fence,
+            functools.partial(restore_vms, self._store),
         )
         self._by_host[host.id] = monitor
         self._task_of[host.id] = self._spawn(monitor.run(), f"monitor-{host.name}")

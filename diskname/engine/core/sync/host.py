@@ -18,6 +18,7 @@ from ..models import VmReport, report_from_wire
 from .actions import Actions, After
 from .digest import StatsDigest
 from .known import Known
+from .missing import Missing
 from .ownership import Event, Ownership, Phase
 from .queue import FetchQueue
 
@@ -61,6 +62,7 @@ class HostSync:
         self._digest = StatsDigest()
         self._actions = Actions()
         self._queue = FetchQueue(fetch_rate, fetch_burst)
+        self._missing = Missing()
         self.counters: Counter[str] = Counter()
 
     # -- ownership and the database's view -----------------------------------
@@ -93,6 +95,7 @@ class HostSync:
         self._queue.clear()
         self._actions.forget_waits()
         self._digest.forget()
+        self._missing.arm()
         self._own.on(Event.LOADED)
 
     def forget_hash(self, vm_id: str) -> None:
@@ -142,7 +145,12 @@ class HostSync:
             if self.mark(entry.vm_id, entry.hash):
                 behind.add(entry.vm_id)
         self._digest.took(reply.digest, reported, behind)
+        self._missing.on_list(self._known.registered(), reported, whole=not reply.skipped)
         return changed
+
+    def take_missing(self) -> list[str]:
+        """VMs registered on the host that it no longer knows (:mod:`.missing`), once."""
+        return self._missing.take() if self.owned else []
 
     def _unchanged(self, digest: str | None) -> None:
         """The host's stats are still those of the digest held: look again at what is behind."""

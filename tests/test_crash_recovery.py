@@ -5,7 +5,8 @@ The engine runs as a process held at a named step of a plug or unplug
 for good, so the SIGKILL lands exactly at that step, whatever the machine's
 speed. A second engine is then started on the same database; within one
 refresh of serving, every attachment's ``active`` matches the host's devices,
-no disk is ``locked`` and no intent is left.
+no disk is ``locked`` and no intent is left. An engine that dies while another
+owns the host is cleaned up by that owner, which never restarts.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ import aiohttp
 import asyncpg
 import pytest
 
+from diskname.engine import EngineConfig, EngineService
 from diskname.host.service import HostService
 
-from .conftest import wait_until
+from .conftest import started, wait_until
 from .fleet import engine_process, sim_hosts
 from .rest import Rest
 
@@ -149,5 +151,42 @@ async def test_engine_killed_in_mid_unplug_converges_within_one_refresh(
         assert still == (point == "unplug.intended")
         assert took < REFRESH, f"converged {took:.2f} s after serving"
         print(f"killed at {point}: converged {took * 1000:.0f} ms after the restart served")
+    finally:
+        await db.close()
+
+
+async def test_an_engine_killed_in_mid_plug_is_cleaned_up_by_the_engine_owning_the_host(
+    pg_dsn: str, tmp_path: Path
+) -> None:
+    """The host's owner never restarts, so never reloads: its sweep finds the intent."""
+    db = await asyncpg.connect(pg_dsn)
+    owner = EngineService(EngineConfig(dsn=pg_dsn, http_port=0, refresh_interval=REFRESH))
+    try:
+        async with (
+            sim_hosts(1, name_delay=0.0) as (host,),
+            started(owner),
+            aiohttp.ClientSession(base_url=f"http://127.0.0.1:{owner.http_port}") as http,
+        ):
+            vm_id = await seed(Rest(http), host)  # the first engine owns the host
+            hold = {HOLD: "plug.claimed"}
+            async with (
+                engine_process(pg_dsn, tmp_path, REFRESH, env=hold) as (other, base),
+                aiohttp.ClientSession(base_url=base) as other_http,
+            ):
+                body = {"interface": "virtio", "active": True}
+                path = f"/api/vms/{vm_id}/diskattachments"
+                plug = asyncio.create_task(Rest(other_http).call("POST", path, body))
+                await wait_until(lambda: intents(db, "plug"), timeout=10)
+                await kill(other)
+                with pytest.raises(aiohttp.ClientError):
+                    await plug
+                loop = asyncio.get_running_loop()
+                killed = loop.time()
+                await wait_until(
+                    lambda: converged(Rest(http), host, vm_id, db), timeout=10, interval=0.02
+                )
+                took = loop.time() - killed
+        assert took < 2 * REFRESH, f"converged {took:.2f} s after the kill"
+        print(f"the owner cleaned up another engine's plug {took * 1000:.0f} ms after its death")
     finally:
         await db.close()

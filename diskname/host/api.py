@@ -69,12 +69,15 @@ def _drive(raw: Any) -> dict[str, Any]:
     return raw
 
 
-def vm_stats(vm: Vm) -> wire.StatsEntry:
-    """The VM's stats entry: it moves with the hash, the status, or a guest source
-    coming or going (SPEC §17), never with a guest merely repeating itself."""
+def agent_info(vm: Vm) -> wire.AgentInfo:
+    """The VM's guest agent: it moves when a guest source comes or goes (SPEC §17),
+    never with a guest merely repeating itself."""
     fresh = vm.freshness
-    agent = wire.AgentInfo(fresh.status, vm.api_version, wall_time(fresh.since), fresh.sources)
-    return wire.StatsEntry(vm.id, vm.state.status, vm.hash, agent)
+    return wire.AgentInfo(fresh.status, vm.api_version, wall_time(fresh.since), fresh.sources)
+
+
+def vm_stats(vm: Vm) -> wire.StatsEntry:
+    return wire.StatsEntry(vm.id, vm.state.status, vm.hash, agent_info(vm))
 
 
 def vm_full(vm: Vm) -> wire.FullVm:
@@ -82,7 +85,8 @@ def vm_full(vm: Vm) -> wire.FullVm:
         wire.DiskDevice(d.device_id, d.disk_id, d.serial, d.iface, d.address, d.plugged)
         for d in vm.state.devices
     )
-    return wire.FullVm(vm.id, vm.name, vm.state.status, vm.hash, devices, vm.mapping)
+    state = vm.state
+    return wire.FullVm(vm.id, vm.name, state.status, vm.hash, devices, vm.mapping, agent_info(vm))
 
 
 def full_list(vms: Iterable[Vm], budget: int = MAX_RPC_FRAME - RPC_ENVELOPE) -> list[Any]:

@@ -216,6 +216,7 @@ class FullVm:
     hash: str | None
     devices: tuple[DiskDevice, ...] = ()
     mapping: Mapping[str, Any] = field(default_factory=dict)
+    agent: AgentInfo | None = None  # not hashed; stored with the hash (SPEC §17)
 
     def __post_init__(self) -> None:
         check_id(self.vm_id)
@@ -226,7 +227,7 @@ class FullVm:
             raise bad("too_many", "too many devices or mapping entries")
 
     def to_wire(self) -> dict[str, Any]:
-        return {
+        out = {
             "vmId": self.vm_id,
             "name": self.name,
             "status": self.status,
@@ -234,6 +235,9 @@ class FullVm:
             "devices": [d.to_wire() for d in self.devices],
             "guestDiskMapping": self.mapping,
         }
+        if self.agent is not None:
+            out["agent"] = self.agent.to_wire()
+        return out
 
 
 @dataclass(frozen=True, **SLOTS)
@@ -309,6 +313,7 @@ def _full_vm(obj: Mapping[str, Any], vm_id: str) -> FullVm:
     if len(devices) > MAX_DEVICES:
         raise bad("too_many", f"more than {MAX_DEVICES} devices")
     parsed = (parse_device(d) for d in devices)
+    agent = obj.get("agent")
     return FullVm(
         vm_id=vm_id,
         name=text_or_none(obj.get("name"), "name", MAX_TEXT_CHARS),
@@ -316,6 +321,7 @@ def _full_vm(obj: Mapping[str, Any], vm_id: str) -> FullVm:
         hash=text_or_none(obj.get("hash"), "hash", MAX_HASH_CHARS),
         devices=tuple(d for d in parsed if d is not None),
         mapping=mapping,
+        agent=parse_agent(agent) if isinstance(agent, dict) else None,
     )
 
 

@@ -28,6 +28,7 @@ from typing import Any
 from ..core.matching import MatchResult
 from ..core.models import NameChange, VmReport
 from ..core.planning import DeviceRow, UpdatePlan, compat_keeps_names, plan_update
+from .agents import HASH_SQL, hash_columns
 
 HISTORY_PER_DISK = 100  # rows kept per disk; the oldest go first
 
@@ -194,7 +195,7 @@ async def _store(
     for stored in outcomes.values():  # each change with its history row id (the event id)
         if isinstance(stored, Stored):
             stored.changes = [stamped.get((c.vm_id, c.disk_id), c) for c in stored.changes]
-    await execute(conn, _HASH_SQL, vm_ids, [r.hash for r, _ in pairs])
+    await execute(conn, HASH_SQL, *hash_columns([r for r, _ in pairs]))
 
 
 def _blocked_disks(
@@ -282,10 +283,6 @@ ON CONFLICT (vm_id, disk_id) DO UPDATE SET
     is_plugged = EXCLUDED.is_plugged, address = EXCLUDED.address,
     logical_name = EXCLUDED.logical_name, logical_name_source = EXCLUDED.logical_name_source,
     logical_name_seen_at = EXCLUDED.logical_name_seen_at
-"""
-_HASH_SQL = """
-UPDATE vms SET hash = u.hash FROM unnest($1::uuid[], $2::text[]) AS u(id, hash)
-WHERE vms.id = u.id AND vms.hash IS DISTINCT FROM u.hash
 """
 _HISTORY_SQL = """
 INSERT INTO logical_name_history

@@ -22,19 +22,31 @@ ATTACHMENT_COLUMNS = """vd.vm_id::text, vd.disk_id::text, vd.device_id::text, vd
 DISK_COLUMNS = (
     "d.name, d.provisioned_size, d.status, CASE WHEN d.storage_type = 'lun' THEN d.serial END"
 )
+# SPEC §17: stale while the VM's guest agent is not up; the source that gave the
+# current name (its newest history row) says whose confirmation time is the name's.
+FRESHNESS_COLUMNS = """v.guest_agent_status <> 'up' AS stale, o.origin,
+       (v.guest_reported_at ->> coalesce(o.origin, 'agent'))::timestamptz AS reported_at"""
 ATTACHMENTS = f"""
-SELECT {ATTACHMENT_COLUMNS}, {DISK_COLUMNS}
-FROM vm_device vd JOIN disks d ON d.id = vd.disk_id
+SELECT {ATTACHMENT_COLUMNS}, {DISK_COLUMNS}, {FRESHNESS_COLUMNS}
+FROM vm_device vd JOIN disks d ON d.id = vd.disk_id JOIN vms v ON v.id = vd.vm_id
+LEFT JOIN LATERAL (
+    SELECT h.source AS origin FROM logical_name_history h
+    WHERE h.disk_id = vd.disk_id AND h.vm_id = vd.vm_id AND vd.logical_name IS NOT NULL
+    ORDER BY h.id DESC LIMIT 1) o ON true
 """
 DISKS = f"SELECT d.id::text, {DISK_COLUMNS} FROM disks d"
-VMS = "SELECT id::text, name, status, host_id::text FROM vms"
+VMS = """SELECT id::text, name, status, host_id::text,
+       guest_agent_status, guest_agent_since, guest_agent_sources FROM vms"""
 
 
 def attachment(row: Any) -> Attachment:
-    """An attachment row with its disk's columns after its own nine."""
+    """An attachment row: its own nine columns, its disk's four, then (when read with
+    them) its freshness, by name."""
     values = list(row.values())
     att = Attachment(*values[:9])
-    return dataclasses.replace(att, disk=Disk(att.disk_id, *values[9:]))
+    keys = set(row.keys())
+    fresh = {k: row[k] for k in ("stale", "origin", "reported_at") if k in keys}
+    return dataclasses.replace(att, disk=Disk(att.disk_id, *values[9:13]), **fresh)
 
 
 def filtered(

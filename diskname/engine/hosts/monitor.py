@@ -42,6 +42,7 @@ from ..db.store import Store
 from ..errors import DatabaseRefused, HostNotConnected, Unavailable
 from ..events import EventHub
 from ..metrics import Metrics
+from .agents import store_agent_changes
 from .connect import HostConnector, HostUntrusted
 from .refusals import host_errors
 
@@ -238,6 +239,7 @@ class HostMonitor:
         self._metrics.polls_unchanged += self.sync.counters["stats_unchanged"] - unchanged
         for vm_id, status in changes:
             await self._store.set_vm_status(vm_id, status)
+        await store_agent_changes(self._store, self._hub, self.sync, self.host.id)
         if self.sync.wants_fetch:
             self._wake.set()
 

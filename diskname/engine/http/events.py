@@ -118,7 +118,8 @@ async def _live(
         event_id = event.get("id")
         if seen is not None and isinstance(event_id, int) and event_id <= seen:
             continue  # already sent from the history
-        await response.write(encode(event))
+        kind = event.get("event")  # a named event (guest_agent); name changes are unnamed
+        await response.write(encode(event, kind if isinstance(kind, str) else None))
 
 
 def routes() -> list[web.RouteDef]:

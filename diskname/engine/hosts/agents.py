@@ -43,6 +43,10 @@ async def store_agent_changes(store: Store, hub: EventHub, sync: HostSync, host_
     except Unavailable:
         sync.agents.not_written(changes)
         raise
+    publish_agent_changes(hub, changes)
+
+
+def publish_agent_changes(hub: EventHub, changes: list[AgentChange]) -> None:
     for change in changes:
         log.info(
             "VM %s: guest agent %s (sources: %s)",

@@ -42,7 +42,7 @@ from ..db.store import Store
 from ..errors import DatabaseRefused, HostNotConnected, Unavailable
 from ..events import EventHub
 from ..metrics import Metrics
-from .agents import store_agent_changes
+from .agents import publish_agent_changes, store_agent_changes
 from .connect import HostConnector, HostUntrusted
 from .refusals import host_errors
 
@@ -345,6 +345,7 @@ class HostMonitor:
         self.sync.on_foreign(stored.foreign)
         self._metrics.foreign_reports += len(stored.foreign)
         self.sync.on_stored(r for r, _ in items if r.vm_id not in stored.foreign)
+        publish_agent_changes(self._hub, self.sync.agents.take_announced())
         return stored.changes
 
     # -- engine-initiated actions -------------------------------------------

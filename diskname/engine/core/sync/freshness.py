@@ -48,12 +48,13 @@ class AgentChange:
 
 
 class GuestAgents:
-    __slots__ = ("_confirmed", "_known", "_latest", "_pending", "cursor")
+    __slots__ = ("_announced", "_confirmed", "_known", "_latest", "_pending", "cursor")
 
     def __init__(self) -> None:
         self._latest: dict[str, GuestAgent] = {}  # as the last full list said
         self._known: dict[str, GuestAgent] = {}  # as written (or being written)
         self._pending: dict[str, GuestAgent] = {}
+        self._announced: list[AgentChange] = []  # written with a hash: to tell the page
         self._confirmed: dict[str, dict[str, datetime]] = {}
         self.cursor = ""  # of the confirmations taken in ("": none yet)
 
@@ -72,8 +73,16 @@ class GuestAgents:
         """The VM's report was stored with ``agent`` (as known when it was fetched): if the
         host said otherwise since, that is to be written too."""
         if agent is not None:
+            known = self._known.get(vm_id)
+            if known is not None and (known.status, known.sources) != (agent.status, agent.sources):
+                self._announced.append(AgentChange(vm_id, agent, self.reported_at(vm_id)))
             self._known[vm_id] = agent
         self._offer(vm_id)
+
+    def take_announced(self) -> list[AgentChange]:
+        """Agents that moved and were written with their VM's hash (no write of their own)."""
+        announced, self._announced = self._announced, []
+        return announced
 
     def _offer(self, vm_id: str) -> None:
         agent, known = self._latest.get(vm_id), self._known.get(vm_id)

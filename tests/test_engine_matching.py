@@ -7,9 +7,10 @@ from datetime import UTC, datetime
 from hypothesis import given
 from hypothesis import strategies as st
 
-from diskname.engine.core.matching import VmDisk, disk_serial, match_names, valid_name
+from diskname.engine.core.matching import VmDisk, match_names, valid_name
 from diskname.engine.core.models import HostDevice, VmReport
 from diskname.engine.core.planning import DeviceRow, compat_keeps_names, plan_update
+from diskname.protocol.disks import disk_serial
 
 A = "1a2b3c4d-5e6f-4a8b-9c0d-112233445566"
 B = "99887766-5544-4332-a110-ffeeddccbbaa"

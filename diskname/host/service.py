@@ -28,6 +28,7 @@ from typing import Any
 from ..binding import ensure_free, translated
 from ..config import ConfigError
 from ..damping import Damper
+from ..protocol.guest_view import clean_mapping
 from ..protocol.guest_wire import confirmed_wire
 from ..protocol.host_wire import vm_status_event
 from ..protocol.limits import MAX_DEVICES_PER_VM
@@ -248,11 +249,15 @@ class HostService:
     def _guest_report(
         self, vm_id: str, source: str, mapping: Mapping[str, Any], *, heartbeats: bool
     ) -> None:
-        """Every mapping a guest source sends, changed or not, confirms its names (SPEC §17)."""
+        """Every mapping a guest source sends, changed or not, confirms its names (SPEC §17);
+        every source's entries pass the view's grammar here, in one place."""
         vm = self.registry.find(vm_id)
         if vm is None:
             return
-        self.registry.set_mapping(vm_id, source, mapping)
+        cleaned, dropped = clean_mapping(mapping)
+        for reason, count in sorted(dropped.items()):
+            vm.reject(reason, count)
+        self.registry.set_mapping(vm_id, source, cleaned)
         vm.source_confirmed(source, asyncio.get_running_loop().time(), heartbeats=heartbeats)
         self.confirmations.note(vm_id)
 

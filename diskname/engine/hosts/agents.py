@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from ..core.models import GUEST_AGENT_EVENT
 from ..core.sync import HostSync
 from ..core.sync.freshness import AgentChange
 from ..db.store import Store
@@ -19,15 +20,13 @@ from ..events import EventHub
 
 log = logging.getLogger(__name__)
 
-EVENT = "guest_agent"
-
 
 def agent_event(change: AgentChange) -> dict[str, Any]:
     """The ``/api/events`` message of a guest agent that came or went (no ``id``: not
     in the history, so not replayed; a reconnecting client reads the VM again)."""
     agent = change.agent
     return {
-        "event": EVENT,
+        "kind": GUEST_AGENT_EVENT,
         "vm_id": change.vm_id,
         "guest_agent": agent.to_json(),
         "stale": agent.stale,

@@ -101,7 +101,10 @@ def _which(p: argparse.ArgumentParser) -> None:
         " with --vm, the guest's name for it, now or before (/dev/vdb)",
     )
     p.add_argument(
-        "--vm", metavar="VM", help="find the disk by the name this VM's guest gives or gave it"
+        "--vm",
+        metavar="VM",
+        help="find the disk by the name this VM's guest gives or gave it (default: none,"
+        " by id or serial)",
     )
 
 

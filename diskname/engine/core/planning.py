@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple
 
+from ...protocol.names import name_key
 from .matching import MatchResult
 from .models import NameChange, VmReport
 
@@ -49,6 +50,8 @@ def _target(
     old: DeviceRow | None, base: DeviceRow, name: str | None, source: str | None, now: datetime
 ) -> DeviceRow:
     old_name = old.logical_name if old else None
+    if name != old_name and name and old_name and name_key(name) == name_key(old_name):
+        name = old_name  # \\.\PhysicalDrive1 is \\.\PHYSICALDRIVE1: not a change (SPEC §20)
     if name == old_name and old is not None:
         seen_at = old.logical_name_seen_at
     else:

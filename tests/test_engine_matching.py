@@ -210,6 +210,18 @@ def test_two_disks_reporting_serial_0_are_each_named_by_their_own_address() -> N
     assert result.sources == {A: "address", B: "address"} and not result.rejected
 
 
+def test_a_lagging_entry_of_an_unplugged_virtio_blk_disk_names_no_scsi_disk() -> None:
+    scsi = VmDisk(B, SB, True, "0:0:0:0", "virtio_scsi")  # the blk disk has just left
+    result = match_names([scsi], {SA: windows_entry(PD1, BLK_PCI, serial=SA)})
+    assert result.names == {} and result.rejected == {"unmatched": 1}
+    blk = VmDisk(B, SB, True, BLK_PCI, "virtio")  # its PCI function still names a blk disk
+    assert match_names([blk], {SA: windows_entry(PD1, BLK_PCI, serial=SA)}).names == {B: PD1}
+    # Linux: a disk libvirt gave no serial is reported under QEMU's; its address decides.
+    sdb = VmDisk(B, SB, True, "0:0:0:1", "virtio_scsi")
+    linux = {"0QEMU_QEMU_HARDDISK_drive-scsi0": {"name": "/dev/sdb", "address": "0:0:0:1"}}
+    assert match_names([sdb], linux).names == {B: "/dev/sdb"}
+
+
 def test_the_bus_decides_for_linux_addresses_too() -> None:
     vdb = VmDisk(A, "", True, "0000:00:07.0", "virtio")
     sdb = VmDisk(B, "", True, "0:0:0:1", "sata")

@@ -23,8 +23,8 @@ from functools import cached_property
 from itertools import islice
 from typing import Any
 
-from ...protocol.names import name_key, refusal, valid_device_path
-from ...protocol.serials import NO_SERIAL
+from ...protocol.names import is_windows_name, name_key, refusal, valid_device_path
+from ...protocol.serials import NO_SERIAL, clean
 from ...protocol.serials import candidates as serial_forms
 
 MIN_TRUNCATED_SERIAL = 8
@@ -125,19 +125,28 @@ class _Where:
     scsi: frozenset[str]
     controller: str | None = None
     bus: str | None = None
+    pci_only: bool = False
 
 
 def _only(text: str | None) -> frozenset[str]:
     return frozenset() if text is None else frozenset((text,))
 
 
-def _where(entry: Mapping[str, Any]) -> _Where | None:
+def _where(entry: Mapping[str, Any], unknown_serial: bool) -> _Where | None:
+    """Where ``entry`` puts its disk; ``unknown_serial``: it has a serial no disk matched.
+
+    A Windows entry with such a serial is taken for a virtio-blk/NVMe disk's
+    only: Windows puts those at SCSI 0/0/0 too, and the serial is most likely a
+    disk that has just left the VM (qemu-ga's answer lags an unplug), whose
+    PCI function the VM no longer shows, so only the SCSI address would match.
+    """
     raw, bus = entry.get("address"), _text(entry.get("bus"))
     if isinstance(raw, Mapping):
         pci, scsi = _text(raw.get("pci")), _text(raw.get("scsi"))
         if pci is None and scsi is None:
             return None
-        return _Where(_only(pci), _only(scsi), pci, bus)
+        pci_only = unknown_serial and is_windows_name(entry["name"])
+        return _Where(_only(pci), _only(scsi), pci, bus, pci_only)
     values: Iterable[Any] = [raw] if isinstance(raw, str) else raw if isinstance(raw, list) else []
     found = frozenset(t for t in map(_text, values) if t is not None)
     return _Where(found, found, None, bus) if found else None
@@ -159,6 +168,7 @@ def _fits(iface: str | None, address: str, where: _Where, pci_disks: frozenset[s
         return address in where.pci
     return (
         address in where.scsi
+        and not where.pci_only
         and where.controller not in pci_disks
         and where.bus not in PCI_INTERFACES
     )
@@ -239,8 +249,8 @@ class _Matcher:
         found = ((d, _text(d.address)) for d in self.disks)
         return [(d, address) for d, address in found if address is not None]
 
-    def by_address(self, entry: Mapping[str, Any]) -> None:
-        where = _where(entry)
+    def by_address(self, entry: Mapping[str, Any], unknown_serial: bool) -> None:
+        where = _where(entry, unknown_serial)
         found: list[VmDisk] = []
         if where is not None:
             names, pci_disks = self.result.names, self.pci_disks
@@ -253,6 +263,11 @@ class _Matcher:
             self.assign(found[0], entry, SOURCE_ADDRESS)
         else:
             self.result.rejected["ambiguous" if found else "unmatched"] += 1
+
+
+def _is_serial(key: Any) -> bool:
+    """Whether a mapping key is a serial (not "0", not an ``address:``/``name:`` key)."""
+    return isinstance(key, str) and not key.startswith(FALLBACK_KEYS) and clean(key) is not None
 
 
 def _usable_entry(entry: Any, result: MatchResult) -> bool:
@@ -277,13 +292,13 @@ def match_names(disks: Sequence[VmDisk], mapping: Mapping[str, Any]) -> MatchRes
     ``refused``).
     """
     matcher = _Matcher(disks)
-    leftovers: list[Mapping[str, Any]] = []
+    leftovers: list[tuple[Mapping[str, Any], bool]] = []
     for reported in sorted(mapping, key=str):
         entry = mapping[reported]
         if not _usable_entry(entry, matcher.result):
             continue
         if not (isinstance(reported, str) and matcher.by_serial(reported, entry)):
-            leftovers.append(entry)
-    for entry in leftovers:
-        matcher.by_address(entry)
+            leftovers.append((entry, _is_serial(reported)))
+    for entry, unknown_serial in leftovers:
+        matcher.by_address(entry, unknown_serial)
     return matcher.result

@@ -98,3 +98,15 @@ def test_every_client_command_in_the_readme_parses() -> None:
     assert len(lines) >= 6
     for line in lines:
         parse(shlex.split(line)[1:])
+
+
+def test_the_path_of_one_name_names_real_functions() -> None:
+    """docs/design.md's hops each name a file and a function that exist, at most 15."""
+    design = (ROOT / "docs" / "design.md").read_text()
+    section = design.split("The path of one name", 1)[1].split("\n\n", 2)[1]
+    hops = re.findall(r"^\d+\. ", section, re.M)
+    assert 1 <= len(hops) <= 15
+    for path, name in re.findall(r"`([\w/]+\.py): ([\w.]+)`", section):
+        candidates = [ROOT / "diskname" / path, ROOT / "diskname" / "engine" / path]
+        source = next(p for p in candidates if p.exists()).read_text()
+        assert re.search(rf"\bdef {name.split('.')[-1]}\(", source), (path, name)

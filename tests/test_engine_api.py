@@ -167,6 +167,7 @@ async def test_hot_plug_unplug_and_replug(api: Api) -> None:
     disk_id = att["id"]
     # The root disk is vm1_Disk1; a new disk without a name takes the next number.
     disk = {"id": disk_id, "name": "vm1_Disk2", "provisioned_size": 1 << 30, "status": "ok"}
+    disk["serial"] = disk_id[:20]  # what the guest sees (SPEC §17)
     assert att["disk"] == disk and att["vm"] == {"id": vm_id}
     assert att["interface"] == "virtio_scsi" and att["active"] is True
     assert await wait_until(lambda: api.logical_name(vm_id, disk_id)) == "/dev/vdb"

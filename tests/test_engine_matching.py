@@ -9,10 +9,11 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from diskname.engine.core.matching import VmDisk, disk_serial, match_names, valid_name
+from diskname.engine.core.matching import VmDisk, match_names, valid_name
 from diskname.engine.core.models import HostDevice, VmReport
 from diskname.engine.core.planning import DeviceRow, compat_keeps_names, plan_update
 from diskname.host.devices import Addresses
+from diskname.protocol.disks import disk_serial
 from diskname.protocol.serials import swap_pairs
 
 A = "1a2b3c4d-5e6f-4a8b-9c0d-112233445566"
@@ -403,3 +404,4 @@ def test_an_entry_at_a_pci_disks_address_never_names_a_controller_disk(
                 assert entry["address"].get("scsi") == disk.address
                 assert entry["address"].get("pci") not in pci_disks
                 assert entry["bus"] not in ("virtio", "nvme")
+

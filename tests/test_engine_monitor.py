@@ -12,11 +12,11 @@ import asyncpg
 import pytest
 
 from diskname.engine.config import EngineConfig
-from diskname.engine.core.matching import disk_serial
 from diskname.engine.db.store import Store
 from diskname.engine.events import EventHub
 from diskname.engine.hosts.monitor import HostMonitor
 from diskname.engine.metrics import Metrics
+from diskname.protocol.disks import disk_serial
 
 from .conftest import wait_until
 from .engine_fakehost import FakeHost

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import uuid
 
-from diskname.engine.core.matching import disk_serial
 from diskname.engine.core.models import Attachment, DiskSpec, VmRow
 from diskname.engine.db.plugs import Claim, Outcome
 from diskname.engine.db.store import Store
 from diskname.engine.errors import Conflict, MissingReference, NotFound
+from diskname.protocol.disks import disk_serial
 
 
 def new_id() -> str:

@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from diskname.engine.core.matching import disk_serial, match_names
+from diskname.engine.core.matching import match_names
 from diskname.engine.core.models import HostDevice, VmReport
 from diskname.engine.db.catalog import Catalog
 from diskname.engine.db.migrate import apply_migrations
@@ -25,6 +25,7 @@ from diskname.engine.db.store import Store
 from diskname.engine.errors import Conflict, DatabaseRefused
 from diskname.engine.hosts.leases import LOCK_CLASS
 from diskname.engine.metrics import Metrics
+from diskname.protocol.disks import disk_serial
 
 from .conftest import wait_until
 
@@ -241,6 +242,7 @@ async def test_a_fleet_batch_costs_the_same_statements_as_one_disk(
         "INSERT",  # devices and names
         "INSERT",  # history
         "DELETE",  # history beyond its bound
+        "UPDATE",  # the guests' views that changed: their event ids
         "UPDATE",  # hashes, last
         "COMMIT",
     ]

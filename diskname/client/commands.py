@@ -37,6 +37,7 @@ def _attachment_rows(atts: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
             a.get("logical_name"),
             a["interface"],
             a["active"],
+            *_guest_cells(a),
             a.get("logical_name_source"),
             when(a.get("logical_name_seen_at")),
             a["id"] + (" (LUN)" if a["disk"].get("lun_storage") else ""),
@@ -45,7 +46,31 @@ def _attachment_rows(atts: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
     ]
 
 
-ATTACHMENT_HEADERS = ("NAME", "INTERFACE", "PLUGGED", "MATCHED BY", "SEEN (UTC)", "DISK")
+def _guest_cells(att: dict[str, Any]) -> tuple[Any, ...]:
+    """IN USE, SERIAL, BY-ID, MOUNTPOINTS: what the guest reported (SPEC §17)."""
+    guest = att.get("guest") or {}
+    by_id = guest.get("by_id") or []
+    in_use = guest.get("in_use") if guest else None
+    return (
+        in_use,
+        att["disk"].get("serial"),
+        by_id[0] if by_id else None,
+        ",".join(guest.get("mountpoints") or []),
+    )
+
+
+ATTACHMENT_HEADERS = (
+    "NAME",
+    "INTERFACE",
+    "PLUGGED",
+    "IN USE",
+    "SERIAL",
+    "BY-ID",
+    "MOUNTPOINTS",
+    "MATCHED BY",
+    "SEEN (UTC)",
+    "DISK",
+)
 
 
 def disks(api: Api, args: argparse.Namespace, out: TextIO) -> None:

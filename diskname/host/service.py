@@ -28,6 +28,7 @@ from typing import Any
 from ..binding import ensure_free, translated
 from ..config import ConfigError
 from ..damping import Damper
+from ..protocol.guest_view import clean_mapping
 from ..protocol.host_wire import vm_status_event
 from ..protocol.limits import MAX_DEVICES_PER_VM
 from .api import HostApi
@@ -232,7 +233,13 @@ class HostService:
         self._channels.pop(vm_id, None)
 
     def guest_mapping(self, vm_id: str, source: str, mapping: Mapping[str, Any]) -> None:
-        self.registry.set_mapping(vm_id, source, mapping)
+        # Every source's entries pass the view's grammar here, in one place (SPEC §17).
+        cleaned, dropped = clean_mapping(mapping)
+        vm = self.registry.find(vm_id)
+        if vm is not None:
+            for reason, count in sorted(dropped.items()):
+                vm.reject(reason, count)
+        self.registry.set_mapping(vm_id, source, cleaned)
 
     def guest_rejected(self, vm_id: str, reason: str) -> None:
         vm = self.registry.find(vm_id)

@@ -15,7 +15,7 @@ from types import MappingProxyType
 from typing import Any, Union
 
 from ..compat import SLOTS, jsonlib
-from .errors import LocalProtocolError, RemoteProtocolError
+from .errors import LocalProtocolError, remote
 
 AGENT_API_VERSION = 3
 MAX_MAPPING_ENTRIES = 4096
@@ -87,22 +87,18 @@ class UnknownMessage:
 Message = Union[Heartbeat, DisksUsage, Refresh, ApiVersion, UnknownMessage]
 
 
-def _bad(reason: str, message: str) -> RemoteProtocolError:
-    return RemoteProtocolError(message, reason=reason)
-
-
 def _int(obj: Mapping[str, Any], key: str, default: int | None) -> int | None:
     value = obj.get(key, default)
     if value is None or (isinstance(value, int) and not isinstance(value, bool)):
         return value
-    raise _bad("bad_field", f"{key!r} must be an integer")
+    raise remote("bad_field", f"{key!r} must be an integer")
 
 
 def _check_text(value: Any, what: str, limit: int = MAX_TEXT_CHARS) -> str:
     if not isinstance(value, str):
-        raise _bad("bad_field", f"{what} must be a string")
+        raise remote("bad_field", f"{what} must be a string")
     if len(value) > limit:
-        raise _bad("field_too_long", f"{what} is longer than {limit} characters")
+        raise remote("field_too_long", f"{what} is longer than {limit} characters")
     return value
 
 
@@ -114,20 +110,20 @@ def _check_ext(key: str, value: Any) -> Any:
         return _check_text(value, key)
     if "list" in kinds and isinstance(value, list):
         if len(value) > MAX_LIST_ITEMS:
-            raise _bad("field_too_long", f"{key} has more than {MAX_LIST_ITEMS} items")
+            raise remote("field_too_long", f"{key} has more than {MAX_LIST_ITEMS} items")
         return [_check_text(item, f"{key} item") for item in value]
     if "obj" in kinds and isinstance(value, dict):
         if len(value) > 16:
-            raise _bad("field_too_long", f"{key} has too many keys")
+            raise remote("field_too_long", f"{key} has too many keys")
         return {_check_text(k, key): _check_text(v, f"{key}.{k}") for k, v in value.items()}
-    raise _bad("bad_field", f"{key} has the wrong type")
+    raise remote("bad_field", f"{key} has the wrong type")
 
 
 def parse_entry(serial: Any, raw: Any) -> DiskEntry:
     """Validate one ``serial: {name, ...}`` pair of a mapping."""
     _check_text(serial, "mapping key", MAX_KEY_CHARS)
     if not isinstance(raw, dict):
-        raise _bad("bad_mapping", "a mapping value must be an object")
+        raise remote("bad_mapping", "a mapping value must be an object")
     name = _check_text(raw.get("name"), "name", MAX_NAME_CHARS)
     extra = {k: _check_ext(k, v) for k, v in raw.items() if k in _EXTENSIONS}
     return DiskEntry(name=name, extra=MappingProxyType(extra))
@@ -136,28 +132,28 @@ def parse_entry(serial: Any, raw: Any) -> DiskEntry:
 def parse_mapping(raw: Any) -> dict[str, DiskEntry]:
     """Validate a whole ``{serial: {name, ...}}`` mapping."""
     if not isinstance(raw, dict):
-        raise _bad("bad_mapping", "mapping must be an object")
+        raise remote("bad_mapping", "mapping must be an object")
     if len(raw) > MAX_MAPPING_ENTRIES:
-        raise _bad("too_many_entries", f"mapping has more than {MAX_MAPPING_ENTRIES} entries")
+        raise remote("too_many_entries", f"mapping has more than {MAX_MAPPING_ENTRIES} entries")
     return {serial: parse_entry(serial, value) for serial, value in raw.items()}
 
 
 def _disks_usage(obj: Mapping[str, Any]) -> DisksUsage:
     disks = obj.get("disks", [])
     if not isinstance(disks, list) or not all(isinstance(d, dict) for d in disks):
-        raise _bad("bad_field", "disks must be a list of objects")
+        raise remote("bad_field", "disks must be a list of objects")
     if len(disks) > MAX_LIST_ITEMS:
-        raise _bad("field_too_long", "too many filesystems in disks")
+        raise remote("field_too_long", "too many filesystems in disks")
     return DisksUsage(mapping=parse_mapping(obj.get("mapping", {})), disks=tuple(disks))
 
 
 def message_from_object(obj: Any) -> Message:
     """Build a typed message from an already-parsed JSON value."""
     if not isinstance(obj, dict):
-        raise _bad("not_object", "a message must be a JSON object")
+        raise remote("not_object", "a message must be a JSON object")
     name = obj.get("__name__")
     if not isinstance(name, str):
-        raise _bad("missing_name", "a message needs a string __name__")
+        raise remote("missing_name", "a message needs a string __name__")
     if name == "heartbeat":
         return Heartbeat(
             api_version=_int(obj, "apiVersion", 0) or 0, free_ram=_int(obj, "free-ram", None)
@@ -179,15 +175,15 @@ def decode_message(line: bytes) -> Message:
     ``bad_field``, ``bad_mapping``, ``field_too_long`` or ``too_many_entries``.
     """
     if b"\x00" in line:
-        raise _bad("nul_byte", "NUL byte in a line")
+        raise remote("nul_byte", "NUL byte in a line")
     try:
         line.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise _bad("invalid_utf8", f"invalid UTF-8: {exc.reason}") from None
+        raise remote("invalid_utf8", f"invalid UTF-8: {exc.reason}") from None
     try:
         obj = jsonlib.loads(line)
     except jsonlib.JSONDecodeError as exc:
-        raise _bad("invalid_json", f"invalid JSON: {exc}") from None
+        raise remote("invalid_json", f"invalid JSON: {exc}") from None
     return message_from_object(obj)
 
 

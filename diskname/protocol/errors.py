@@ -21,3 +21,8 @@ class RemoteProtocolError(ProtocolError):
 
 class LocalProtocolError(ProtocolError):
     """We were asked to send something the protocol cannot express."""
+
+
+def remote(reason: str, message: str) -> RemoteProtocolError:
+    """The peer's mistake, counted under ``reason`` (every parser's one helper)."""
+    return RemoteProtocolError(message, reason=reason)

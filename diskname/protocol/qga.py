@@ -24,7 +24,7 @@ from typing import Any, Union
 
 from ..compat import SLOTS, jsonlib
 from .agent_wire import parse_mapping
-from .errors import RemoteProtocolError
+from .errors import remote
 from .lines import MAX_LINE, NEED_DATA, LineDecoder, NeedData, Oversized, Truncated
 from .names import is_windows_name, refusal
 from .qga_windows import add_mountpoints, unshare_serials, volume_paths, windows_address
@@ -63,10 +63,6 @@ class Error:
 
 
 Event = Union[Synced, Return, Error, NeedData]
-
-
-def _bad(reason: str, message: str) -> RemoteProtocolError:
-    return RemoteProtocolError(message, reason=reason)
 
 
 def command(name: str, arguments: Mapping[str, Any] | None = None) -> bytes:
@@ -116,9 +112,9 @@ class QgaConnection:
             if isinstance(line, NeedData):
                 return NEED_DATA
             if isinstance(line, Oversized):
-                raise _bad("oversized", "a qemu-ga reply longer than the line cap")
+                raise remote("oversized", "a qemu-ga reply longer than the line cap")
             if isinstance(line, Truncated):
-                raise _bad("truncated", "qemu-ga closed the connection mid-reply")
+                raise remote("truncated", "qemu-ga closed the connection mid-reply")
             if not line.strip():
                 continue
             event = self._reply(line)
@@ -133,13 +129,13 @@ class QgaConnection:
         try:
             obj = jsonlib.loads(line)
         except jsonlib.JSONDecodeError:
-            raise _bad("invalid_json", "qemu-ga sent invalid JSON") from None
+            raise remote("invalid_json", "qemu-ga sent invalid JSON") from None
         if isinstance(obj, dict) and "return" in obj:
             return Return(obj["return"])
         if isinstance(obj, dict) and isinstance(obj.get("error"), dict):
             err = obj["error"]
             return Error(str(err.get("class", ""))[:128], str(err.get("desc", ""))[:1024])
-        raise _bad("bad_reply", "a qemu-ga reply has neither return nor error")
+        raise remote("bad_reply", "a qemu-ga reply has neither return nor error")
 
 
 # -- replies to disk mappings ------------------------------------------------
@@ -220,7 +216,7 @@ def _entry(name: str, address: Any) -> dict[str, Any]:
 
 def _objects(value: Any, what: str) -> list[dict[str, Any]]:
     if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
-        raise _bad("bad_reply", f"{what} must be a list of objects")
+        raise remote("bad_reply", f"{what} must be a list of objects")
     return value
 
 
@@ -269,10 +265,12 @@ def _finish(
 
 
 def wants_fsinfo(value: Any) -> bool:
-    """Whether a ``guest-get-disks`` answer comes from Windows, whose mountpoints need fsinfo."""
-    return isinstance(value, list) and any(
-        isinstance(d, dict) and is_windows_name(d.get("name")) for d in value
-    )
+    """Whether a ``guest-get-disks`` answer needs ``guest-get-fsinfo`` for its mountpoints.
+
+    Windows names its volumes only there; on Linux it says which disks hold
+    mounted filesystems (SPEC §17): any answer with a disk in it.
+    """
+    return isinstance(value, list) and any(isinstance(d, dict) for d in value)
 
 
 def mapping_from_disks(
@@ -292,7 +290,7 @@ def mapping_from_disks(
     for disk in disks:
         name = disk.get("name")
         if not isinstance(name, str):
-            raise _bad("bad_reply", "a disk needs a string name")
+            raise remote("bad_reply", "a disk needs a string name")
         if disk.get("partition") is True or _NOT_A_DISK.match(name):
             kind = "partitions" if disk.get("partition") is True else "holders"
             children.append((kind, name, _names(disk.get("dependencies"))))
@@ -305,7 +303,30 @@ def mapping_from_disks(
                 entries[owner].setdefault(kind, []).append(child)
     if fsinfo is not None:
         add_mountpoints(entries, fsinfo)
+        add_linux_mountpoints(entries, fsinfo)
     return _finish(entries.values(), refused)
+
+
+def add_linux_mountpoints(entries: dict[str, dict[str, Any]], fsinfo: Any) -> None:
+    """Put each Linux filesystem's mountpoint under every disk it sits on (SPEC §17).
+
+    qemu-ga lists, per filesystem, the disks under it (through LVM and md:
+    each ``dev`` is a partition or a whole disk); a partition counts for its
+    disk. Anything not shaped as expected is skipped.
+    """
+    if not isinstance(fsinfo, list):
+        return
+    for fs in fsinfo:
+        if not isinstance(fs, dict) or not isinstance(fs.get("mountpoint"), str):
+            continue
+        extents = fs.get("disk")
+        for extent in extents if isinstance(extents, list) else []:
+            dev = extent.get("dev") if isinstance(extent, dict) else None
+            if not isinstance(dev, str) or not dev.startswith("/dev/"):
+                continue
+            entry = entries.get(dev) or entries.get(disk_of(dev))
+            if entry is not None:
+                entry.setdefault("mountpoints", []).append(fs["mountpoint"])
 
 
 def mapping_from_fsinfo(

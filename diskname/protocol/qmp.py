@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Union
 
 from ..compat import SLOTS, jsonlib
-from .errors import LocalProtocolError, RemoteProtocolError
+from .errors import LocalProtocolError, remote
 from .lines import NEED_DATA, LineDecoder, NeedData, Oversized, Truncated
 
 # QEMU's replies can be large (query-pci, query-block on a busy VM), but not this large.
@@ -71,40 +71,36 @@ def encode_command(
     return jsonlib.dumps(command) + b"\n"
 
 
-def _bad(message: str, reason: str = "invalid_message") -> RemoteProtocolError:
-    return RemoteProtocolError(message, reason=reason)
-
-
 def _command_id(obj: dict[str, Any]) -> CommandId | None:
     rid = obj.get("id")
     if rid is None or (isinstance(rid, (int, str)) and not isinstance(rid, bool)):
         return rid
-    raise _bad("a reply id must be a number or a string")
+    raise remote("invalid_message", "a reply id must be a number or a string")
 
 
 def _greeting(body: Any) -> Greeting:
     if not isinstance(body, dict) or not isinstance(body.get("version", {}), dict):
-        raise _bad("a greeting must carry a version object")
+        raise remote("invalid_message", "a greeting must carry a version object")
     caps = body.get("capabilities", [])
     if not isinstance(caps, list) or not all(isinstance(c, str) for c in caps):
-        raise _bad("capabilities must be a list of strings")
+        raise remote("invalid_message", "capabilities must be a list of strings")
     return Greeting(version=body.get("version", {}), capabilities=tuple(caps))
 
 
 def _error(obj: dict[str, Any]) -> Error:
     err = obj["error"]
     if not isinstance(err, dict):
-        raise _bad("error must be an object")
+        raise remote("invalid_message", "error must be an object")
     klass, desc = err.get("class", "GenericError"), err.get("desc", "")
     if not isinstance(klass, str) or not isinstance(desc, str):
-        raise _bad("error class and desc must be strings")
+        raise remote("invalid_message", "error class and desc must be strings")
     return Error(id=_command_id(obj), error_class=klass, desc=desc)
 
 
 def _event(obj: dict[str, Any]) -> Event:
     name, data = obj["event"], obj.get("data", {})
     if not isinstance(name, str) or not isinstance(data, dict):
-        raise _bad("an event needs a name and an object of data")
+        raise remote("invalid_message", "an event needs a name and an object of data")
     stamp = obj.get("timestamp")
     when = None
     if isinstance(stamp, dict):
@@ -119,9 +115,9 @@ def parse_message(line: bytes) -> QmpMessage:
     try:
         obj = jsonlib.loads(line)
     except jsonlib.JSONDecodeError as exc:
-        raise _bad(f"not JSON: {exc}", "invalid_json") from None
+        raise remote("invalid_json", f"not JSON: {exc}") from None
     if not isinstance(obj, dict):
-        raise _bad("a message must be a JSON object")
+        raise remote("invalid_message", "a message must be a JSON object")
     if "return" in obj:
         return Return(id=_command_id(obj), value=obj["return"])
     if "error" in obj:
@@ -130,7 +126,7 @@ def parse_message(line: bytes) -> QmpMessage:
         return _event(obj)
     if "QMP" in obj:
         return _greeting(obj["QMP"])
-    raise _bad("not a greeting, reply or event", "unknown_message")
+    raise remote("unknown_message", "not a greeting, reply or event")
 
 
 class QmpDecoder:
@@ -153,8 +149,8 @@ class QmpDecoder:
             if isinstance(event, NeedData):
                 return NEED_DATA
             if isinstance(event, Oversized):
-                raise _bad("message too large", "oversized")
+                raise remote("oversized", "message too large")
             if isinstance(event, Truncated):
-                raise _bad("stream ended inside a message", "truncated")
+                raise remote("truncated", "stream ended inside a message")
             if event.strip():
                 return parse_message(event)

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..core.matching import disk_serial
+from ...protocol.disks import disk_serial
 from ..core.models import (
     DISK_NAME_MAX,
     INTERFACES,

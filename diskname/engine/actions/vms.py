@@ -6,7 +6,7 @@ import contextlib
 import uuid
 from typing import Any
 
-from ..core.matching import disk_serial
+from ...protocol.disks import disk_serial
 from ..core.models import DISK_NAME_MAX, Attachment, DiskSpec, VmRow
 from ..core.search import NameFilter
 from ..errors import MissingReference, VmNotOnHost

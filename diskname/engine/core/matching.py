@@ -23,12 +23,12 @@ from functools import cached_property
 from itertools import islice
 from typing import Any
 
+from ...protocol.guest_view import View, guest_view
 from ...protocol.names import is_windows_name, name_key, refusal, valid_device_path
 from ...protocol.serials import NO_SERIAL, clean
 from ...protocol.serials import candidates as serial_forms
 
 MIN_TRUNCATED_SERIAL = 8
-SERIAL_CHARS = 20
 
 SOURCE_SERIAL = "serial"
 SOURCE_SERIAL_PREFIX = "serial-prefix"
@@ -63,13 +63,10 @@ class MatchResult:
     rejected: Counter[str] = field(default_factory=Counter)
     # Which guest source reported each name: "agent" or "qemu-ga".
     origins: dict[str, str] = field(default_factory=dict)
+    # The guest's whole view of each named disk (SPEC §17): ``attachment.guest``.
+    guests: dict[str, View] = field(default_factory=dict)
     # Why each refused name (rejected as ``bad_name``) was refused: names.refusal().
     refused: dict[str, int] = field(default_factory=dict)
-
-
-def disk_serial(disk_id: str) -> str:
-    """The serial the hypervisor gives a disk: its id's first 20 characters."""
-    return disk_id[:SERIAL_CHARS]
 
 
 def valid_name(name: object) -> bool:
@@ -200,12 +197,18 @@ class _Matcher:
             del names[disk.disk_id]
             del self.result.sources[disk.disk_id]
             del self.result.origins[disk.disk_id]
+            self.result.guests.pop(disk.disk_id, None)
             self.conflicted.add(disk.disk_id)
             self.result.rejected["ambiguous"] += 1
             return
         names.setdefault(disk.disk_id, name)
         self.result.sources.setdefault(disk.disk_id, source)
         self.result.origins.setdefault(disk.disk_id, entry_origin(entry))
+        if disk.disk_id not in self.result.guests:
+            # Checked again here: a host is trusted with its VMs' names no more than a guest.
+            view, dropped = guest_view(entry)
+            self.result.guests[disk.disk_id] = view
+            self.result.rejected.update(dropped)
 
     def by_serial(self, reported: str, entry: Mapping[str, Any]) -> bool:
         """Match by each form of the serial in turn; False: leave it to the address.

@@ -10,8 +10,9 @@ from datetime import datetime
 from typing import Any
 
 from ...protocol import simhw
+from ...protocol.disks import DEFAULT_DISK_SIZE, disk_serial
 from ...protocol.host_wire import FullVm
-from .matching import VmDisk, disk_serial
+from .matching import VmDisk
 
 # The disk interfaces (buses) a disk is plugged on: the wire's list, every tier's.
 INTERFACES: tuple[str, ...] = simhw.INTERFACES
@@ -55,8 +56,6 @@ class VmRow:
         return {"id": self.id, "name": self.name, "status": self.status, "host": host}
 
 
-# A disk that names no size gets what the hypervisors create by default (bytes).
-DEFAULT_DISK_SIZE = 1 << 30
 DISK_NAME_MAX = 255
 
 
@@ -70,6 +69,8 @@ class Disk:
     status: str
     # Set for a direct-LUN disk: the LUN's own serial (SPEC §2).
     lun_serial: str | None = None
+    # The serial the guest sees: the LUN's, or the id's first 20 characters (when read).
+    serial: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -78,6 +79,8 @@ class Disk:
             "provisioned_size": self.provisioned_size,
             "status": self.status,
         }
+        if self.serial is not None:
+            out["serial"] = self.serial
         if self.lun_serial is not None:
             out["storage_type"] = "lun"
             out["lun_storage"] = {"serial": self.lun_serial}
@@ -107,6 +110,8 @@ class Attachment:
     logical_name_seen_at: datetime | None
     # The attached disk, when the row was read with it.
     disk: Disk | None = None
+    # The guest's whole view of the disk (SPEC §17), None until the guest names it.
+    guest: Mapping[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         seen = self.logical_name_seen_at
@@ -118,6 +123,7 @@ class Attachment:
             "logical_name": self.logical_name,
             "logical_name_source": self.logical_name_source,
             "logical_name_seen_at": seen.isoformat() if seen else None,
+            "guest": dict(self.guest) if self.guest is not None else None,
             "vm": {"id": self.vm_id},
         }
 
@@ -161,6 +167,31 @@ class NameChange:
             "source": self.source,
             "matched_by": self.matched_by,
             "seen_at": self.at.isoformat(),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class GuestChange:
+    """The guest's view of a disk changed (SPEC §17): an ``event: guest`` of ``/api/events``.
+
+    ``id`` comes from the name history's sequence, so name and view events share
+    one order and one ``Last-Event-ID``; the attachment keeps the id of its latest.
+    """
+
+    vm_id: str
+    disk_id: str
+    guest: Mapping[str, Any] | None
+    id: int | None = None
+
+    KIND = "guest"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.KIND,
+            "id": self.id,
+            "vm_id": self.vm_id,
+            "disk_id": self.disk_id,
+            "guest": dict(self.guest) if self.guest is not None else None,
         }
 
 

@@ -7,13 +7,15 @@ change, and writes only that: a fleet where nothing changes costs no writes.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
+from ...protocol.hashing import canonical_json
 from ...protocol.names import name_key
 from .matching import MatchResult
-from .models import NameChange, VmReport
+from .models import GuestChange, NameChange, VmReport
 
 MIN_COMPAT = (3, 5)
 
@@ -29,6 +31,13 @@ class DeviceRow(NamedTuple):
     logical_name: str | None
     logical_name_source: str | None
     logical_name_seen_at: datetime | None
+    # The guest's view (SPEC §17) as canonical JSON text: equal views, equal text.
+    guest: str | None = None
+
+
+def guest_text(view: Mapping[str, Any] | None) -> str | None:
+    """A view as the rows hold it: canonical JSON (sorted keys, no white space)."""
+    return None if view is None else canonical_json(view).decode()
 
 
 @dataclass(slots=True)
@@ -36,6 +45,7 @@ class UpdatePlan:
     rows: list[DeviceRow] = field(default_factory=list)
     new_disks: list[tuple[str, str]] = field(default_factory=list)
     changes: list[NameChange] = field(default_factory=list)
+    guests: list[GuestChange] = field(default_factory=list)
 
 
 def compat_keeps_names(version: str | None) -> bool:
@@ -47,7 +57,12 @@ def compat_keeps_names(version: str | None) -> bool:
 
 
 def _target(
-    old: DeviceRow | None, base: DeviceRow, name: str | None, source: str | None, now: datetime
+    old: DeviceRow | None,
+    base: DeviceRow,
+    name: str | None,
+    source: str | None,
+    now: datetime,
+    guest: str | None = None,
 ) -> DeviceRow:
     old_name = old.logical_name if old else None
     if name != old_name and name and old_name and name_key(name) == name_key(old_name):
@@ -58,7 +73,10 @@ def _target(
         seen_at = now if name else None
     source = source if name else None
     return base._replace(
-        logical_name=name, logical_name_source=source, logical_name_seen_at=seen_at
+        logical_name=name,
+        logical_name_source=source,
+        logical_name_seen_at=seen_at,
+        guest=guest if name else None,
     )
 
 
@@ -88,7 +106,12 @@ def plan_update(
             dev.disk_id, dev.device_id, dev.iface, plugged, dev.address, None, None, None
         )
         desired[dev.disk_id] = _target(
-            by_disk.get(dev.disk_id), base, name, match.sources.get(dev.disk_id), now
+            by_disk.get(dev.disk_id),
+            base,
+            name,
+            match.sources.get(dev.disk_id),
+            now,
+            guest_text(match.guests.get(dev.disk_id)),
         )
         if dev.disk_id not in by_disk:
             plan.new_disks.append((dev.disk_id, dev.serial))
@@ -100,6 +123,9 @@ def plan_update(
         if old == row:
             continue
         plan.rows.append(row)
+        if (old.guest if old else None) != row.guest:
+            view = match.guests.get(disk_id) if row.guest is not None else None
+            plan.guests.append(GuestChange(report.vm_id, disk_id, view))
         old_name = old.logical_name if old else None
         if old_name != row.logical_name:
             source = _change_source(row, match, keep_names)

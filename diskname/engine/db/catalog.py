@@ -10,8 +10,9 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+import orjson
 
-from ..core.models import NameChange
+from ..core.models import GuestChange, NameChange
 from ..errors import Conflict, NotFound
 from .rows import Tables
 
@@ -183,8 +184,27 @@ class Catalog(Tables):
         )
         return [_change(r) for r in rows]
 
+    async def events_after(self, last_id: int, limit: int) -> list[NameChange | GuestChange]:
+        """What a stream missed after ``last_id``, oldest first: name changes and the
+        guest views changed since (each attachment's latest view, once)."""
+        changes: list[NameChange | GuestChange] = list(await self.changes_after(last_id, limit))
+        rows = await self._pool.fetch(
+            """SELECT vm_id::text, disk_id::text, guest::text, guest_event_id FROM vm_device
+               WHERE guest_event_id > $1 ORDER BY guest_event_id LIMIT $2""",
+            last_id,
+            limit,
+        )
+        for r in rows:
+            guest = orjson.loads(r["guest"]) if r["guest"] is not None else None
+            changes.append(GuestChange(r["vm_id"], r["disk_id"], guest, r["guest_event_id"]))
+        changes.sort(key=lambda c: c.id or 0)
+        return changes[:limit]
+
     async def latest_change_id(self) -> int:
-        value: int | None = await self._pool.fetchval("SELECT max(id) FROM logical_name_history")
+        value: int | None = await self._pool.fetchval(
+            """SELECT greatest((SELECT max(id) FROM logical_name_history),
+                               (SELECT max(guest_event_id) FROM vm_device))"""
+        )
         return value or 0
 
     # -- disks ---------------------------------------------------------------

@@ -175,6 +175,6 @@ WITH input AS (
 )
 -- The disk as it is once this statement is done: its status is "ok" now.
 SELECT p.*, d.name, d.provisioned_size, 'ok',
-       CASE WHEN d.storage_type = 'lun' THEN d.serial END
+       CASE WHEN d.storage_type = 'lun' THEN d.serial END, d.serial
 FROM plugged p JOIN disks d ON d.id = p.disk_id::uuid
 """

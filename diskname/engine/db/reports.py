@@ -25,9 +25,11 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from ..core.matching import MatchResult
-from ..core.models import NameChange, VmReport
-from ..core.planning import DeviceRow, UpdatePlan, compat_keeps_names, plan_update
+from ..core.models import GuestChange, NameChange, VmReport
+from ..core.planning import DeviceRow, UpdatePlan, compat_keeps_names, guest_text, plan_update
 
 HISTORY_PER_DISK = 100  # rows kept per disk; the oldest go first
 
@@ -50,6 +52,8 @@ class Fence:
 @dataclass(slots=True)
 class Stored:
     changes: list[NameChange] = field(default_factory=list)
+    # Guests' views that changed (SPEC §17), each with its event id.
+    guests: list[GuestChange] = field(default_factory=list)
     foreign: list[str] = field(default_factory=list)
     blocked_disks: int = 0
 
@@ -73,11 +77,13 @@ class _Batch:
         self.rows: list[tuple[Any, ...]] = []
         self.new_disks: dict[str, str] = {}
         self.changes: list[NameChange] = []
+        self.guests: list[GuestChange] = []
 
     def add(self, vm_id: str, plan: UpdatePlan) -> None:
         self.rows += [(vm_id, *row) for row in plan.rows]
         self.new_disks.update(plan.new_disks)
         self.changes += plan.changes
+        self.guests += plan.guests
 
 
 async def apply_reports(
@@ -161,7 +167,7 @@ async def _store(
     blocked = _blocked_disks(pairs, guard["plugged"] or [])
     current: dict[str, list[DeviceRow]] = {vm: [] for vm in vm_ids}
     for row in await conn.fetch(_CURRENT_SQL, vm_ids):
-        current[row["vm_id"]].append(DeviceRow(*list(row.values())[1:]))
+        current[row["vm_id"]].append(_device_row(row))
     await execute(
         conn,
         _UPSERT_VMS_SQL,
@@ -185,6 +191,7 @@ async def _store(
         stored = outcomes[host_id]
         if isinstance(stored, Stored):
             stored.changes += plan.changes
+            stored.guests += plan.guests
             stored.blocked_disks += len(blocked[report.vm_id])
     if batch.new_disks:
         await execute(conn, _NEW_DISKS_SQL, *zip(*batch.new_disks.items(), strict=True))
@@ -194,7 +201,38 @@ async def _store(
     for stored in outcomes.values():  # each change with its history row id (the event id)
         if isinstance(stored, Stored):
             stored.changes = [stamped.get((c.vm_id, c.disk_id), c) for c in stored.changes]
+    if batch.guests:
+        ids = await _stamp_guests(conn, batch.guests)
+        for stored in outcomes.values():
+            if isinstance(stored, Stored):
+                stored.guests = [
+                    replace(g, id=ids.get((g.vm_id, g.disk_id))) for g in stored.guests
+                ]
     await execute(conn, _HASH_SQL, vm_ids, [r.hash for r, _ in pairs])
+
+
+def _device_row(row: Any) -> DeviceRow:
+    """A ``vm_device`` row read by :data:`_CURRENT_SQL`, its view as canonical text."""
+    columns = list(row.values())[1:-1]
+    guest = row["guest"]
+    return DeviceRow(*columns)._replace(
+        guest=guest_text(orjson.loads(guest)) if guest is not None else None
+    )
+
+
+def _stamped(change: GuestChange, ids: dict[tuple[str, str], int]) -> GuestChange:
+    return replace(change, id=ids.get((change.vm_id, change.disk_id)))
+
+
+async def _stamp_guests(conn: Any, guests: Sequence[GuestChange]) -> dict[tuple[str, str], int]:
+    """Give each changed view its event id (the history's sequence), kept on its row.
+
+    Runs only when some guest's view changed: a quiet fleet never gets here.
+    """
+    rows = await conn.fetch(
+        _STAMP_GUESTS_SQL, [g.vm_id for g in guests], [g.disk_id for g in guests]
+    )
+    return {(r["vm_id"], r["disk_id"]): r["guest_event_id"] for r in rows}
 
 
 def _blocked_disks(
@@ -265,7 +303,7 @@ WHERE vms.status IS DISTINCT FROM EXCLUDED.status AND vms.host_id = EXCLUDED.hos
 # Rows are locked in one order (vm, disk) so that two writers cannot deadlock.
 _CURRENT_SQL = """
 SELECT vm_id::text, disk_id::text, device_id::text, interface, is_plugged, address,
-       logical_name, logical_name_source, logical_name_seen_at
+       logical_name, logical_name_source, logical_name_seen_at, guest::text
 FROM vm_device WHERE vm_id = ANY($1::uuid[]) ORDER BY vm_id, disk_id FOR UPDATE
 """
 _NEW_DISKS_SQL = """
@@ -274,14 +312,21 @@ ON CONFLICT (id) DO NOTHING
 """
 _UPSERT_SQL = """
 INSERT INTO vm_device (vm_id, disk_id, device_id, interface, is_plugged, address,
-                       logical_name, logical_name_source, logical_name_seen_at)
+                       logical_name, logical_name_source, logical_name_seen_at, guest)
 SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::bool[], $6::text[],
-                     $7::text[], $8::text[], $9::timestamptz[])
+                     $7::text[], $8::text[], $9::timestamptz[], $10::jsonb[])
 ON CONFLICT (vm_id, disk_id) DO UPDATE SET
     device_id = EXCLUDED.device_id, interface = EXCLUDED.interface,
     is_plugged = EXCLUDED.is_plugged, address = EXCLUDED.address,
     logical_name = EXCLUDED.logical_name, logical_name_source = EXCLUDED.logical_name_source,
-    logical_name_seen_at = EXCLUDED.logical_name_seen_at
+    logical_name_seen_at = EXCLUDED.logical_name_seen_at, guest = EXCLUDED.guest
+"""
+_STAMP_GUESTS_SQL = """
+UPDATE vm_device v
+SET guest_event_id = nextval(pg_get_serial_sequence('logical_name_history', 'id'))
+FROM unnest($1::uuid[], $2::uuid[]) AS u(vm_id, disk_id)
+WHERE v.vm_id = u.vm_id AND v.disk_id = u.disk_id
+RETURNING v.vm_id::text, v.disk_id::text, v.guest_event_id
 """
 _HASH_SQL = """
 UPDATE vms SET hash = u.hash FROM unnest($1::uuid[], $2::text[]) AS u(id, hash)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import orjson
+
 from ..core.models import Attachment, Disk
 from ..core.search import NameFilter
 from ..metrics import Metrics
@@ -20,10 +22,12 @@ ATTACHMENT_COLUMNS = """vd.vm_id::text, vd.disk_id::text, vd.device_id::text, vd
        vd.is_plugged, vd.address, vd.logical_name, vd.logical_name_source,
        vd.logical_name_seen_at"""
 DISK_COLUMNS = (
-    "d.name, d.provisioned_size, d.status, CASE WHEN d.storage_type = 'lun' THEN d.serial END"
+    "d.name, d.provisioned_size, d.status, CASE WHEN d.storage_type = 'lun' THEN d.serial END,"
+    " d.serial"
 )
+# The guest's view (SPEC §17) comes last, read by its name.
 ATTACHMENTS = f"""
-SELECT {ATTACHMENT_COLUMNS}, {DISK_COLUMNS}
+SELECT {ATTACHMENT_COLUMNS}, {DISK_COLUMNS}, vd.guest::text AS guest
 FROM vm_device vd JOIN disks d ON d.id = vd.disk_id
 """
 DISKS = f"SELECT d.id::text, {DISK_COLUMNS} FROM disks d"
@@ -31,10 +35,15 @@ VMS = "SELECT id::text, name, status, host_id::text FROM vms"
 
 
 def attachment(row: Any) -> Attachment:
-    """An attachment row with its disk's columns after its own nine."""
+    """An attachment row with its disk's five columns after its own nine, then ``guest``."""
     values = list(row.values())
     att = Attachment(*values[:9])
-    return dataclasses.replace(att, disk=Disk(att.disk_id, *values[9:]))
+    guest = row.get("guest")
+    return dataclasses.replace(
+        att,
+        disk=Disk(att.disk_id, *values[9:14]),
+        guest=orjson.loads(guest) if guest is not None else None,
+    )
 
 
 def filtered(

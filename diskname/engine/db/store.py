@@ -143,4 +143,6 @@ class Store(Queries, Attaching):
             outcomes = await writes.apply_many(conn, self._exec, batches)
         if any(isinstance(o, Stored) and o.changes for o in outcomes):
             self.metrics.db_writes += 1  # the history rows (a fetch: it returns their ids)
+        if any(isinstance(o, Stored) and o.guests for o in outcomes):
+            self.metrics.db_writes += 1  # the views' event ids (a fetch: it returns them)
         return outcomes

@@ -13,8 +13,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from ...protocol.disks import DEFAULT_DISK_SIZE
 from ..actions import AttachRequest
-from ..core.models import DEFAULT_DISK_SIZE, DISK_NAME_MAX, DiskSpec, canonical_uuid
+from ..core.models import DISK_NAME_MAX, DiskSpec, canonical_uuid
 from ..core.models import NAME_PATTERN as NAME_PATTERN  # the document's, as the rest below
 from ..errors import Invalid
 

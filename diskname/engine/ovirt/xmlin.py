@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 
+from ...protocol.disks import DEFAULT_DISK_SIZE
 from ..actions import AttachRequest
-from ..core.models import DEFAULT_DISK_SIZE, INTERFACES, DiskSpec, canonical_uuid
+from ..core.models import INTERFACES, DiskSpec, canonical_uuid
 from ..errors import Invalid
 
 # oVirt's DiskInterface values the engine does not serve (those it serves are its own).

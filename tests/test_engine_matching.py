@@ -405,3 +405,12 @@ def test_an_entry_at_a_pci_disks_address_never_names_a_controller_disk(
                 assert entry["address"].get("pci") not in pci_disks
                 assert entry["bus"] not in ("virtio", "nvme")
 
+
+def test_a_windows_disk_keeps_only_windows_mountpoints() -> None:
+    volume = "\\\\?\\Volume{0a1b2c3d-4e5f-6071-8293-a4b5c6d7e8f9}\\"
+    entry = {"name": PD1, "mountpoints": ["D:\\", volume, "/", "/data"]}
+    result = match_names(disks(A), {SA: entry})
+    assert result.guests[A]["mountpoints"] == sorted(["D:\\", volume])
+    assert result.rejected == {"bad_mountpoint": 2}
+    only_linux = match_names(disks(A), {SA: {"name": PD1, "mountpoints": ["/"]}})
+    assert "mountpoints" not in only_linux.guests[A] and not only_linux.guests[A]["in_use"]

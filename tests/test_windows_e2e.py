@@ -35,6 +35,7 @@ from diskname.streams import close_writer
 from .conftest import running_host, started, wait_until
 from .rest import Rest
 from .test_client import diskname
+from .test_engine_web import CHROMIUM, chromium, open_page
 from .test_host_qga import answer, fake_qemu_ga, sync_reply
 
 pytestmark = pytest.mark.timeout(120)
@@ -209,8 +210,21 @@ async def test_a_windows_guest_through_the_real_host_and_engine(
                 history = (await rest.ok("GET", f"{base}/{plugged[label]}/history"))["history"]
                 assert [h["logical_name"] for h in history] == [atts[label]["logical_name"]]
 
-            # The client finds a disk by its Windows name in any case.
+            # Its volumes are its mountpoints; the client and the page show the letters.
+            assert "D:\\" in atts["A"]["guest"]["mountpoints"]
+            assert "C:\\" in atts["S"]["guest"]["mountpoints"]
+            assert all(
+                p.endswith("\\") for a in atts.values() for p in a["guest"].get("mountpoints", [])
+            )
             url = f"http://127.0.0.1:{service.http_port}"
+            code, out, err = await diskname("disks", vm_id, "--url", url)
+            assert code == 0, err
+            assert f"{drive(1)} (D:)" in out and f"{drive(0)} (C:)" in out
+            assert f"{drive(2)} (" not in out  # no volume, no letters
+            if CHROMIUM is not None:
+                await page_shows(url, f"name-{vm_id}-{plugged['A']}", f"{drive(1)} (D:)", short_dir)
+
+            # The client finds a disk by its Windows name in any case.
             code, out, err = await diskname("history", vm_id, "\\\\.\\physicaldrive1", "--url", url)
             assert code == 0, err
             assert drive(1) in out and "serial" in out
@@ -251,6 +265,14 @@ async def test_a_windows_guest_through_the_real_host_and_engine(
                 history = (await rest.ok("GET", f"{base}/{disk}/history"))["history"]
                 names_seen = [h["logical_name"] for h in reversed(history)]
                 assert names_seen == ([drive(1), None] if label == "A" else [expected[label]])
+
+
+async def page_shows(url: str, element: str, text: str, profile: Path) -> None:
+    """The engine's page, in a headless Chromium, shows ``text`` first in ``element``."""
+    async with chromium(profile / "chromium") as ws, open_page(ws, url + "/") as page:
+        shown = f"document.getElementById({element!r})?.textContent"
+        starts = f"{shown}?.startsWith({text!r})"  # then the "in use" mark
+        await wait_until(lambda: page.js(starts), timeout=20)
 
 
 async def _stored_hash(dsn: str, vm_id: str, want: str) -> bool:

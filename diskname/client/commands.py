@@ -7,6 +7,7 @@ import sys
 import time
 from typing import Any, TextIO
 
+from ..protocol.names import drive_letters
 from . import resolve
 from .http import Api, ClientError
 from .output import as_json, table, when
@@ -34,7 +35,7 @@ def _attachment_rows(atts: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
 
     return [
         (
-            a.get("logical_name"),
+            _shown_name(a),
             a["interface"],
             a["active"],
             *_guest_cells(a),
@@ -44,6 +45,13 @@ def _attachment_rows(atts: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
         )
         for a in sorted(atts, key=order)
     ]
+
+
+def _shown_name(att: dict[str, Any]) -> str | None:
+    """The guest's name, and its drive letters beside it (``\\\\.\\PhysicalDrive1 (D:)``)."""
+    name: str | None = att.get("logical_name")
+    letters = drive_letters((att.get("guest") or {}).get("mountpoints"))
+    return f"{name} ({', '.join(letters)})" if name and letters else name
 
 
 def _guest_cells(att: dict[str, Any]) -> tuple[Any, ...]:

@@ -270,6 +270,12 @@ ERROR_CASES: list[tuple[str, str, Any, int]] = [
     ("POST", "/api/hosts", {"name": "x", "address": "a", "port": 0}, 400),
     ("POST", "/api/hosts", {"name": " ", "address": "a", "port": 80}, 400),
     ("POST", "/api/hosts", {"name": 5, "address": "a", "port": 80}, 400),
+    # names with control, bidi or zero-width characters (SPEC §19)
+    ("POST", "/api/vms", {"name": "\x1b[31mv", "host": {"id": "{host}"}}, 400),
+    ("POST", "/api/vms", {"name": "v\u202e", "host": {"id": "{host}"}}, 400),
+    ("POST", "/api/vms", {"name": "v\u200b", "host": {"id": "{host}"}}, 400),
+    ("POST", "/api/hosts", {"name": "\u2066x", "address": "a", "port": 80}, 400),
+    ("DELETE", "/api/vms/{vm}?force=yes", None, 400),
     ("POST", "/api/vms", {"name": "v", "host": "{host}"}, 400),
     ("POST", "/api/vms/{vm}/diskattachments", {"interface": 1}, 400),
     ("POST", "/api/vms/{vm}/diskattachments", {"interface": "virtio", "active": "yes"}, 400),

@@ -414,3 +414,10 @@ def test_a_windows_disk_keeps_only_windows_mountpoints() -> None:
     assert result.rejected == {"bad_mountpoint": 2}
     only_linux = match_names(disks(A), {SA: {"name": PD1, "mountpoints": ["/"]}})
     assert "mountpoints" not in only_linux.guests[A] and not only_linux.guests[A]["in_use"]
+
+
+def test_two_disks_given_one_windows_name_in_two_cases_get_neither() -> None:
+    mapping = {SA: {"name": "\\\\.\\PHYSICALDRIVE1"}, SB: {"name": PD1}}
+    result = match_names(disks(A, B), mapping)
+    assert result.names == {} and result.rejected == {"duplicate_name": 2}
+    assert result.conflicts == {A: "\\\\.\\PHYSICALDRIVE1", B: PD1}

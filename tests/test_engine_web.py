@@ -276,6 +276,9 @@ async def test_hot_plug_from_the_page_shows_the_name_without_reload(
         )
         assert listed[0].startswith("no name (unplug)"), listed
         assert listed[1].startswith("/dev/vdb from agent, by serial"), listed
+        # Controls, bidi and zero-width characters reach the DOM only as escapes (SPEC §19).
+        raw = await page.js(r"el('b', {title: 'x\u2066'}, '\u001b[31mx\u202e\u200b').outerHTML")
+        assert raw == r'<b title="x\u2066">\x1b[31mx\u202e\u200b</b>', raw
         assert page.tools.console == [], page.tools.console
 
 

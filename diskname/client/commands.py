@@ -1,19 +1,21 @@
-"""``diskname vms | disks | plug | unplug | which | history`` (SPEC §15)."""
+"""``diskname vms | disks | plug | unplug | wait | which | history`` (SPEC §15, §18)."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from typing import Any, TextIO
 
 from ..protocol.names import drive_letters
 from . import resolve
-from .http import Api, ClientError
+from .http import Api, ClientError, TimedOut
 from .output import as_json, table, when
 
 INTERFACES = ("virtio", "virtio_scsi", "sata", "nvme")
-POLL = 0.05
+# The engine answers a wait at most this long (SPEC §18); longer waits take several.
+MAX_WAIT = 300.0
+WAIT_MARGIN = 30.0  # the HTTP timeout of a wait beyond the wait itself
+EARLY_ANSWER_PAUSE = 0.5  # an unnamed answer before its time: an engine without ?wait=
 
 
 def vms(api: Api, args: argparse.Namespace, out: TextIO) -> None:
@@ -35,7 +37,7 @@ def _attachment_rows(atts: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
 
     return [
         (
-            _shown_name(a),
+            _shown_name(a) or _conflict(a),
             a["interface"],
             a["active"],
             *_guest_cells(a),
@@ -81,6 +83,12 @@ ATTACHMENT_HEADERS = (
 )
 
 
+def _conflict(att: dict[str, Any]) -> str | None:
+    """A name the guest gave this disk and another: neither's (SPEC §19)."""
+    conflict = att.get("name_conflict")
+    return f"(conflict: {conflict['name']})" if isinstance(conflict, dict) else None
+
+
 def disks(api: Api, args: argparse.Namespace, out: TextIO) -> None:
     vm = resolve.vm(api, args.vm)
     atts = api.get(f"/api/vms/{vm['id']}/diskattachments")["disk_attachment"]
@@ -109,18 +117,46 @@ def plug(api: Api, args: argparse.Namespace, out: TextIO) -> None:
         att = api.post(base, body)
     att = _wait_named(api, f"{base}/{att['id']}", att, args.wait)
     if args.json:
-        return as_json(att, out)
-    table(ATTACHMENT_HEADERS, _attachment_rows([att]), out)
+        as_json(att, out)
+    else:
+        table(ATTACHMENT_HEADERS, _attachment_rows([att]), out)
     if att.get("logical_name") is None and args.wait > 0:
-        print(f"the guest has not named it within {args.wait:g} s", file=sys.stderr)
+        raise TimedOut(f"plugged, but the guest has not named it within {args.wait:g} s")
+    return None
+
+
+def wait(api: Api, args: argparse.Namespace, out: TextIO) -> None:
+    """Print the guest's name for a VM's disk once it has one; exit 3 at the timeout."""
+    vm = resolve.vm(api, args.vm)
+    base = f"/api/vms/{vm['id']}/diskattachments"
+    att = resolve.attachment(api.get(base)["disk_attachment"], args.disk)
+    att = _wait_named(api, f"{base}/{att['id']}", att, args.timeout)
+    name = att.get("logical_name")
+    if args.json:
+        as_json(att, out)
+    elif name is not None:
+        print(name, file=out)
+    if name is None:
+        raise TimedOut(f"the guest has not named disk {att['id']} within {args.timeout:g} s")
     return None
 
 
 def _wait_named(api: Api, path: str, att: dict[str, Any], wait: float) -> dict[str, Any]:
+    """The attachment once named, or as it is after ``wait`` s: the engine waits for us
+    (``?wait=logical_name``), woken by the name's own event, not polled."""
     deadline = time.monotonic() + wait
-    while att.get("logical_name") is None and time.monotonic() < deadline:
-        time.sleep(POLL)  # sync-ok: polling the API with a deadline
-        att = api.get(path)
+    while att.get("logical_name") is None:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return att
+        chunk = max(min(left, MAX_WAIT), 0.001)
+        asked = time.monotonic()
+        att = api.get(
+            path, http_timeout=chunk + WAIT_MARGIN, wait="logical_name", timeout=f"{chunk:.3f}"
+        )
+        early = time.monotonic() - asked < chunk - EARLY_ANSWER_PAUSE
+        if att.get("logical_name") is None and early and deadline - time.monotonic() > 0:
+            time.sleep(EARLY_ANSWER_PAUSE)  # sync-ok: an engine that does not wait for us
     return att
 
 

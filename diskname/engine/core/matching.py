@@ -24,7 +24,7 @@ from itertools import islice
 from typing import Any
 
 from ...protocol.guest_view import View, guest_view
-from ...protocol.names import is_windows_name, name_key, refusal, valid_device_path
+from ...protocol.names import is_windows_name, refusal, valid_device_path
 from ...protocol.serials import NO_SERIAL, clean
 from ...protocol.serials import candidates as serial_forms
 
@@ -67,6 +67,8 @@ class MatchResult:
     guests: dict[str, View] = field(default_factory=dict)
     # Why each refused name (rejected as ``bad_name``) was refused: names.refusal().
     refused: dict[str, int] = field(default_factory=dict)
+    # Disks the guest gave a name it gave another disk too: that name, kept by neither.
+    conflicts: dict[str, str] = field(default_factory=dict)
 
 
 def valid_name(name: object) -> bool:
@@ -192,7 +194,7 @@ class _Matcher:
         names, name = self.result.names, entry["name"]
         if disk.disk_id in self.conflicted:
             return
-        if disk.disk_id in names and name_key(names[disk.disk_id]) != name_key(name):
+        if disk.disk_id in names and _name_key(names[disk.disk_id]) != _name_key(name):
             # Two entries name the same disk differently: trust neither.
             del names[disk.disk_id]
             del self.result.sources[disk.disk_id]
@@ -290,7 +292,9 @@ def match_names(disks: Sequence[VmDisk], mapping: Mapping[str, Any]) -> MatchRes
     """Name each plugged disk of one VM from that VM's guest disk mapping.
 
     Serial matches are decided first; address matches then only fill in disks
-    still without a name. Entries that fit no disk, or several, are counted as
+    still without a name. A name given to two disks (compared as
+    :func:`~diskname.protocol.names.name_key` does) is given to neither: both
+    are in ``conflicts``. Entries that fit no disk, or several, are counted as
     ``unmatched`` or ``ambiguous``; invalid names as ``bad_name`` (and why, in
     ``refused``).
     """
@@ -304,4 +308,27 @@ def match_names(disks: Sequence[VmDisk], mapping: Mapping[str, Any]) -> MatchRes
             leftovers.append((entry, _is_serial(reported)))
     for entry, unknown_serial in leftovers:
         matcher.by_address(entry, unknown_serial)
+    _drop_shared_names(matcher.result)
     return matcher.result
+
+
+def _name_key(name: str) -> str:
+    """:func:`~diskname.protocol.names.name_key` for a name already valid, sooner (a hot path).
+
+    A valid name that starts with a backslash is ``\\\\.\\PHYSICALDRIVE<n>`` in some case.
+    """
+    return name.upper() if name[:1] == "\\" else name
+
+
+def _drop_shared_names(result: MatchResult) -> None:
+    """A name two disks got is neither's (SPEC §19): each keeps it as its conflict."""
+    holders: dict[str, list[str]] = {}
+    for disk_id, name in result.names.items():
+        holders.setdefault(_name_key(name), []).append(disk_id)
+    for disks in holders.values():
+        if len(disks) < 2:
+            continue
+        for disk_id in disks:
+            result.conflicts[disk_id] = result.names[disk_id]
+            del result.names[disk_id], result.sources[disk_id], result.origins[disk_id]
+        result.rejected["duplicate_name"] += len(disks)

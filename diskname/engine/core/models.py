@@ -16,8 +16,14 @@ from .matching import VmDisk
 
 # The disk interfaces (buses) a disk is plugged on: the wire's list, every tier's.
 INTERFACES: tuple[str, ...] = simhw.INTERFACES
-# A name (a host's, a VM's, a disk's): no control characters, not only white space.
-NAME_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+# Characters no name may hold (SPEC §19): C0 and C1 controls, DEL, the bidi marks,
+# embeddings, overrides and isolates (U+061C, U+200E/F, U+202A-202E, U+2066-2069)
+# and the zero-width ones (U+200B-200D, U+2060, U+FEFF): each can make a name
+# show as another on a terminal or a page.
+NAME_FORBIDDEN = r"\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u202a-\u202e\u2060\u2066-\u2069\ufeff"
+# A name (a host's, a VM's, a disk's): none of those, not only white space.
+NAME_PATTERN = rf"^[^{NAME_FORBIDDEN}]*[^\s{NAME_FORBIDDEN}][^{NAME_FORBIDDEN}]*$"
+NAME_MAX = 255
 # A UUID as the JSON API's document spells it: 8-4-4-4-12 hexadecimal digits.
 UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 
@@ -108,6 +114,8 @@ class Attachment:
     logical_name: str | None
     logical_name_source: str | None
     logical_name_seen_at: datetime | None
+    # The name the guest gave this disk and another of the VM's too (SPEC §19).
+    name_conflict: str | None = None
     # The attached disk, when the row was read with it.
     disk: Disk | None = None
     # The guest's whole view of the disk (SPEC §17), None until the guest names it.
@@ -124,6 +132,7 @@ class Attachment:
             "logical_name_source": self.logical_name_source,
             "logical_name_seen_at": seen.isoformat() if seen else None,
             "guest": dict(self.guest) if self.guest is not None else None,
+            "name_conflict": {"name": self.name_conflict} if self.name_conflict else None,
             "vm": {"id": self.vm_id},
         }
 
@@ -220,6 +229,18 @@ class VmReport:
     name: str | None
     devices: tuple[HostDevice, ...] = ()
     mapping: Mapping[str, Any] = field(default_factory=dict)
+
+
+def valid_object_name(value: object) -> bool:
+    """A name as the JSON API takes one (:data:`NAME_PATTERN`, at most :data:`NAME_MAX`).
+
+    The one check for names from users and from hosts (an adopted VM's, SPEC §19).
+    """
+    return (
+        isinstance(value, str)
+        and len(value) <= NAME_MAX
+        and re.fullmatch(NAME_PATTERN, value) is not None
+    )
 
 
 def canonical_uuid(value: Any, *, hyphenated: bool = False) -> str:

@@ -31,6 +31,8 @@ class DeviceRow(NamedTuple):
     logical_name: str | None
     logical_name_source: str | None
     logical_name_seen_at: datetime | None
+    # The name this disk shares with another of the VM's (then no name is current).
+    name_conflict: str | None = None
     # The guest's view (SPEC §17) as canonical JSON text: equal views, equal text.
     guest: str | None = None
 
@@ -62,6 +64,7 @@ def _target(
     name: str | None,
     source: str | None,
     now: datetime,
+    conflict: str | None = None,
     guest: str | None = None,
 ) -> DeviceRow:
     old_name = old.logical_name if old else None
@@ -76,6 +79,7 @@ def _target(
         logical_name=name,
         logical_name_source=source,
         logical_name_seen_at=seen_at,
+        name_conflict=None if name else conflict,
         guest=guest if name else None,
     )
 
@@ -88,20 +92,24 @@ def plan_update(
     keep_names: bool,
     now: datetime,
     blocked: frozenset[str] | set[str] = frozenset(),
+    refused: frozenset[str] | set[str] = frozenset(),
 ) -> UpdatePlan:
     """Rows to upsert, disks to create and name changes to record for one VM.
 
     A disk in ``blocked`` is plugged into another VM: it is recorded here as an
     attachment that is not plugged, with no name (a disk is in one VM at a time).
+    A disk in ``refused`` is not this VM's to claim (:mod:`.claims`): the report's
+    device is ignored, as if the host had not reported it.
     """
     by_disk = {row.disk_id: row for row in current}
     desired: dict[str, DeviceRow] = {}
     plan = UpdatePlan()
     for dev in report.devices:
-        if not dev.plugged or dev.disk_id in desired:
+        if not dev.plugged or dev.disk_id in desired or dev.disk_id in refused:
             continue
         plugged = dev.disk_id not in blocked
         name = match.names.get(dev.disk_id) if keep_names and plugged else None
+        conflict = match.conflicts.get(dev.disk_id) if keep_names and plugged else None
         base = DeviceRow(
             dev.disk_id, dev.device_id, dev.iface, plugged, dev.address, None, None, None
         )
@@ -111,6 +119,7 @@ def plan_update(
             name,
             match.sources.get(dev.disk_id),
             now,
+            conflict,
             guest_text(match.guests.get(dev.disk_id)),
         )
         if dev.disk_id not in by_disk:
@@ -149,4 +158,6 @@ def _change_source(row: DeviceRow, match: MatchResult, keep_names: bool) -> str:
         return match.origins.get(row.disk_id, "agent")
     if not row.is_plugged:
         return "unplug"
+    if row.name_conflict is not None:
+        return "conflict"
     return "guest" if keep_names else "cluster"

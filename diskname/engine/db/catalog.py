@@ -149,14 +149,18 @@ class Catalog(Tables):
 
     # -- hosts ---------------------------------------------------------------
 
-    async def delete_host(self, host_id: str) -> None:
-        """Forget a host; the database refuses while VMs are registered on it."""
-        async with self._pool.acquire() as conn:
+    async def delete_host(self, host_id: str, *, with_vms: bool = False) -> None:
+        """Forget a host; the database refuses while VMs are registered on it,
+        unless ``with_vms``: then they go first (their attachments with them)."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            if with_vms:
+                await self._exec(conn, "DELETE FROM vms WHERE host_id = $1", host_id)
             try:
                 deleted = await self._exec(conn, "DELETE FROM hosts WHERE id = $1", host_id)
             except asyncpg.ForeignKeyViolationError:
                 raise Conflict(
-                    f"host {host_id} still has VMs: remove them (DELETE /api/vms/{{id}}) first"
+                    f"host {host_id} still has VMs: remove them (DELETE /api/vms/{{id}}) first,"
+                    " or remove the host with force=true to forget them with it"
                 ) from None
         if not deleted:
             raise NotFound(f"no host {host_id}")

@@ -17,10 +17,10 @@ from ..metrics import Metrics
 from .pool import Pool, rows_changed
 
 HOST_COLUMNS = "id::text, name, address, port, status, status_reason, token"
-# An attachment's nine columns, then its disk's (as :func:`attachment` reads them).
+# An attachment's ten columns, then its disk's (as :func:`attachment` reads them).
 ATTACHMENT_COLUMNS = """vd.vm_id::text, vd.disk_id::text, vd.device_id::text, vd.interface,
        vd.is_plugged, vd.address, vd.logical_name, vd.logical_name_source,
-       vd.logical_name_seen_at"""
+       vd.logical_name_seen_at, vd.name_conflict"""
 DISK_COLUMNS = (
     "d.name, d.provisioned_size, d.status, CASE WHEN d.storage_type = 'lun' THEN d.serial END,"
     " d.serial"
@@ -35,13 +35,13 @@ VMS = "SELECT id::text, name, status, host_id::text FROM vms"
 
 
 def attachment(row: Any) -> Attachment:
-    """An attachment row with its disk's five columns after its own nine, then ``guest``."""
+    """An attachment row: its ten columns, its disk's five after them, then ``guest``."""
     values = list(row.values())
-    att = Attachment(*values[:9])
+    att = Attachment(*values[:10])
     guest = row.get("guest")
     return dataclasses.replace(
         att,
-        disk=Disk(att.disk_id, *values[9:14]),
+        disk=Disk(att.disk_id, *values[10:15]),
         guest=orjson.loads(guest) if guest is not None else None,
     )
 

@@ -345,6 +345,7 @@ class HostMonitor:
             return changes
         self.sync.on_foreign(stored.foreign)
         self._metrics.foreign_reports += len(stored.foreign)
+        self._metrics.claims_refused.update(stored.refused)
         self.sync.on_stored(r for r, _ in items if r.vm_id not in stored.foreign)
         return [*stored.changes, *stored.guests]
 

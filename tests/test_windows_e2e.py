@@ -241,6 +241,9 @@ async def test_a_windows_guest_through_the_real_host_and_engine(
             assert (await rest.attachment(vm_id, plugged["C"]))["logical_name"] == drive(3)
             guest.held = None
             await wait_until(lambda: drive(1) not in {e["name"] for e in vm.mapping.values()})
+            # A former name is found in the VM's history, in any case too.
+            code, out, err = await diskname("history", vm_id, "\\\\.\\PHYSICALDRIVE1", "--url", url)
+            assert code == 0 and f"it was disk {plugged['A']}" in err, (out, err)
 
             # Hostile names: refused one by one on the host and counted; nothing stored.
             before = dict(vm.rejected)

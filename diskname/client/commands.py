@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sys
 import time
 from typing import Any, TextIO
 
@@ -24,11 +26,31 @@ def vms(api: Api, args: argparse.Namespace, out: TextIO) -> None:
     if args.json:
         return as_json(found, out)
     rows = [
-        (v["name"], v["status"], hosts.get(v["host"]["id"], v["host"]["id"]), v["id"])
+        (v["name"], v["status"], _agent(v), hosts.get(v["host"]["id"], v["host"]["id"]), v["id"])
         for v in found
     ]
-    table(("VM", "STATUS", "HOST", "ID"), rows, out)
+    table(("VM", "STATUS", "AGENT", "HOST", "ID"), rows, out)
     return None
+
+
+def _agent(vm: dict[str, Any]) -> str:
+    """The guest agent's status, and since when unless it is up (SPEC §17)."""
+    agent = vm.get("guest_agent") or {}
+    status = str(agent.get("status", "?"))
+    if status == "up" or not agent.get("since"):
+        return status
+    return f"{status} since {when(agent['since'])}"
+
+
+def _name(att: dict[str, Any]) -> Any:
+    """The guest's name with its drive letters (``\\\\.\\PhysicalDrive1 (D:)``, SPEC §20),
+    marked when it may no longer hold (the guest agent is not up)."""
+    name = att.get("logical_name")
+    if name is None:
+        return None
+    letters = drive_letters((att.get("guest") or {}).get("mountpoints"))
+    shown = f"{name} ({', '.join(letters)})" if letters else name
+    return f"{shown} (stale)" if att.get("stale") else shown
 
 
 def _attachment_rows(atts: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
@@ -37,7 +59,7 @@ def _attachment_rows(atts: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
 
     return [
         (
-            _shown_name(a) or _conflict(a),
+            _name(a) or _conflict(a),
             a["interface"],
             a["active"],
             *_guest_cells(a),
@@ -47,13 +69,6 @@ def _attachment_rows(atts: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
         )
         for a in sorted(atts, key=order)
     ]
-
-
-def _shown_name(att: dict[str, Any]) -> str | None:
-    """The guest's name, and its drive letters beside it (``\\\\.\\PhysicalDrive1 (D:)``)."""
-    name: str | None = att.get("logical_name")
-    letters = drive_letters((att.get("guest") or {}).get("mountpoints"))
-    return f"{name} ({', '.join(letters)})" if name and letters else name
 
 
 def _guest_cells(att: dict[str, Any]) -> tuple[Any, ...]:
@@ -172,9 +187,13 @@ def unplug(api: Api, args: argparse.Namespace, out: TextIO) -> None:
 
 
 def which(api: Api, args: argparse.Namespace, out: TextIO) -> None:
-    """Which VM has the disk, and what does its guest call it?"""
+    """Which VM has the disk, and what does its guest call it? With ``--vm``, a name the
+    guest gives (or gave) a disk of that VM finds it too (SPEC §17)."""
     text = args.disk.strip()
     query = {"id": text.lower()} if resolve.is_uuid(text) else {"serial": text}
+    if args.vm is not None and not resolve.is_uuid(text):
+        with contextlib.suppress(ClientError):  # not a name of that VM's: a serial, then
+            query = {"id": resolve.disk_by_name(api, resolve.vm(api, args.vm), text, sys.stderr)}
     found = api.get("/api/disks", **query)["disk"]
     if not found:
         raise ClientError(f"no disk has the id or serial {text!r}")
@@ -183,7 +202,7 @@ def which(api: Api, args: argparse.Namespace, out: TextIO) -> None:
     rows = []
     for disk in found:
         for use in disk["attachments"]:
-            name = use["logical_name"] or ("(not named yet)" if use["active"] else "(unplugged)")
+            name = _name(use) or ("(not named yet)" if use["active"] else "(unplugged)")
             rows.append(
                 (
                     use["vm"]["name"],
@@ -202,10 +221,16 @@ def which(api: Api, args: argparse.Namespace, out: TextIO) -> None:
 
 
 def history(api: Api, args: argparse.Namespace, out: TextIO) -> None:
+    """The names a VM's disk has had; a disk is found by its current or a former name."""
     vm = resolve.vm(api, args.vm)
     base = f"/api/vms/{vm['id']}/diskattachments"
-    att = resolve.attachment(api.get(base)["disk_attachment"], args.disk)
-    entries = api.get(f"{base}/{att['id']}/history", max=str(args.max))["history"]
+    atts = api.get(base)["disk_attachment"]
+    try:
+        disk_id = resolve.attachment(atts, args.disk)["id"]
+    except ClientError:
+        disk_id = resolve.disk_by_name(api, vm, args.disk, sys.stderr)
+    query = {"disk_id": disk_id, "max": str(args.max)}
+    entries = api.get(f"/api/vms/{vm['id']}/history", **query)["history"]
     if args.json:
         return as_json(entries, out)
     rows = [

@@ -316,6 +316,7 @@ class HostMonitor:
                     continue
                 match = match_names([d.as_vm_disk() for d in report.devices], report.mapping)
                 self._metrics.rejected.update(match.rejected)
+                self._metrics.names_refused.update(match.refused)
                 items.append((report, match))
             if self.owned:  # no longer ours to store otherwise
                 changes = await self._store_items(items)

@@ -5,13 +5,15 @@ fields, quoted or bare values, ``*``; refusals say what is served. Pure: no data
 from __future__ import annotations
 
 import contextlib
+import json
 import re
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from diskname.engine.core.search import FIELDS, Search, Term, parse_search
+from diskname.engine.core.search import FIELDS, Search, Term, parse_search, schema_pattern
 from diskname.engine.errors import Invalid
 
 DISKS = FIELDS["disks"]
@@ -81,3 +83,25 @@ def test_matches_is_the_glob(pattern: str, name: str) -> None:
 def test_any_text_parses_or_is_refused(text: str) -> None:
     with contextlib.suppress(Invalid):
         parse_search(text, DISKS)
+
+
+_SEARCHY = st.text(st.sampled_from(list('nameNAME= "andAND*x\t\x01é')), max_size=40)
+
+
+@given(st.one_of(_SEARCHY, st.text(max_size=40)))
+def test_the_documented_pattern_is_exactly_what_is_parsed(text: str) -> None:
+    """/api/storagedomains' OpenAPI pattern for search (the fuzzer holds the API to it)."""
+    try:
+        parse_search(text, {"name"})
+        parsed = True
+    except Invalid:
+        parsed = False
+    assert (re.fullmatch(schema_pattern("name"), text) is not None) == parsed, text
+
+
+def test_the_document_carries_the_pattern() -> None:
+    document = json.loads(
+        (Path(__file__).parent.parent / "diskname/engine/http/web/openapi.json").read_text()
+    )
+    (search,) = document["paths"]["/api/storagedomains"]["get"]["parameters"]
+    assert search["schema"]["pattern"] == schema_pattern("name")

@@ -28,10 +28,20 @@ FIELDS: dict[str, frozenset[str]] = {
     "clusters": frozenset({"name"}),
     "datacenters": frozenset({"name"}),
 }
+# Terms are separated by spaces; a value has no control characters (nor, bare, a space).
+_QUOTED, _BARE = r'[^"\x00-\x1f\x7f-\x9f]', r'[^" \x00-\x1f\x7f-\x9f]'
 _TERM = re.compile(
-    r'\s*(?P<key>[A-Za-z_][A-Za-z0-9_.]*)\s*=\s*(?:"(?P<quoted>[^"]*)"|(?P<bare>[^\s"]+))\s*'
+    rf' *(?P<key>[A-Za-z_][A-Za-z0-9_.]*) *= *(?:"(?P<quoted>{_QUOTED}*)"|(?P<bare>{_BARE}+)) *'
 )
-_AND = re.compile(r"and\s+", re.IGNORECASE)
+_AND = re.compile(r"and +", re.IGNORECASE)
+
+
+def schema_pattern(field: str) -> str:
+    """The JSON Schema pattern of a search over the one field ``field`` (the OpenAPI
+    document's, for ``/api/storagedomains``): exactly what :func:`parse_search` takes."""
+    key = "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else re.escape(c) for c in field)
+    term = f' *{key} *= *(?:"{_QUOTED}+" *|{_BARE}+ +|{_BARE}+$)'
+    return f"^(?: *$|{term}(?:[Aa][Nn][Dd] +{term}){{0,{MAX_TERMS - 1}}}$)"
 _LIKE_SPECIAL = frozenset("\\%_")
 
 
@@ -77,7 +87,7 @@ def parse_search(
     text: str | None, fields: Collection[str] = FIELDS["vms"], *, case_sensitive: bool = True
 ) -> Search | None:
     """The terms of an oVirt ``search`` parameter over ``fields``; None when there is none."""
-    if text is None or not text.strip():
+    if text is None or not text.strip(" "):
         return None
     if len(text) > SEARCH_MAX:
         raise Invalid(f"search is longer than {SEARCH_MAX} characters")

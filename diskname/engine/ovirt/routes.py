@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from ..actions import Actions
+from ..core.waiting import wait_timeout
 from ..errors import Invalid
 from . import query as q
 from . import xmlin, xmlout
@@ -75,7 +76,12 @@ class _Handlers:
 
     async def attachment(self, request: web.Request) -> web.Response:
         vm_id, disk_id = q.path_id(request, "vm_id", "VM"), q.path_id(request, "disk_id", "disk")
-        att = await self.res(request).attachment(vm_id, disk_id)
+        res = self.res(request)
+        wait = wait_timeout(request.query.get("wait"), request.query.get("timeout"))
+        if wait is None:
+            att = await res.attachment(vm_id, disk_id)
+        else:  # SPEC §18: the same query as the JSON API's
+            att = await res.attachment_named(vm_id, disk_id, wait)
         return xml_response(xmlout.attachment(att))
 
     async def attach(self, request: web.Request) -> web.Response:
@@ -103,7 +109,7 @@ class _Handlers:
         res = self.res(request)
         vm_id, disk_id = q.path_id(request, "vm_id", "VM"), q.path_id(request, "disk_id", "disk")
         remove = not q.flag(request, "detach_only", True)
-        await res.detach(vm_id, disk_id, remove_disk=remove)
+        await res.detach(vm_id, disk_id, remove_disk=remove, force=q.flag(request, "force", False))
         return xml_response(xmlout.action_done())  # 200: the SDK takes a 204 for an error
 
     async def disks(self, request: web.Request) -> web.Response:

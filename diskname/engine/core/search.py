@@ -42,6 +42,8 @@ def schema_pattern(field: str) -> str:
     key = "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else re.escape(c) for c in field)
     term = f' *{key} *= *(?:"{_QUOTED}+" *|{_BARE}+ +|{_BARE}+$)'
     return f"^(?: *$|{term}(?:[Aa][Nn][Dd] +{term}){{0,{MAX_TERMS - 1}}}$)"
+
+
 _LIKE_SPECIAL = frozenset("\\%_")
 
 

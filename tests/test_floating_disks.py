@@ -97,6 +97,21 @@ async def test_a_floating_disk_is_made_attached_and_removed(pg_dsn: str) -> None
         assert listed[mine["id"]]["used"] == 0 and listed[other["id"]]["used"] == GIB
         assert (await d.rest.call("DELETE", f"/api/disks/{disk['id']}"))[0] == 404
 
+        # oVirt's detach_only=false removes the disk with its image too.
+        again = await d.rest.ok(
+            "POST",
+            "/api/disks",
+            {"name": "again", "provisioned_size": GIB, "storage_domains": [{"id": mine["id"]}]},
+            status=201,
+        )
+        await wait_until(lambda: _status(d, again["id"], "ok"))
+        await d.rest.ok("POST", base, {"interface": "virtio", "disk": {"id": again["id"]}}, 201)
+        path = f"/ovirt-engine/api/vms/{vm}/diskattachments/{again['id']}?detach_only=false"
+        async with d.rest.http.request("DELETE", path) as resp:
+            assert resp.status == 200, await resp.text()
+        listed = {x["id"]: x for x in await _domains(d)}
+        assert listed[mine["id"]]["used"] == 0
+
 
 async def test_bad_disks_and_unknown_domains_are_refused(pg_dsn: str) -> None:
     async with dev(pg_dsn) as d:

@@ -249,8 +249,11 @@ class AttachmentActions(ActionBase):
                 async with self._unless_forced(force, f"disk {disk_id} detached"):
                     await self._unplug(monitor, att, discard=True)
             self._published(await self._store.detach(vm_id, disk_id))
+        placed = await self._storage.placement(disk_id) if remove_disk else None
         if remove_disk and not await self._store.remove_disk(disk_id):
             raise Conflict(f"disk {disk_id} was detached, but attached elsewhere meanwhile")
+        if placed is not None:  # a floating disk's image goes with it
+            await self._drop_image(placed[0], disk_id)
 
     # -- the host calls ------------------------------------------------------------
 

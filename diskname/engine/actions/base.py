@@ -8,13 +8,14 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from ..core.models import Attachment, NameChange, VmRow
+from ..core.models import Attachment, NameChange, StorageDomain, VmRow
 from ..db.batching import Coalescer
 from ..db.catalog import Catalog
 from ..db.storage import StorageTables
 from ..db.store import Store
 from ..errors import (
     Conflict,
+    EngineError,
     HostCallFailed,
     HostNotConnected,
     HostRefused,
@@ -66,6 +67,14 @@ class ActionBase:
         if disk["status"] != "ok":
             raise Conflict(f"disk {disk_id} is {disk['status']}: its image is not ready")
         return {"size": disk["size"], "storageDomain": domain.name}
+
+    async def _drop_image(self, domain: StorageDomain, disk_id: str) -> None:
+        """Ask the domain's host to remove a removed disk's image (logged if it cannot)."""
+        params = {"storageDomain": domain.name, "diskId": disk_id}
+        try:
+            await self._monitor(domain.host_id).call("Image.delete", params)
+        except EngineError as exc:  # the disk is gone; its image is left behind
+            log.warning("disk %s removed, its image in %s stays: %s", disk_id, domain.name, exc)
 
     def _monitor(self, host_id: str) -> HostMonitor:
         monitor = self._monitors.get(host_id)

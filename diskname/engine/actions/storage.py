@@ -68,7 +68,11 @@ class StorageActions(ActionBase):
     async def _domain_for(self, wanted: str) -> StorageDomain:
         """The domain a new disk names, by id or by name (one of that name)."""
         with contextlib.suppress(ValueError):
-            return await self.storage_domain(canonical_uuid(wanted))
+            domain_id = canonical_uuid(wanted)
+            try:
+                return await self.storage_domain(domain_id)
+            except NotFound:  # a reference in a body: 422, as a missing host's is
+                raise MissingReference(f"storage domain {domain_id}: no such domain") from None
         found = await self._storage.domains_named(wanted)
         if not found:
             await self._refresh_domains()
@@ -119,12 +123,7 @@ class StorageActions(ActionBase):
         if not await self._store.remove_disk(disk_id):
             raise Conflict(f"disk {disk_id} was attached meanwhile")
         if placed is not None:
-            domain = placed[0]
-            params = {"storageDomain": domain.name, "diskId": disk_id}
-            try:
-                await self._monitor(domain.host_id).call("Image.delete", params)
-            except EngineError as exc:  # the disk is gone; its image is left behind
-                log.warning("disk %s removed, its image in %s stays: %s", disk_id, domain.name, exc)
+            await self._drop_image(placed[0], disk_id)
 
     async def _disk(self, disk_id: str) -> Disk:
         disk = await self._store.get_disk(disk_id)

@@ -42,12 +42,13 @@ from .config import HostConfig, check_listen, rpc_limits
 from .confirmations import Confirmations
 from .devices import Addresses, Device, InvalidDevice, UnknownDevice, device_for, devices_for
 from .hypervisors.base import Hypervisor
-from .hypervisors.factory import make_hypervisor
+from .hypervisors.factory import make_hypervisor, make_storage
 from .hypervisors.sim import hw_path
 from .qga import QgaChannel, qga_path
 from .registry import Registry, UnknownVm
 from .rpc import RpcServer, server_ssl_context
 from .statefiles import StateFiles, StateNotWritten, private_dir
+from .storage import Domains
 from .vm import AGENT, QEMU_GA, Vm, VmState
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ class HostService:
         # A backend built by the caller (the bench's light guests) or by name.
         self.hypervisor = hypervisor or make_hypervisor(config)
         self.hypervisor_name: str = config.hypervisor
+        self.storage: Domains = make_storage(config, self.hypervisor)
         self.rpc = RpcServer(
             HostApi(self).methods(),
             ssl_context=server_ssl_context(config.tls_cert, config.tls_key, config.tls_ca),

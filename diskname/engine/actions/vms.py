@@ -8,7 +8,7 @@ from typing import Any
 
 from ...protocol.disks import disk_serial
 from ..core.models import DISK_NAME_MAX, Attachment, DiskSpec, VmRow
-from ..core.search import NameFilter
+from ..core.search import Search
 from ..errors import MissingReference, VmNotOnHost
 from .base import ActionBase
 
@@ -39,7 +39,7 @@ def new_attachment(vm_id: str, disk_id: str, interface: str) -> Attachment:
 
 
 class VmActions(ActionBase):
-    async def vms(self, names: NameFilter | None = None, limit: int | None = None) -> list[VmRow]:
+    async def vms(self, names: Search | None = None, limit: int | None = None) -> list[VmRow]:
         return await self._store.list_vms(names, limit)
 
     async def create_vm(self, name: str, host_id: str, vm_id: str | None = None) -> VmRow:

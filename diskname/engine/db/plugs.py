@@ -23,7 +23,7 @@ from typing import Any
 from ..core.models import Attachment
 from ..errors import Conflict, MissingReference, NotFound
 from .reports import Exec
-from .rows import attachment
+from .rows import DISK_STORAGE_COLUMNS, attachment
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +173,7 @@ ORDER BY i.n
 # A failed claim of a new disk goes with its disk (the attachment cascades); of an
 # existing disk, with its attachment row. Every VM's hash is forgotten: fetch it.
 # The claims' intents are over either way.
-_SETTLE_SQL = """
+_SETTLE_SQL = f"""
 WITH input AS (
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::bool[], $6::bool[])
         AS u(vm_id, disk_id, device_id, address, failed, new_disk)
@@ -198,6 +198,6 @@ WITH input AS (
 )
 -- The disk as it is once this statement is done: its status is "ok" now.
 SELECT p.*, d.name, d.provisioned_size, 'ok',
-       CASE WHEN d.storage_type = 'lun' THEN d.serial END, d.serial
+       CASE WHEN d.storage_type = 'lun' THEN d.serial END, d.serial, {DISK_STORAGE_COLUMNS}
 FROM plugged p JOIN disks d ON d.id = p.disk_id::uuid
 """

@@ -18,7 +18,7 @@ from aiohttp import web
 from .. import ovirt
 from ..errors import EngineError, Unavailable
 from ..ovirt import sso
-from . import attachments, auth, catalog, events, hosts, pages, vms
+from . import attachments, auth, catalog, events, hosts, pages, storage, vms
 from .context import CTX, EngineContext, actions
 from .errors import REST, error_response
 
@@ -86,6 +86,7 @@ def make_app(ctx: EngineContext) -> web.Application:
             *vms.routes(),
             *attachments.routes(),
             *catalog.routes(),
+            *storage.routes(),
             *sso.routes(_auth),
             *ovirt.routes(actions),
         ]

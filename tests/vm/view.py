@@ -228,6 +228,8 @@ async def prove_guest_view(
 ) -> tuple[dict[str, Any], Shell]:
     """The scenario above on ``vm``; its figures, and the shell on the rebooted guest."""
     figures: dict[str, Any] = {}
+    loop = asyncio.get_running_loop()
+    began = loop.time()
     x, _, _ = await plug(rest, vm)
     a, a_named, a_view = await plug(rest, vm)
     b, b_named, b_view = await plug(rest, vm)
@@ -243,12 +245,15 @@ async def prove_guest_view(
     await wait_until(lambda: _gone_in_guest(shell, x), timeout=VIEW_TIMEOUT, interval=0.2)
     shell, took = await reboot(shell, connect)
     figures["reboot_s"] = round(took, 1)
-    loop = asyncio.get_running_loop()
     start = loop.time()
     moves = await _names_follow_serials(rest, shell, vm, [a, b], REBOOT_TIMEOUT)
     figures["reboot_to_names_right_s"] = round(loop.time() - start, 1)
     figures["names_before_to_after_reboot"] = moves
     figures["reordered"] = any(before != after for before, after in moves.items())
+    # And they stay: both at once, once every name has come back.
+    now = [(await rest.attachment(vm, att["id"]))["logical_name"] for att in (a, b)]
+    assert now == list(moves.values()), (now, moves)
+    figures["total_s"] = round(loop.time() - began, 1)
     return figures, shell
 
 

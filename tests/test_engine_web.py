@@ -276,6 +276,23 @@ async def test_hot_plug_from_the_page_shows_the_name_without_reload(
         )
         assert listed[0].startswith("no name (unplug)"), listed
         assert listed[1].startswith("/dev/vdb from agent, by serial"), listed
+
+        # The guest's agent goes (its channel closes): the name stays, marked stale,
+        # and the VM's agent pill says so, live (SPEC §17).
+        agent = f"document.getElementById('agent-{vm}')?.textContent"
+        assert await page.js(agent) == "agent up"
+        guest = cluster.hosts[0]._running[vm].tasks[-1]  # the in-process agent
+        guest.cancel()
+
+        async def stale_in_the_api() -> bool:
+            return bool((await rest.attachment(vm, root["id"]))["stale"])
+
+        await wait_until(stale_in_the_api, timeout=10)
+        stale = f"document.getElementById('name-{vm}-{root['id']}')?.dataset.stale === 'true'"
+        await wait_until(lambda: shows(stale), timeout=10)
+        assert await page.js(agent) == "agent unresponsive"
+        assert await page.js(root_cell) == "/dev/vdastale"  # the name, and the mark
+        assert await page.js("window.notReloaded === true")
         # Controls, bidi and zero-width characters reach the DOM only as escapes (SPEC §19).
         raw = await page.js(r"el('b', {title: 'x\u2066'}, '\u001b[31mx\u202e\u200b').outerHTML")
         assert raw == r'<b title="x\u2066">\x1b[31mx\u202e\u200b</b>', raw

@@ -96,8 +96,15 @@ def _login(p: argparse.ArgumentParser) -> None:
 def _which(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "disk",
-        metavar="SERIAL|DISK_ID",
-        help="a disk id, or a serial as the guest shows it (prefixed, padded or cut short)",
+        metavar="SERIAL|DISK_ID|NAME",
+        help="a disk id, or a serial as the guest shows it (prefixed, padded or cut short);"
+        " with --vm, the guest's name for it, now or before (/dev/vdb)",
+    )
+    p.add_argument(
+        "--vm",
+        metavar="VM",
+        help="find the disk by the name this VM's guest gives or gave it (default: none,"
+        " by id or serial)",
     )
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sys
 import time
 from typing import Any, TextIO
 
@@ -23,11 +25,26 @@ def vms(api: Api, args: argparse.Namespace, out: TextIO) -> None:
     if args.json:
         return as_json(found, out)
     rows = [
-        (v["name"], v["status"], hosts.get(v["host"]["id"], v["host"]["id"]), v["id"])
+        (v["name"], v["status"], _agent(v), hosts.get(v["host"]["id"], v["host"]["id"]), v["id"])
         for v in found
     ]
-    table(("VM", "STATUS", "HOST", "ID"), rows, out)
+    table(("VM", "STATUS", "AGENT", "HOST", "ID"), rows, out)
     return None
+
+
+def _agent(vm: dict[str, Any]) -> str:
+    """The guest agent's status, and since when unless it is up (SPEC §17)."""
+    agent = vm.get("guest_agent") or {}
+    status = str(agent.get("status", "?"))
+    if status == "up" or not agent.get("since"):
+        return status
+    return f"{status} since {when(agent['since'])}"
+
+
+def _name(att: dict[str, Any]) -> Any:
+    """The guest's name, marked when it may no longer hold (the guest agent is not up)."""
+    name = att.get("logical_name")
+    return f"{name} (stale)" if name is not None and att.get("stale") else name
 
 
 def _attachment_rows(atts: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
@@ -36,7 +53,7 @@ def _attachment_rows(atts: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
 
     return [
         (
-            a.get("logical_name") or _conflict(a),
+            _name(a) or _conflict(a),
             a["interface"],
             a["active"],
             *_guest_cells(a),
@@ -164,9 +181,13 @@ def unplug(api: Api, args: argparse.Namespace, out: TextIO) -> None:
 
 
 def which(api: Api, args: argparse.Namespace, out: TextIO) -> None:
-    """Which VM has the disk, and what does its guest call it?"""
+    """Which VM has the disk, and what does its guest call it? With ``--vm``, a name the
+    guest gives (or gave) a disk of that VM finds it too (SPEC §17)."""
     text = args.disk.strip()
     query = {"id": text.lower()} if resolve.is_uuid(text) else {"serial": text}
+    if args.vm is not None and not resolve.is_uuid(text):
+        with contextlib.suppress(ClientError):  # not a name of that VM's: a serial, then
+            query = {"id": resolve.disk_by_name(api, resolve.vm(api, args.vm), text, sys.stderr)}
     found = api.get("/api/disks", **query)["disk"]
     if not found:
         raise ClientError(f"no disk has the id or serial {text!r}")
@@ -175,7 +196,7 @@ def which(api: Api, args: argparse.Namespace, out: TextIO) -> None:
     rows = []
     for disk in found:
         for use in disk["attachments"]:
-            name = use["logical_name"] or ("(not named yet)" if use["active"] else "(unplugged)")
+            name = _name(use) or ("(not named yet)" if use["active"] else "(unplugged)")
             rows.append(
                 (
                     use["vm"]["name"],
@@ -194,10 +215,16 @@ def which(api: Api, args: argparse.Namespace, out: TextIO) -> None:
 
 
 def history(api: Api, args: argparse.Namespace, out: TextIO) -> None:
+    """The names a VM's disk has had; a disk is found by its current or a former name."""
     vm = resolve.vm(api, args.vm)
     base = f"/api/vms/{vm['id']}/diskattachments"
-    att = resolve.attachment(api.get(base)["disk_attachment"], args.disk)
-    entries = api.get(f"{base}/{att['id']}/history", max=str(args.max))["history"]
+    atts = api.get(base)["disk_attachment"]
+    try:
+        disk_id = resolve.attachment(atts, args.disk)["id"]
+    except ClientError:
+        disk_id = resolve.disk_by_name(api, vm, args.disk, sys.stderr)
+    query = {"disk_id": disk_id, "max": str(args.max)}
+    entries = api.get(f"/api/vms/{vm['id']}/history", **query)["history"]
     if args.json:
         return as_json(entries, out)
     rows = [

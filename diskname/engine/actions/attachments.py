@@ -99,19 +99,29 @@ class AttachmentActions(ActionBase):
 
     async def attachments(self, vm_id: str) -> list[Attachment]:
         vm = await self.vm(vm_id)
-        return await self._store.list_attachments(vm.id)
+        return [self._confirmed(vm, a) for a in await self._store.list_attachments(vm.id)]
 
     async def attachments_of(self, vms: Sequence[VmRow]) -> dict[str, list[Attachment]]:
         """Every listed VM's attachments, in one query (``follow=disk_attachments``)."""
         found: dict[str, list[Attachment]] = {vm.id: [] for vm in vms}
+        hosts = {vm.id: vm for vm in vms}
         for att in await self._store.attachments_of(list(found)):
-            found[att.vm_id].append(att)
+            found[att.vm_id].append(self._confirmed(hosts[att.vm_id], att))
         return found
 
     async def attachment(self, vm_id: str, disk_id: str) -> Attachment:
         """The attachment; :class:`NotFound` for a missing VM or a disk not attached to it."""
         vm = await self.vm(vm_id)
-        return await self._attachment(vm.id, disk_id)
+        return self._confirmed(vm, await self._attachment(vm.id, disk_id))
+
+    def _confirmed(self, vm: VmRow, att: Attachment) -> Attachment:
+        """``reported_at`` as the VM's host last said it, when this engine monitors the
+        host: confirmations of an unchanged mapping are kept in memory, not written
+        (:mod:`..core.sync.freshness`)."""
+        monitor = self._monitors.get(vm.host_id)
+        if monitor is None:
+            return att
+        return att.confirmed(monitor.sync.agents.reported_at(vm.id))
 
     async def attachment_named(self, vm_id: str, disk_id: str, timeout: float) -> Attachment:
         """The attachment as soon as it has a logical name, or as it is after ``timeout`` s.

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -50,16 +51,52 @@ class HostRow:
         }
 
 
+# The ``/api/events`` kind of a guest agent that came or went (SPEC §17).
+GUEST_AGENT_EVENT = "guest_agent"
+
+
+@dataclass(frozen=True, slots=True)
+class GuestAgent:
+    """A VM's guest agent (SPEC §17): ``up``, ``unresponsive`` or ``none``, since when,
+    and the mapping sources up (``agent``, ``qemu-ga``)."""
+
+    status: str = "none"
+    since: datetime | None = None
+    sources: tuple[str, ...] = ()
+
+    @property
+    def stale(self) -> bool:
+        """The names the VM shows may no longer hold."""
+        return self.status != "up"
+
+    def to_json(self) -> dict[str, Any]:
+        since = self.since.isoformat() if self.since is not None else None
+        return {"status": self.status, "since": since, "sources": list(self.sources)}
+
+
 @dataclass(frozen=True, slots=True)
 class VmRow:
     id: str
     name: str
     status: str
     host_id: str
+    agent_status: str = "none"
+    agent_since: datetime | None = None
+    agent_sources: Sequence[str] = ()
+
+    @property
+    def guest_agent(self) -> GuestAgent:
+        return GuestAgent(self.agent_status, self.agent_since, tuple(self.agent_sources))
 
     def to_json(self) -> dict[str, Any]:
         host = {"id": self.host_id}
-        return {"id": self.id, "name": self.name, "status": self.status, "host": host}
+        return {
+            "id": self.id,
+            "name": self.name,
+            "status": self.status,
+            "host": host,
+            "guest_agent": self.guest_agent.to_json(),
+        }
 
 
 DISK_NAME_MAX = 255
@@ -118,11 +155,17 @@ class Attachment:
     name_conflict: str | None = None
     # The attached disk, when the row was read with it.
     disk: Disk | None = None
+    # SPEC §17: the VM's guest agent is not up, so the name may no longer hold;
+    # when the guest last confirmed the name; which source gave it (not served).
+    stale: bool = False
+    reported_at: datetime | None = None
+    origin: str | None = None
     # The guest's whole view of the disk (SPEC §17), None until the guest names it.
     guest: Mapping[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         seen = self.logical_name_seen_at
+        reported = self.reported_at if self.logical_name is not None else None
         return {
             "id": self.disk_id,
             "disk": self.disk.to_json() if self.disk else {"id": self.disk_id},
@@ -131,10 +174,19 @@ class Attachment:
             "logical_name": self.logical_name,
             "logical_name_source": self.logical_name_source,
             "logical_name_seen_at": seen.isoformat() if seen else None,
+            "reported_at": reported.isoformat() if reported else None,
+            "stale": self.stale,
             "guest": dict(self.guest) if self.guest is not None else None,
             "name_conflict": {"name": self.name_conflict} if self.name_conflict else None,
             "vm": {"id": self.vm_id},
         }
+
+    def confirmed(self, times: Mapping[str, datetime]) -> Attachment:
+        """With the newer of the stored ``reported_at`` and its source's time in ``times``."""
+        at = times.get(self.origin or "agent")
+        if at is None or (self.reported_at is not None and self.reported_at >= at):
+            return self
+        return dataclasses.replace(self, reported_at=at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +281,10 @@ class VmReport:
     name: str | None
     devices: tuple[HostDevice, ...] = ()
     mapping: Mapping[str, Any] = field(default_factory=dict)
+    # Stored with the hash (SPEC §17): the guest agent as the host's stats last
+    # said, and per source when the guest last confirmed its mapping.
+    agent: GuestAgent | None = None
+    reported_at: Mapping[str, datetime] = field(default_factory=dict)
 
 
 def valid_object_name(value: object) -> bool:

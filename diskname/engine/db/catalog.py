@@ -178,6 +178,22 @@ class Catalog(Tables):
         )
         return [_change(r) for r in rows]
 
+    async def vm_history(
+        self, vm_id: str, name: str | None, disk_id: str | None, limit: int
+    ) -> list[NameChange]:
+        """The VM's name changes, newest first: those that gave ``name`` (a former name's
+        disk, SPEC §17), of ``disk_id``, or all; whether the disk is attached or not."""
+        rows = await self._pool.fetch(
+            f"""SELECT {_HISTORY_COLUMNS} FROM logical_name_history
+                WHERE vm_id = $1 AND ($2::text IS NULL OR new_name = $2)
+                  AND ($3::uuid IS NULL OR disk_id = $3) ORDER BY id DESC LIMIT $4""",
+            vm_id,
+            name,
+            disk_id,
+            limit,
+        )
+        return [_change(r) for r in rows]
+
     async def changes_after(self, last_id: int, limit: int) -> list[NameChange]:
         """Name changes stored after ``last_id``, oldest first: what a stream missed."""
         rows = await self._pool.fetch(

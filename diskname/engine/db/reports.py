@@ -42,6 +42,7 @@ from ..core.claims import BAD_VM_NAME, Held, Verdict, judge
 from ..core.matching import MatchResult
 from ..core.models import GuestChange, NameChange, VmReport, valid_object_name
 from ..core.planning import DeviceRow, UpdatePlan, compat_keeps_names, guest_text, plan_update
+from .agents import HASH_SQL, hash_columns
 
 HISTORY_PER_DISK = 100  # rows kept per disk; the oldest go first
 NAMES_CHANNEL = "diskname_name_change"  # payload: a NameChange's JSON
@@ -225,7 +226,7 @@ async def _store(
                 stored.guests = [
                     replace(g, id=ids.get((g.vm_id, g.disk_id))) for g in stored.guests
                 ]
-    await execute(conn, _HASH_SQL, vm_ids, [r.hash for r, _ in pairs])
+    await execute(conn, HASH_SQL, *hash_columns([r for r, _ in pairs]))
 
 
 def _device_row(row: Any) -> DeviceRow:
@@ -351,10 +352,6 @@ SET guest_event_id = nextval(pg_get_serial_sequence('logical_name_history', 'id'
 FROM unnest($1::uuid[], $2::uuid[]) AS u(vm_id, disk_id)
 WHERE v.vm_id = u.vm_id AND v.disk_id = u.disk_id
 RETURNING v.vm_id::text, v.disk_id::text, v.guest_event_id
-"""
-_HASH_SQL = """
-UPDATE vms SET hash = u.hash FROM unnest($1::uuid[], $2::text[]) AS u(id, hash)
-WHERE vms.id = u.id AND vms.hash IS DISTINCT FROM u.hash
 """
 _HISTORY_SQL = """
 INSERT INTO logical_name_history

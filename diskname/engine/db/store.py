@@ -21,8 +21,10 @@ import asyncpg
 
 from ..core.matching import MatchResult
 from ..core.models import HostRow, VmReport
+from ..core.sync.freshness import AgentChange
 from ..errors import Conflict, DatabaseRefused, Unavailable
 from ..metrics import Metrics
+from . import agents
 from . import reports as writes
 from .attaching import Attaching
 from .batching import Coalescer
@@ -114,6 +116,13 @@ class Store(Queries, Attaching):
         sql = "UPDATE vms SET status = $2 WHERE id = $1 AND status IS DISTINCT FROM $2"
         async with self._pool.acquire() as conn:
             await self._exec(conn, sql, vm_id, status)
+
+    async def set_guest_agents(self, host_id: str, changes: Sequence[AgentChange]) -> None:
+        """Store guest agents whose status moved (SPEC §17), in one statement."""
+        if not changes:
+            return
+        async with self._pool.acquire() as conn:
+            await self._exec(conn, agents.AGENTS_SQL, *agents.agent_columns(changes), host_id)
 
     async def apply_reports(
         self,

@@ -42,6 +42,7 @@ from ..db.store import Store
 from ..errors import DatabaseRefused, HostNotConnected, Unavailable
 from ..events import EventHub
 from ..metrics import Metrics
+from .agents import publish_agent_changes, store_agent_changes
 from .connect import HostConnector, HostUntrusted
 from .refusals import host_errors
 
@@ -240,6 +241,7 @@ class HostMonitor:
         self._metrics.polls_unchanged += self.sync.counters["stats_unchanged"] - unchanged
         for vm_id, status in changes:
             await self._store.set_vm_status(vm_id, status)
+        await store_agent_changes(self._store, self._hub, self.sync, self.host.id)
         if self.sync.wants_fetch:
             self._wake.set()
 
@@ -346,6 +348,7 @@ class HostMonitor:
         self._metrics.foreign_reports += len(stored.foreign)
         self._metrics.claims_refused.update(stored.refused)
         self.sync.on_stored(r for r, _ in items if r.vm_id not in stored.foreign)
+        publish_agent_changes(self._hub, self.sync.agents.take_announced())
         return [*stored.changes, *stored.guests]
 
     # -- engine-initiated actions -------------------------------------------

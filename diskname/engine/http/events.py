@@ -24,7 +24,7 @@ import re
 import orjson
 from aiohttp import web
 
-from ..core.models import GuestChange
+from ..core.models import GUEST_AGENT_EVENT, GuestChange
 from ..db.catalog import Catalog
 from ..errors import TooManyRequests, Unavailable
 from ..events import Subscription
@@ -53,6 +53,9 @@ def stream_owner(request: web.Request) -> str:
     if principal.via == "anonymous":
         return f"anonymous@{request.remote}"
     return principal.name
+
+
+NAMED_KINDS = frozenset({GuestChange.KIND, GUEST_AGENT_EVENT})
 
 
 def encode(event: dict[str, object], kind: str | None = None) -> bytes:

@@ -249,8 +249,9 @@ async def prove_guest_view(
     figures["reboot_s"] = round(took, 1)
     # What REST says the moment the new boot answers: until the agent reports
     # again, the names of the previous boot (kept, SPEC §17), not asserted.
-    figures["rest_names_when_guest_back"] = [
-        (await rest.attachment(vm, att["id"]))["logical_name"] for att in (a, b)
+    back = [await rest.attachment(vm, att["id"]) for att in (a, b)]
+    figures["rest_when_guest_back"] = [
+        {"logical_name": att["logical_name"], "stale": att.get("stale", False)} for att in back
     ]
     start = loop.time()
     moves = await _names_follow_serials(rest, shell, vm, [a, b], REBOOT_TIMEOUT)

@@ -22,6 +22,7 @@ from .devices import MAX_TEXT, Device, InvalidDevice, NoFreeAddress, UnknownDevi
 from .hypervisors.base import HypervisorError
 from .registry import Registry, UnknownVm
 from .rpc import Handler, MethodError
+from .statefiles import StateNotWritten
 from .stats import StatsCache, stats_reply
 from .vm import Vm
 
@@ -229,5 +230,8 @@ def _translated(fn: Handler) -> Handler:
             raise MethodError(Code.CONFLICT, str(exc)) from None
         except HypervisorError as exc:
             raise MethodError(Code.HYPERVISOR_ERROR, str(exc)) from None
+        except StateNotWritten as exc:
+            message = f"{exc}; the change was refused and undone"
+            raise MethodError(Code.STATE_NOT_WRITTEN, message) from None
 
     return call

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...protocol.disks import disk_serial
+from .. import crashpoints
 from ..core.models import (
     DISK_NAME_MAX,
     INTERFACES,
@@ -185,8 +186,16 @@ class AttachmentActions(ActionBase):
         """Attach and hot-plug: claim, call the host, record the outcome (each batched)."""
         monitor = self._monitor(vm.host_id)
         disk_id = disk_id or str(uuid.uuid4())
-        new = (disk_serial(disk_id), spec.name, spec.provisioned_size) if spec else None
-        claim = Claim(vm.id, disk_id, str(uuid.uuid4()), interface, *(new or (None, None, 0)))
+        claim = Claim(
+            vm.id,
+            disk_id,
+            str(uuid.uuid4()),
+            interface,
+            disk_serial(disk_id) if spec else None,
+            spec.name if spec else None,
+            spec.provisioned_size if spec else 0,
+            engine_pid=self._monitors.engine_pid,
+        )
         async with monitor.vm_action(vm.id, plug=True):
             serial = await self._claims.submit(claim)  # or Conflict, NotFound, MissingReference
             att = new_attachment(vm.id, disk_id, interface)
@@ -248,7 +257,8 @@ class AttachmentActions(ActionBase):
         self, monitor: HostMonitor, att: Attachment, serial: str, requested_at: float
     ) -> None:
         """Plug an attached disk, one at a time: claim, call the host, record."""
-        await self._store.claim_plug(att.vm_id, att.disk_id, att.device_id)  # or Conflict
+        pid = self._monitors.engine_pid
+        await self._store.claim_plug(att.vm_id, att.disk_id, att.device_id, pid)  # or Conflict
         undo = functools.partial(self._store.release_plug, att.vm_id, att.disk_id)
         device_id, address = await self._hotplug(monitor, att, serial, requested_at, undo)
         await self._store.mark_plugged(att.vm_id, att.disk_id, device_id, address)
@@ -263,23 +273,35 @@ class AttachmentActions(ActionBase):
     ) -> tuple[str, str | None]:
         """Ask the host to plug a claimed disk; ``undo`` the claim if it did not.
 
-        Returns the device id and address the host gave the disk.
+        Returns the device id and address the host gave the disk. The claim is an
+        intent until its outcome is written: an engine killed in between leaves it
+        for the host's owner to resolve (:mod:`..db.intents`).
         """
         self._metrics.plug_requested(att.vm_id, att.disk_id, requested_at)
         params = {"vmId": att.vm_id, "drive": drive(att, serial)}
+        await crashpoints.reached("plug.claimed")
         try:
             result = await monitor.call("VM.hotplugDisk", params)
         except Exception:
             self._metrics.plug_abandoned(att.vm_id, att.disk_id)
             await undo()
             raise
+        await crashpoints.reached("plug.called")
         return _returned_device(result, att.device_id)
 
     async def _unplug(self, monitor: HostMonitor, att: Attachment, discard: bool = False) -> None:
+        """Ask the host to unplug; an intent until the caller writes the outcome."""
         self._metrics.plug_abandoned(att.vm_id, att.disk_id)
         params: dict[str, Any] = {"vmId": att.vm_id, "diskId": att.disk_id}
         if discard:  # detached for good: the host may remove the disk's image
             params["discard"] = True
-        # A host that no longer has the device: it is as unplugged as it gets.
-        with contextlib.suppress(DeviceNotOnVm):
-            await monitor.call("VM.hotunplugDisk", params)
+        await self._store.intend_unplug(att.vm_id, att.disk_id, self._monitors.engine_pid)
+        await crashpoints.reached("unplug.intended")
+        try:
+            # A host that no longer has the device: it is as unplugged as it gets.
+            with contextlib.suppress(DeviceNotOnVm):
+                await monitor.call("VM.hotunplugDisk", params)
+        except Exception:
+            await self._store.drop_intent(att.vm_id, att.disk_id)
+            raise
+        await crashpoints.reached("unplug.called")

@@ -50,7 +50,8 @@ class VmActions(ActionBase):
         disk_id = str(uuid.uuid4())
         root = new_attachment(vm.id, disk_id, ROOT_INTERFACE)
         root_disk = DiskSpec(default_disk_name(name, set()))
-        await self._store.create_vm(vm, root, disk_serial(disk_id), root_disk)
+        pid = self._monitors.engine_pid
+        await self._store.create_vm(vm, root, disk_serial(disk_id), root_disk, pid)
         async with monitor.vm_action(vm.id):
             device = drive(root, disk_serial(disk_id)) | {"type": "disk"}
             params = {"vmId": vm.id, "name": name, "devices": [device]}

@@ -268,7 +268,7 @@ class HostDevice:
     plugged: bool = True
 
     def as_vm_disk(self) -> VmDisk:
-        return VmDisk(self.disk_id, self.serial, self.plugged, self.address)
+        return VmDisk(self.disk_id, self.serial, self.plugged, self.address, self.iface)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,9 @@ domain ``qga`` (qemu-ga's channel only: every name comes through libvirt's
 guest info) and a plain QEMU guest for the QEMU backend (the three boot in
 parallel, so each boot figure is that of three guests sharing the machine).
 
+The last test proves the guest's whole view (SPEC §17, tests/vm/view.py) on
+domain ``agent`` and reboots it.
+
 Neither domain is registered with the engine: the host reports them and the
 engine adopts them. Figures (boots, request-to-name per bus, both backends)
 are printed and written to ``$DISKNAME_LIBVIRT_REPORT`` when set.
@@ -44,6 +47,7 @@ from .rest import Rest
 from .vm import libvirt as lv
 from .vm.guest import GuestSpec, booted
 from .vm.image import Image, agent_share, cache_root, ensure_image, missing_tools, recipe_hash
+from .vm.view import prove_guest_view
 
 pytestmark = [
     pytest.mark.vm,
@@ -471,3 +475,20 @@ async def _rpc(port: int) -> JsonRpcClient | None:
 
 async def _lists(rpc: JsonRpcClient, vm: str) -> bool:
     return vm in {s["vmId"] for s in await rpc.call("Host.getAllVmStats")}
+
+
+async def test_the_whole_guest_view_through_libvirt_and_across_a_reboot(lab: Lab) -> None:
+    """SPEC §17 on the agent domain (tests/vm/view.py); last, since it reboots that guest.
+
+    Commands run in the guest through libvirt's own qemu-ga channel
+    (``virsh qemu-agent-command``).
+    """
+    vm = lab.agent.uuid
+
+    async def connect() -> lv.VirshExec:
+        return lv.VirshExec(vm)
+
+    figures, _ = await prove_guest_view(lab.rest, vm, lv.VirshExec(vm), connect)
+    FIGURES["guest_view[libvirt]"] = figures
+    print(f"guest view figures (libvirt): {json.dumps(figures)}")
+    assert figures["reordered"], figures  # X, deleted before the reboot, was named first

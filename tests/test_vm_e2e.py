@@ -41,6 +41,7 @@ from .vm.guest import GuestSpec, booted, console_tail, console_text
 from .vm.guestexec import GuestExec
 from .vm.image import Image, agent_share, cache_root, ensure_image, missing_tools, recipe_hash
 from .vm.qemu import accel
+from .vm.view import prove_guest_view
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(900)]
 
@@ -194,7 +195,7 @@ async def boot_and_name_root(
         vm_id=vm, root_serial=root[:20], channels=cluster.tmp / "ch", workdir=work,
         share=agent_share(cluster.tmp / "share"), agent=agent, qemu_ga=qemu_ga, probe=probe,
     )  # fmt: skip
-    if probe:
+    if probe and FOOTPRINT:
         site_install(spec.share)
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -237,7 +238,7 @@ async def test_the_diskname_agent_in_a_real_guest_names_hot_plugged_disks(
     cluster: Cluster, image: Image
 ) -> None:
     rest = cluster.rest
-    async with boot_and_name_root(cluster, image, agent=True, qemu_ga=False, probe=FOOTPRINT) as (
+    async with boot_and_name_root(cluster, image, agent=True, qemu_ga=False, probe=True) as (
         vm,
         spec,
     ):
@@ -282,7 +283,25 @@ async def test_the_diskname_agent_in_a_real_guest_names_hot_plugged_disks(
             "all_s": [round(t, 3) for t in latencies],
         }
         assert max(latencies) < NAME_DEADLINE, latencies
+        await whole_view_in_the_guest(rest, vm, spec)
     report()
+
+
+async def whole_view_in_the_guest(rest: Rest, vm: str, spec: GuestSpec) -> None:
+    """SPEC §17 on this guest: partition, ext4 at /data, LVM, umount, reboot (tests/vm/view.py)."""
+
+    async def connect() -> GuestExec:
+        return await GuestExec.connect(spec.probe_socket, timeout=10)
+
+    shell = await GuestExec.connect(spec.probe_socket)
+    try:
+        figures, shell = await prove_guest_view(rest, vm, shell, connect)
+    finally:
+        shell.close()
+    FIGURES["guest_view"] = figures
+    print(f"guest view figures: {json.dumps(figures)}")
+    # X (deleted before the reboot) was named before A and B: they move up a letter.
+    assert figures["reordered"], figures
 
 
 async def test_qemu_ga_alone_names_hot_plugged_disks(cluster: Cluster, image: Image) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,21 @@ from diskname.protocol import qga
 from diskname.protocol.lines import NeedData
 
 from ..conftest import wait_until
+
+Call = Callable[[str, dict[str, Any]], Awaitable[Any]]
+
+
+async def run_with(call: Call, path: str, *args: str, timeout: float) -> tuple[int, str, str]:
+    """``guest-exec`` of ``path args`` through ``call`` (any qemu-ga command channel)."""
+    started = await call("guest-exec", {"path": path, "arg": list(args), "capture-output": True})
+
+    async def exited() -> dict[str, Any] | None:
+        status = await call("guest-exec-status", {"pid": started["pid"]})
+        return status if status.get("exited") else None
+
+    status = await wait_until(exited, timeout=timeout, interval=0.2)
+    out, err = (base64.b64decode(status.get(k, "")).decode() for k in ("out-data", "err-data"))
+    return int(status.get("exitcode", -1)), out, err
 
 
 class GuestExec:
@@ -27,18 +43,26 @@ class GuestExec:
         """Connect and sync; waits (up to ``timeout``) for the guest's qemu-ga to start."""
         reader, writer = await asyncio.open_unix_connection(str(socket))
         client = cls(reader, writer)
+        try:
+            await client._sync(timeout)
+        except BaseException:
+            client.close()  # QEMU serves one client at a time: never leave one open
+            raise
+        return client
+
+    async def _sync(self, timeout: float) -> None:
         deadline = asyncio.get_running_loop().time() + timeout
         sync_id = 1
         while True:
             sync_id += 1
             try:
-                event = await client._exchange(client._conn.sync(sync_id), 2.0)
+                event = await self._exchange(self._conn.sync(sync_id), 2.0)
             except TimeoutError:
                 if asyncio.get_running_loop().time() > deadline:
                     raise
                 continue
             if isinstance(event, qga.Synced):
-                return client
+                return
 
     async def _exchange(self, data: bytes, timeout: float = 30.0) -> Any:
         self._writer.write(data)
@@ -59,17 +83,7 @@ class GuestExec:
 
     async def run(self, path: str, *args: str, timeout: float = 120.0) -> tuple[int, str, str]:
         """Run ``path args`` in the guest; its exit code, stdout and stderr."""
-        started = await self.call(
-            "guest-exec", {"path": path, "arg": list(args), "capture-output": True}
-        )
-
-        async def exited() -> dict[str, Any] | None:
-            status = await self.call("guest-exec-status", {"pid": started["pid"]})
-            return status if status.get("exited") else None
-
-        status = await wait_until(exited, timeout=timeout, interval=0.2)
-        out, err = (base64.b64decode(status.get(k, "")).decode() for k in ("out-data", "err-data"))
-        return int(status.get("exitcode", -1)), out, err
+        return await run_with(self.call, path, *args, timeout=timeout)
 
     def close(self) -> None:
         self._writer.close()

@@ -9,10 +9,12 @@ test run never see half an image.
 
 The guest: ``debootstrap --variant=minbase`` of bookworm with systemd, udev,
 python3 and python3-pyudev from Debian, Debian's ``qemu-guest-agent`` and
-kernel; no pip, no venv, no orjson. The agent is installed as SPEC §16 says a
-guest gets it: ``diskname-agent.pyz`` on the system python3. The archive is
-not in the image: each test run builds it into a folder the guest mounts over
-9p (mount tag ``diskname``) at ``/opt/diskname`` (:func:`agent_share`), and
+kernel, ``fdisk`` and ``lvm2`` (the guest-view proof partitions, formats and
+stacks LVM on hot-plugged disks); no pip, no venv, no orjson. The agent is
+installed as SPEC §16 says a guest gets it: ``diskname-agent.pyz`` on the
+system python3. The archive is not in the image: each test run builds it into
+a folder the guest mounts over 9p (mount tag ``diskname``) at
+``/opt/diskname`` (:func:`agent_share`), and
 the project's own udev rule and unit (packaging/, ExecStart pointed at the
 archive) start it as user ``diskname`` when the ``ovirt-guest-agent.0``
 virtio-serial port appears.
@@ -47,6 +49,9 @@ PACKAGES = (
     "kmod",
     "initramfs-tools",
     "linux-image-amd64",
+    # For the guest-view proof (tests/vm/view.py): sfdisk, LVM (mkfs.ext4 is in minbase).
+    "fdisk",
+    "lvm2",
 )
 INITRD_MODULES = (
     "virtio_pci",
@@ -110,7 +115,12 @@ USER = [
     "/usr/sbin/nologin",
     "diskname",
 ]
-MASKED = ("systemd-timesyncd.service", "apt-daily.timer", "apt-daily-upgrade.timer")
+MASKED = (
+    "systemd-timesyncd.service",
+    "apt-daily.timer",
+    "apt-daily-upgrade.timer",
+    "lvm2-monitor.service",  # dmeventd: no snapshots or mirrors to watch
+)
 
 
 def recipe() -> dict[str, object]:

@@ -10,7 +10,10 @@ API, with the status of that edge's table (:data:`.errors.REST`,
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
@@ -74,10 +77,20 @@ async def _close_events(app: web.Application) -> None:
     app[CTX].hub.close()
 
 
+async def _watch_sessions(app: web.Application) -> AsyncIterator[None]:
+    """End the event streams of sign-ins that ended (:mod:`.sessions`) while serving."""
+    task = asyncio.create_task(app[CTX].auth.sessions.run(), name="event stream sessions")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 def make_app(ctx: EngineContext) -> web.Application:
     app = web.Application(middlewares=[errors_middleware, auth.guard(_auth)])
     app[CTX] = ctx
     app.on_shutdown.append(_close_events)
+    app.cleanup_ctx.append(_watch_sessions)
     app.add_routes(
         [
             *pages.routes(),

@@ -43,6 +43,7 @@ from ..db.users import User, UserStore
 from ..errors import Forbidden, TooManyRequests, Unauthenticated, UnsupportedMediaType
 from ..metrics import Metrics
 from .passwords import dummy_hash, verify_password
+from .sessions import Credential, Sessions
 from .throttle import LoginThrottle
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ class Principal:
     name: str
     role: str  # "admin" | "viewer"
     via: str  # "token", "password", "api_token", "anonymous"
+    credential: Credential | None = None  # what its event streams end with (.sessions)
 
     @property
     def may_write(self) -> bool:
@@ -175,6 +177,7 @@ class Authenticator:
         self.name_throttle = LoginThrottle(free=NAME_FAILURES)
         self.address_throttle = LoginThrottle(free=ADDRESS_FAILURES)
         self._hashing = asyncio.Semaphore(HASHING_AT_ONCE)
+        self.sessions = Sessions(users)
         # "Is there any user yet?" for open (loopback, no token) engines: requests that
         # arrive together share one query instead of taking a pool connection each.
         self._any_user: Coalescer[None, bool] = Coalescer(self._any_users)
@@ -202,7 +205,8 @@ class Authenticator:
         if scheme.lower() == "basic":
             name, password = _basic(value)
             user = await self.sign_in(name, password, request.remote)
-            return Principal(user.name, user.role, "password")
+            credential = Credential.password(user.name, user.password_hash)
+            return Principal(user.name, user.role, "password", credential)
         raise Unauthenticated("the Authorization header must be Bearer or Basic")
 
     async def from_token(self, token: str) -> Principal:
@@ -214,7 +218,7 @@ class Authenticator:
         if user is None:
             self._metrics.login_failures["token"] += 1
             raise Unauthenticated("the token is unknown, expired or revoked: sign in again")
-        return Principal(user.name, user.role, "token")
+        return Principal(user.name, user.role, "token", Credential.token(token))
 
     async def _anonymous_allowed(self, request: web.Request) -> bool:
         loopback_request = is_loopback(request.url.host or "")
@@ -267,6 +271,7 @@ class Authenticator:
 
     async def sign_out(self, token: str) -> None:
         await self.users.revoke(token)
+        self.sessions.signed_out(token)
 
 
 def _same(given: str, expected: str) -> bool:

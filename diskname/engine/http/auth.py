@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hmac
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +43,7 @@ from ..db.batching import Coalescer
 from ..db.users import User, UserStore
 from ..errors import Forbidden, TooManyRequests, Unauthenticated, UnsupportedMediaType
 from ..metrics import Metrics
+from .fairness import FairSlots, Full
 from .passwords import dummy_hash, verify_password
 from .sessions import Credential, Sessions
 from .throttle import LoginThrottle
@@ -57,7 +59,9 @@ EVENTS = "/api/events"
 # Password hashes computed at once: each takes 32 MiB and a core for ~0.3 s.
 HASHING_AT_ONCE = 2
 # Failed sign-ins let through before the throttle steps in (engine/http/throttle.py).
-NAME_FAILURES, ADDRESS_FAILURES = 5, 20
+PAIR_FAILURES, ADDRESS_FAILURES = 5, 20
+# Sign-ins one address may have waiting for a hashing slot (engine/http/fairness.py).
+MAX_WAITING = 8
 MAX_NAME = 128  # as users.NAME
 
 
@@ -173,10 +177,11 @@ class Authenticator:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._config, self.users, self._metrics, self._clock = config, users, metrics, clock
-        # Many people may share an address (NAT): it gets more free failures than a name.
-        self.name_throttle = LoginThrottle(free=NAME_FAILURES)
+        # Many people may share an address (NAT): it gets more free failures than a
+        # (user, address) pair. Nothing is keyed by the user alone (SPEC §19).
+        self.pair_throttle = LoginThrottle(free=PAIR_FAILURES)
         self.address_throttle = LoginThrottle(free=ADDRESS_FAILURES)
-        self._hashing = asyncio.Semaphore(HASHING_AT_ONCE)
+        self._hashing = FairSlots(HASHING_AT_ONCE, MAX_WAITING, self._address_failures)
         self.sessions = Sessions(users)
         # "Is there any user yet?" for open (loopback, no token) engines: requests that
         # arrive together share one query instead of taking a pool connection each.
@@ -220,6 +225,9 @@ class Authenticator:
             raise Unauthenticated("the token is unknown, expired or revoked: sign in again")
         return Principal(user.name, user.role, "token", Credential.token(token))
 
+    def _address_failures(self, address: str) -> int:
+        return self.address_throttle.failures(address, self._clock())
+
     async def _anonymous_allowed(self, request: web.Request) -> bool:
         loopback_request = is_loopback(request.url.host or "")
         if self._config.anonymous_admin:
@@ -234,30 +242,44 @@ class Authenticator:
     async def sign_in(self, name: str, password: str, client: str | None) -> User:
         """The user whose name and password these are; slowed down after failures.
 
-        The throttle is asked once a hashing slot is free, so tries sent in
-        parallel still see each other's failures.
+        The throttle is asked again once a hashing slot is free, so tries sent in
+        parallel still see each other's failures. Slots go to addresses in turn,
+        those failing least first (:mod:`.fairness`).
         """
-        key, address = name[:MAX_NAME], client or "?"  # throttle keys stay small
-        self._check_throttle(key, address)  # cheap refusal before queueing
+        address = client or "?"
+        pair = f"{name[:MAX_NAME]}\n{address}"  # throttle keys stay small
+        self._check_throttle(pair, address)  # cheap refusal before queueing
         user = await self.users.get(name) if len(name) <= MAX_NAME else None
-        async with self._hashing:
-            self._check_throttle(key, address)
+        async with self._hashing_slot(address):
+            self._check_throttle(pair, address)
             encoded = user.password_hash if user else dummy_hash()
             good = await asyncio.to_thread(verify_password, password, encoded)
             if user is None or not good:
                 now = self._clock()
-                self.name_throttle.failed(key, now)
+                self.pair_throttle.failed(pair, now)
                 self.address_throttle.failed(address, now)
         if user is None or not good:
             self._metrics.login_failures["password"] += 1
-            log.info("failed sign-in as %r from %s", key, address)
+            log.info("failed sign-in as %r from %s", name[:MAX_NAME], address)
             raise Unauthenticated("wrong user name or password")
-        self.name_throttle.succeeded(key)
+        self.pair_throttle.succeeded(pair)
         return user
 
-    def _check_throttle(self, name: str, address: str) -> None:
+    @contextlib.asynccontextmanager
+    async def _hashing_slot(self, address: str) -> AsyncIterator[None]:
+        try:
+            async with self._hashing.slot(address):
+                yield
+        except Full:
+            self._metrics.login_failures["throttled"] += 1
+            raise TooManyRequests(
+                f"{MAX_WAITING} sign-ins from {address} are already waiting: try again in a second",
+                retry_after=1.0,
+            ) from None
+
+    def _check_throttle(self, pair: str, address: str) -> None:
         now = self._clock()
-        wait = max(self.name_throttle.wait(name, now), self.address_throttle.wait(address, now))
+        wait = max(self.pair_throttle.wait(pair, now), self.address_throttle.wait(address, now))
         if wait > 0:
             self._metrics.login_failures["throttled"] += 1
             raise TooManyRequests(

@@ -1,7 +1,9 @@
-"""Failed sign-ins slow down further tries, per user name and per client address.
+"""Failed sign-ins slow down further tries, per (user, address) and per address.
 
-Sans-IO: the caller passes the time; the engine keeps one throttle for user
-names and one, more lenient, for client addresses. A key may fail ``free`` times; after that
+Sans-IO: the caller passes the time; the engine keeps one throttle keyed by a
+user name and the client's address together, and one, more lenient, by address
+alone (SPEC §19). None is keyed by the name alone: failures from one address
+must never keep a user out from another. A key may fail ``free`` times; after that
 it must wait ``base`` seconds, doubling with every further failure up to ``cap``,
 before it may try again. Until then the engine refuses (``TooManyRequests``, with
 the wait) at once, without checking the password: a refusal costs no hashing, holds no
@@ -10,8 +12,8 @@ plainly what is going on. Failures are forgotten ``forget`` seconds after the
 last one, and at most ``max_keys`` keys are remembered (the oldest go first), so
 a flood of names or addresses cannot grow memory.
 
-The engine clears a user name's count when it signs in, but never an
-address's: someone with an account of their own must not be able to reset the
+The engine clears a (user, address) count when that user signs in from
+there, but never an address's: someone with an account of their own must not be able to reset the
 count of the address they guess other users' passwords from.
 """
 
@@ -47,6 +49,11 @@ class LoginThrottle:
             return 0.0
         delay = min(self.cap, self.base * 2.0 ** (record.failures - self.free))
         return max(0.0, record.last + delay - now)
+
+    def failures(self, key: str, now: float) -> int:
+        """The failures remembered for ``key``."""
+        record = self._live(key, now)
+        return 0 if record is None else record.failures
 
     def failed(self, key: str, now: float) -> None:
         record = self._live(key, now)

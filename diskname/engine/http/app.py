@@ -21,7 +21,7 @@ from aiohttp import web
 from .. import ovirt
 from ..errors import EngineError, Unavailable
 from ..ovirt import sso
-from . import attachments, auth, catalog, events, hosts, pages, vms
+from . import attachments, auth, catalog, events, hosts, inputs, pages, vms
 from .context import CTX, EngineContext, actions
 from .errors import REST, error_response
 
@@ -73,6 +73,11 @@ def _auth(request: web.Request) -> auth.Authenticator:
     return request.app[CTX].auth
 
 
+async def _nosniff(request: web.Request, response: web.StreamResponse) -> None:
+    """No response is ever to be read as another type than it says (SPEC §19)."""
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+
+
 async def _close_events(app: web.Application) -> None:
     app[CTX].hub.close()
 
@@ -87,9 +92,10 @@ async def _watch_sessions(app: web.Application) -> AsyncIterator[None]:
 
 
 def make_app(ctx: EngineContext) -> web.Application:
-    app = web.Application(middlewares=[errors_middleware, auth.guard(_auth)])
+    app = web.Application(middlewares=[errors_middleware, inputs.clean, auth.guard(_auth)])
     app[CTX] = ctx
     app.on_shutdown.append(_close_events)
+    app.on_response_prepare.append(_nosniff)
     app.cleanup_ctx.append(_watch_sessions)
     app.add_routes(
         [

@@ -40,6 +40,7 @@ from ...config import ConfigError
 from ...netaddr import is_loopback
 from ..config import EngineConfig
 from ..db.batching import Coalescer
+from ..db.users import NAME as USER_NAME
 from ..db.users import User, UserStore
 from ..errors import Forbidden, TooManyRequests, Unauthenticated, UnsupportedMediaType
 from ..metrics import Metrics
@@ -130,20 +131,31 @@ def caller(request: web.Request) -> Principal:
 
 
 def check_exposure(config: EngineConfig, has_users: bool) -> None:
-    """Refuse (:class:`ConfigError`) to serve in a way that leaves the API open to a network."""
+    """Refuse (:class:`ConfigError`) to serve in a way that leaves the API open to a network:
+    no credentials at all, or credentials crossing it in clear text (SPEC §11, §19)."""
     loopback = is_loopback(config.http_host)
+    where = f"{config.http_host}:{config.http_port}"
     if config.anonymous_admin and not loopback:
         raise ConfigError(
             f"anonymous_admin is for loopback only, not {config.http_host}: "
             "sign in with users instead (diskname user add)"
         )
-    if loopback or config.insecure_no_auth or config.api_token or has_users:
+    if loopback:
         return
-    raise ConfigError(
-        f"refusing to serve the REST API on {config.http_host}:{config.http_port} with no user "
-        "and no api_token: add one with `diskname user add NAME --role admin --password-stdin`, "
-        "set api_token, or pass --insecure-no-auth"
-    )
+    credentials = bool(config.api_token) or has_users
+    if not (config.insecure_no_auth or credentials):
+        raise ConfigError(
+            f"refusing to serve the REST API on {where} with no user and no api_token: add "
+            "one with `diskname user add NAME --role admin --password-stdin`, set api_token, "
+            "or pass --insecure-no-auth"
+        )
+    https = config.https_cert is not None and config.https_key is not None
+    if credentials and not https and not config.insecure_http:
+        raise ConfigError(
+            f"refusing to serve the REST API on {where} over plain HTTP: passwords and tokens "
+            "would cross the network in clear text; set https_cert and https_key, or pass "
+            "--insecure-http"
+        )
 
 
 def guard(get_auth: Callable[[web.Request], Authenticator]) -> Middleware:
@@ -249,7 +261,8 @@ class Authenticator:
         address = client or "?"
         pair = f"{name[:MAX_NAME]}\n{address}"  # throttle keys stay small
         self._check_throttle(pair, address)  # cheap refusal before queueing
-        user = await self.users.get(name) if len(name) <= MAX_NAME else None
+        # A name that cannot exist costs no query (and a NUL would be PostgreSQL's error).
+        user = await self.users.get(name) if USER_NAME.fullmatch(name) else None
         async with self._hashing_slot(address):
             self._check_throttle(pair, address)
             encoded = user.password_hash if user else dummy_hash()

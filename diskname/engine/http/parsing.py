@@ -18,6 +18,7 @@ from ..actions import AttachRequest
 from ..core.models import DISK_NAME_MAX, DiskSpec, canonical_uuid
 from ..core.models import NAME_PATTERN as NAME_PATTERN  # the document's, as the rest below
 from ..errors import Invalid
+from .inputs import check_tree
 
 NAME_MAX = 255
 TOKEN_MAX = 4096
@@ -51,6 +52,7 @@ async def body(request: web.Request) -> dict[str, Any]:
         raise Invalid("the body is not valid JSON") from None
     if not isinstance(parsed, dict):
         raise Invalid("the body must be a JSON object")
+    check_tree(parsed)
     return parsed
 
 

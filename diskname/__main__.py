@@ -125,6 +125,10 @@ EPILOG = """\
 Each service reads its settings from defaults, then a TOML file (--config), then
 DISKNAME_* environment variables, then flags. 'diskname COMMAND --help' describes
 a command's flags; 'diskname config --show TIER' prints a service's settings.
+
+The client's commands (vms, disks, plug, unplug, wait, which, history, login,
+logout) exit with 0 when done, 1 on an error (one line on stderr), 2 on a wrong
+command line, 3 when the guest did not name the disk in time (wait, plug).
 """
 
 
@@ -189,7 +193,7 @@ def common_options() -> argparse.ArgumentParser:
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    words = sys.argv[1:] if argv is None else argv
+    words = client.flags_first(sys.argv[1:] if argv is None else argv)
     command = next((w for w in words if not w.startswith("-")), "")
     if command in TIERS:  # its flags import its modules: first say if they are missing
         try:
@@ -198,7 +202,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
             print(f"diskname: {exc}", file=sys.stderr)
             sys.exit(2)
     parser, subs = parsers(only=command)
-    args, extra = parser.parse_known_args(argv)
+    args, extra = parser.parse_known_args(words)
     if extra:
         subs[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     return args

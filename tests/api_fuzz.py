@@ -78,6 +78,9 @@ def config(base: str, work: Path) -> Path:
         lines += [f"[dictionaries.{name}]", f"values = {json.dumps(values)}", ""]
     lines.append("[parameters]")
     lines += [f'"path.{name}" = {{ dictionary = "{name}", probability = 0.5 }}' for name in known]
+    # ?wait=logical_name on a disk nobody names answers at its timeout: keep it short,
+    # under --request-timeout (the rule itself is tested in test_engine_wait_units.py).
+    lines.append('"query.timeout" = 0.2')
     # Wrong credentials are a 400 (access_denied), as OAuth 2.0 (RFC 6749 §5.2) and the
     # contract say: for the sign-in endpoint a schema-valid form may well be refused.
     lines += [

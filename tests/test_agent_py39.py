@@ -104,6 +104,7 @@ async def test_a_hot_plug_is_named_by_the_agent_on_python_3_9(root: Path, share:
             "/dev/nvme0n1"
         )
         (stats,) = await eng.rpc.call("Host.getAllVmStats")
-        assert stats["agent"] == {"status": "up", "apiVersion": 3}
+        agent = stats["agent"]
+        assert (agent["status"], agent["apiVersion"], agent["sources"]) == ("up", 3, ["agent"])
     log = agent_log(share / "ch", vm_id)
     assert "on Python 3.9" in log and "JSON by json" in log, log

@@ -71,7 +71,9 @@ async def test_light_guests_name_disks_as_the_sim_kernel_with_no_socket_per_vm(
         await wait_until(lambda: _count(rpc, 5))
         assert (await names(rpc))[again] == "/dev/sda"  # the lowest free letter
         stats = await rpc.call("Host.getAllVmStats")
-        assert stats[0]["agent"]["status"] == "unknown"  # no agent, no heartbeat
+        # No agent channel: the hypervisor speaks for its guest, up from its first report.
+        assert stats[0]["agent"]["status"] == "up"
+        assert stats[0]["agent"]["sources"] == ["agent"]
     assert list((short_dir / "ch").iterdir()) == []  # no channel, no hardware port
 
 

@@ -76,9 +76,9 @@ async def test_every_client_command_against_a_real_engine(pg_dsn: str) -> None:
 
         # vms: a table (names, host names), and the API's JSON for scripts.
         table = await client.ok("vms")
-        assert table.splitlines()[0].split() == ["VM", "STATUS", "HOST", "ID"]
+        assert table.splitlines()[0].split() == ["VM", "STATUS", "AGENT", "HOST", "ID"]
         assert sorted(r[0] for r in rows(table)) == ["host0-vm0", "host0-vm1"]
-        assert {r[2] for r in rows(table)} == {"host0"}
+        assert {r[3] for r in rows(table)} == {"host0"}
         assert {v["id"] for v in await client.json("vms")} == {
             v["id"] for v in (await d.rest.ok("GET", "/api/vms"))["vm"]
         }
@@ -158,4 +158,33 @@ async def test_the_token_comes_from_the_flag_or_the_environment(pg_dsn: str) -> 
         code, out, err = await diskname("vms", "--url", url, "--token", "s3cret")
         assert code == 0, err
         code, out, _ = await diskname("vms", "--url", url, env={"DISKNAME_TOKEN": "s3cret"})
-        assert code == 0 and out.split() == ["VM", "STATUS", "HOST", "ID"]
+        assert code == 0 and out.split() == ["VM", "STATUS", "AGENT", "HOST", "ID"]
+
+
+async def test_a_former_name_still_finds_its_disk(pg_dsn: str) -> None:
+    """SPEC §17: after an unplug, ``history VM /dev/vdb`` and ``which /dev/vdb --vm VM``
+    resolve the name through the history (issue 21, acceptance 4)."""
+    async with dev(pg_dsn) as d:
+        client = Client(d)
+        vm = await d.vm()
+        await d.rest.wait_name(vm, (await d.atts(vm))[0]["id"])
+        plugged = await client.json("plug", vm)
+        assert plugged["logical_name"] == "/dev/vdb"
+        await client.ok("unplug", vm, "/dev/vdb")
+
+        async def former(*args: str) -> str:
+            code, out, err = await diskname(*args, "--url", client.url)
+            assert code == 0 and f"it was disk {plugged['id']}'s" in err, (code, out, err)
+            return out
+
+        history = json.loads(await former("history", vm, "/dev/vdb", "--json"))
+        assert [(h["logical_name"], h["source"]) for h in history] == [
+            (None, "unplug"),
+            ("/dev/vdb", "agent"),
+        ]
+        assert {h["disk"]["id"] for h in history} == {plugged["id"]}
+        table = rows(await former("history", vm, "vdb"))
+        assert [r[1] for r in table] == ["-", "/dev/vdb"]
+        found = rows(await former("which", "/dev/vdb", "--vm", vm))
+        assert found[0][1] == "(unplugged)" and found[0][5] == plugged["id"]
+        assert "no disk called" in await client.fails("history", vm, "/dev/vdz")

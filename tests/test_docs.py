@@ -93,7 +93,9 @@ def test_docs_point_only_at_files_in_the_repository() -> None:
 
 def test_every_client_command_in_the_readme_parses() -> None:
     lines = re.findall(
-        r"^(diskname (?:vms|disks|plug|unplug|which|history)\b[^#\n]*)", README, re.M
+        r"^(diskname (?:vms|disks|plug|unplug|wait|which|history|login|logout)\b[^#\n]*)",
+        README,
+        re.M,
     )
     assert len(lines) >= 6
     for line in lines:

@@ -167,6 +167,7 @@ async def test_hot_plug_unplug_and_replug(api: Api) -> None:
     disk_id = att["id"]
     # The root disk is vm1_Disk1; a new disk without a name takes the next number.
     disk = {"id": disk_id, "name": "vm1_Disk2", "provisioned_size": 1 << 30, "status": "ok"}
+    disk["serial"] = disk_id[:20]  # what the guest sees (SPEC §17)
     assert att["disk"] == disk and att["vm"] == {"id": vm_id}
     assert att["interface"] == "virtio_scsi" and att["active"] is True
     assert await wait_until(lambda: api.logical_name(vm_id, disk_id)) == "/dev/vdb"
@@ -240,7 +241,7 @@ async def _next_event(resp: aiohttp.ClientResponse, disk_id: str) -> dict[str, A
     async for line in resp.content:
         if line.startswith(b"data: "):
             event: dict[str, Any] = orjson.loads(line[6:])
-            if event["disk_id"] == disk_id:
+            if event.get("disk_id") == disk_id:  # (guest_agent events name a VM only)
                 return event
     raise AssertionError("stream ended")
 
@@ -269,6 +270,12 @@ ERROR_CASES: list[tuple[str, str, Any, int]] = [
     ("POST", "/api/hosts", {"name": "x", "address": "a", "port": 0}, 400),
     ("POST", "/api/hosts", {"name": " ", "address": "a", "port": 80}, 400),
     ("POST", "/api/hosts", {"name": 5, "address": "a", "port": 80}, 400),
+    # names with control, bidi or zero-width characters (SPEC §19)
+    ("POST", "/api/vms", {"name": "\x1b[31mv", "host": {"id": "{host}"}}, 400),
+    ("POST", "/api/vms", {"name": "v\u202e", "host": {"id": "{host}"}}, 400),
+    ("POST", "/api/vms", {"name": "v\u200b", "host": {"id": "{host}"}}, 400),
+    ("POST", "/api/hosts", {"name": "\u2066x", "address": "a", "port": 80}, 400),
+    ("DELETE", "/api/vms/{vm}?force=yes", None, 400),
     ("POST", "/api/vms", {"name": "v", "host": "{host}"}, 400),
     ("POST", "/api/vms/{vm}/diskattachments", {"interface": 1}, 400),
     ("POST", "/api/vms/{vm}/diskattachments", {"interface": "virtio", "active": "yes"}, 400),

@@ -197,6 +197,54 @@ async def test_reconnects_and_marks_the_host(pg_dsn: str) -> None:
             await again.close()
 
 
+async def _vm_status(r: Rig, status: str) -> bool:
+    vm = await r.store.get_vm(r.vm_id)
+    return vm is not None and vm.status == status
+
+
+async def test_a_host_gone_leaves_its_vms_unknown_in_one_write(pg_dsn: str) -> None:
+    """SPEC §19: the host's VMs are ``unknown`` while it is unreachable; back with it."""
+    async with rig(pg_dsn, refresh_interval=0.05) as r:
+        await wait_until(lambda: _vm_status(r, "up"))
+        port, writes = r.fake.port, r.metrics.db_writes
+        await r.fake.close()
+        await wait_until(lambda: _vm_status(r, "unknown"))
+        assert await _host_status(r, "unreachable")
+        assert r.metrics.db_writes == writes + 1  # the host and its VMs, one statement
+        await asyncio.sleep(0.3)  # sync-ok: reconnect attempts meanwhile write nothing
+        assert r.metrics.db_writes == writes + 1
+        again = FakeHost()
+        again.vms = r.fake.vms
+        await again.start(port)
+        try:
+            await wait_until(lambda: _vm_status(r, "up"), timeout=10)
+        finally:
+            await again.close()
+
+
+async def test_two_disks_given_one_name_both_show_the_conflict(pg_dsn: str) -> None:
+    async with rig(pg_dsn, refresh_interval=0.05) as r:
+        r.plug(DISK, "/dev/vdb")
+        r.plug(DISK2, "/dev/vdb")
+
+        async def conflicted() -> bool:
+            atts = [await r.store.get_attachment(r.vm_id, d) for d in (DISK, DISK2)]
+            return all(a is not None and a.name_conflict == "/dev/vdb" for a in atts)
+
+        await wait_until(conflicted)
+        for disk in (DISK, DISK2):
+            att = await r.store.get_attachment(r.vm_id, disk)
+            assert att is not None and att.logical_name is None
+            assert att.to_json()["name_conflict"] == {"name": "/dev/vdb"}
+        assert r.metrics.rejected["duplicate_name"] >= 2
+        vm = r.fake.vms[r.vm_id]
+        vm.mapping[f"  0QEMU_QEMU_HARDDISK_{disk_serial(DISK2)}"] = {"name": "/dev/vdc"}
+        r.fake.notify(r.vm_id)
+        assert await wait_until(lambda: r.name(DISK2)) == "/dev/vdc"
+        att = await r.store.get_attachment(r.vm_id, DISK)
+        assert att is not None and att.logical_name == "/dev/vdb" and att.name_conflict is None
+
+
 async def _host_status(r: Rig, status: str) -> bool:
     host = await r.store.get_host(r.monitor.host.id)
     return host is not None and host.status == status
@@ -260,7 +308,8 @@ async def test_a_vm_the_database_refuses_holds_back_no_other(pg_dsn: str) -> Non
             full_list = r.fake._Host_getVMFullList
             r.fake._Host_getVMFullList = lambda p: asked.append(p["vmList"]) or full_list(p)
             r.plug(DISK, "/dev/vdb")
-            r.fake.vms[other].devices = [dict(r.fake.vms[r.vm_id].devices[0], diskId=DISK2)]
+            first = r.fake.vms[r.vm_id].devices[0]
+            r.fake.vms[other].devices = [dict(first, diskId=DISK2, serial=disk_serial(DISK2))]
             assert await wait_until(lambda: r.name()) == "/dev/vdb"
             assert sorted(asked[0]) == sorted([r.vm_id, other])  # one batch, both VMs
             await wait_until(lambda: len(asked) >= 3)  # the refused one, again and again

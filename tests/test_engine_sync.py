@@ -246,9 +246,9 @@ def listing(digest: str, **hashes: str) -> dict[str, Any]:
 
 def test_an_unchanged_host_costs_one_comparison() -> None:
     sync = owned()
-    assert sync.stats_params() == {"digest": ""}
+    assert sync.stats_params() == {"digest": "", "confirmed": ""}
     poll(sync, listing("d1", a="h-a", b="h-b"))
-    assert sync.stats_params() == {"digest": "d1"}
+    assert sync.stats_params() == {"digest": "d1", "confirmed": ""}
     assert poll(sync, {"digest": "d1"}) == [] and not sync.wants_fetch
     assert sync.counters["stats_unchanged"] == 1
 
@@ -287,17 +287,17 @@ def test_a_reload_or_a_digest_not_ours_asks_for_the_whole_list() -> None:
     sync = owned()
     poll(sync, listing("d1", a="h-a", b="h-b"))
     sync.load({A: ("h-a", "Up"), B: ("h-b", "Up")})
-    assert sync.stats_params() == {"digest": ""}
+    assert sync.stats_params() == {"digest": "", "confirmed": ""}
     poll(sync, listing("d1", a="h-a", b="h-b"))
     poll(sync, {"digest": "other"})
-    assert sync.stats_params() == {"digest": ""}
+    assert sync.stats_params() == {"digest": "", "confirmed": ""}
     assert sync.counters["stats_digest_unknown"] == 1
 
 
 def test_an_old_host_answers_the_list_and_a_naive_poller_asks_for_it() -> None:
     sync = owned()
     poll(sync, stats(a="h-a", b="h-b2"))  # a host that ignores the digest
-    assert sync.stats_params() == {"digest": ""}
+    assert sync.stats_params() == {"digest": "", "confirmed": ""}
     batch = sync.take_batch(0.0)
     assert batch is not None and batch.vm_ids == (B,)
     assert owned(hash_gate=False).stats_params() is None

@@ -30,6 +30,7 @@ from diskname.engine.config import EngineConfig
 from diskname.engine.db.users import UserStore
 from diskname.engine.http.passwords import hash_password
 from diskname.engine.service import EngineService
+from diskname.protocol.simhw import GuestLayout
 
 from .conftest import started, wait_until
 from .fleet import announced, sim_hosts
@@ -242,7 +243,22 @@ async def test_hot_plug_from_the_page_shows_the_name_without_reload(
         assert await page.js("window.notReloaded === true"), "the page was reloaded"
         summary = await page.js("document.getElementById('summary').textContent")
         assert summary == "2 VMs · 3 plugged disks · 3 named", summary
+
+        # The guest mounts it: the row is marked "in use" live, and Details shows the view.
+        layout = GuestLayout(1, ("/data",), ())
+        cluster.hosts[0].hypervisor.set_guest_layout(vm, disk, layout)  # type: ignore[attr-defined]
+        mark = f"!!document.querySelector('[data-in-use=\"{disk}\"]')"
+        await wait_until(lambda: shows(mark), timeout=5)
+        await page.click(f'button[data-details="{disk}"]')
+        fact = f"document.querySelector('#details-{vm}-{disk} [data-fact=\"{{}}\"]')?.textContent"
+        await wait_until(lambda: shows(f"{fact.format('mountpoints')} === '/data'"), timeout=5)
+        by_id = await page.js(fact.format("by-id"))
+        assert by_id == f"/dev/disk/by-id/virtio-{disk[:20]}", by_id
+        assert await page.js(fact.format("serial")) == disk[:20]
+        assert await page.js(fact.format("partitions")) == "/dev/vdb1"
+        assert await page.js("window.notReloaded === true")
         await page.screenshot(SCREENSHOT)
+        await page.click(f'button[data-details="{disk}"]')  # closed again
 
         # Unplug from the page: the name goes, the row offers to plug it again.
         await page.click(f'button[data-action="unplug"][data-disk="{disk}"]')
@@ -260,6 +276,26 @@ async def test_hot_plug_from_the_page_shows_the_name_without_reload(
         )
         assert listed[0].startswith("no name (unplug)"), listed
         assert listed[1].startswith("/dev/vdb from agent, by serial"), listed
+
+        # The guest's agent goes (its channel closes): the name stays, marked stale,
+        # and the VM's agent pill says so, live (SPEC §17).
+        agent = f"document.getElementById('agent-{vm}')?.textContent"
+        assert await page.js(agent) == "agent up"
+        guest = cluster.hosts[0]._running[vm].tasks[-1]  # the in-process agent
+        guest.cancel()
+
+        async def stale_in_the_api() -> bool:
+            return bool((await rest.attachment(vm, root["id"]))["stale"])
+
+        await wait_until(stale_in_the_api, timeout=10)
+        stale = f"document.getElementById('name-{vm}-{root['id']}')?.dataset.stale === 'true'"
+        await wait_until(lambda: shows(stale), timeout=10)
+        assert await page.js(agent) == "agent unresponsive"
+        assert await page.js(root_cell) == "/dev/vdastale"  # the name, and the mark
+        assert await page.js("window.notReloaded === true")
+        # Controls, bidi and zero-width characters reach the DOM only as escapes (SPEC §19).
+        raw = await page.js(r"el('b', {title: 'x\u2066'}, '\u001b[31mx\u202e\u200b').outerHTML")
+        assert raw == r'<b title="x\u2066">\x1b[31mx\u202e\u200b</b>', raw
         assert page.tools.console == [], page.tools.console
 
 

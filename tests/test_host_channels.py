@@ -155,3 +155,40 @@ def test_random_bytes_in_random_chunks_through_the_channel_path(
     decoder.receive_data(b"\n" + usage("/dev/vdq"))
     drain(decoder, protocol)
     assert published[-1] == {"s1": {"name": "/dev/vdq"}}
+
+
+async def test_a_closed_channel_makes_the_guest_agent_unresponsive_and_names_stay(
+    short_dir: Path,
+) -> None:
+    """SPEC §17 on the host: a source going is seen at once, its names are kept, and a
+    repeated unchanged mapping moves the confirmation without moving the stats digest."""
+    from diskname.streams import JsonRpcClient
+
+    async with running_host(short_dir, agent_timeout=30) as host:
+        vm = await create_vm(host)
+        assert host.agent_status(vm) == "none"
+        _, writer = await open_agent(host, vm)
+        rpc = await JsonRpcClient.connect("127.0.0.1", host.port)
+        try:
+            writer.write(usage("/dev/vdb"))
+            await wait_until(lambda: host.agent_status(vm) == "up")
+            first = await rpc.call("Host.getAllVmStats", {"digest": "", "confirmed": ""})
+            (entry,) = first["vms"]
+            assert (entry["agent"]["status"], entry["agent"]["sources"]) == ("up", ["agent"])
+            confirmed_at = first["confirmed"]["vms"][vm.id]["agent"]
+            cursor = first["confirmed"]["cursor"]
+            writer.write(usage("/dev/vdb"))  # the same mapping again: a confirmation
+            await wait_until(lambda: host.confirmations.cursor != cursor)
+            again = await rpc.call(
+                "Host.getAllVmStats", {"digest": first["digest"], "confirmed": cursor}
+            )
+            assert "vms" not in again  # unchanged stats: no listing
+            assert again["confirmed"]["vms"][vm.id]["agent"] > confirmed_at
+            await close_writer(writer)  # the agent dies: its channel closes
+            await wait_until(lambda: host.agent_status(vm) == "unresponsive")
+            after = await rpc.call("Host.getAllVmStats", {"digest": first["digest"]})
+            (entry,) = after["vms"]
+            assert (entry["agent"]["status"], entry["agent"]["sources"]) == ("unresponsive", [])
+            assert vm.mapping["s1"]["name"] == "/dev/vdb"  # kept, as oVirt keeps it
+        finally:
+            await rpc.close()

@@ -113,7 +113,7 @@ def test_linux_answers_are_untouched_by_the_windows_rules() -> None:
         {"name": "/dev/vda", "partition": False, "address": {"bus-type": "virtio", "serial": "0"}},
         {"name": "/dev/vdb", "partition": False, "address": {"bus-type": "virtio", "serial": "0"}},
     ]
-    assert not qga.wants_fsinfo(linux)
+    assert qga.wants_fsinfo(linux)  # for its mountpoints (SPEC §17), not for Windows' rules
     assert qga.mapping_from_disks(linux) == {
         "0": {"name": "/dev/vda", "source": "qemu-ga", "serial": "0", "bus": "virtio"}
     }

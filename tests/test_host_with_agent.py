@@ -95,7 +95,8 @@ async def test_a_hotplug_is_named_by_the_guest_and_notified(short_dir: Path) -> 
         assert full["guestDiskMapping"][data[:20]]["address"] == "0:0:0:0"
         await wait_until(lambda: eng.notified(vm_id, full["hash"]))
         (stats,) = await eng.rpc.call("Host.getAllVmStats")
-        assert stats["agent"] == {"status": "up", "apiVersion": 3}
+        agent = stats["agent"]
+        assert (agent["status"], agent["apiVersion"], agent["sources"]) == ("up", 3, ["agent"])
 
 
 async def test_the_device_shows_before_the_guest_names_it(short_dir: Path) -> None:

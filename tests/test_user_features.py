@@ -213,24 +213,39 @@ async def test_a_host_without_vms_is_forgotten_and_no_longer_monitored(
 
 
 async def _events(resp: aiohttp.ClientResponse, count: int) -> list[tuple[int, dict[str, Any]]]:
-    """The next ``count`` events (id, data) of a stream."""
+    """The next ``count`` name-change events (id, data) of a stream.
+
+    Events of another type (``event: guest``, SPEC §17) are passed over, as a
+    browser's ``onmessage`` does.
+    """
     found: list[tuple[int, dict[str, Any]]] = []
     event_id: int | None = None
+    kind: str | None = None
     async for raw in resp.content:
         line = raw.decode().rstrip("\n")
         if line.startswith("id: "):
             event_id = int(line[4:])
+        elif line.startswith("event: "):
+            kind = line[7:]
         elif line.startswith("data: "):
             assert event_id is not None, "an event without id"
-            found.append((event_id, orjson.loads(line[6:])))
-            event_id = None
+            if kind is None:
+                found.append((event_id, orjson.loads(line[6:])))
+            event_id = kind = None
             if len(found) == count:
                 return found
     raise AssertionError("the stream ended")
 
 
+def _of_guest_event(line: bytes) -> bool:
+    return line.startswith((b"id: ", b"event: guest")) or (
+        line.startswith(b"data: ") and b'"kind":"guest"' in line
+    )
+
+
 async def _next_line(resp: aiohttp.ClientResponse) -> bytes:
-    while (line := await resp.content.readline()) == b"\n":
+    """The next line that is not blank nor part of a guest view's event."""
+    while (line := await resp.content.readline()) == b"\n" or _of_guest_event(line):
         pass
     return line
 

@@ -1,11 +1,33 @@
-"""Tables for people, JSON for scripts."""
+"""Tables for people, JSON for scripts.
+
+Nothing from the engine reaches the terminal raw (SPEC §19): a control
+character would be obeyed (an escape sequence recolours, moves or retitles the
+terminal), a bidi or zero-width one would show a text as another. :func:`safe`
+writes each as its escape; JSON output escapes them by itself (ASCII only).
+"""
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
+
+# C0 and C1 controls, DEL, bidi marks, embeddings, overrides and isolates, zero-width.
+_UNSAFE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u202a-\u202e\u2060\u2066-\u2069\ufeff]"
+)
+
+
+def _escaped(found: Any) -> str:
+    code = ord(found.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def safe(text: str) -> str:
+    """``text`` with every control, bidi or zero-width character written as an escape."""
+    return _UNSAFE.sub(_escaped, text)
 
 
 def cell(value: Any) -> str:
@@ -15,7 +37,7 @@ def cell(value: Any) -> str:
         return "yes"
     if value is False:
         return "no"
-    return str(value)
+    return safe(str(value))
 
 
 def when(iso: str | None) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, TextIO
 
 from .http import Api, ApiError, ClientError
 
@@ -49,3 +49,23 @@ def attachment(atts: list[dict[str, Any]], text: str) -> dict[str, Any]:
     if found:
         raise ClientError(f"{len(found)} disks start with {text!r}: give more of the id")
     raise ClientError(f"the VM has no disk {text!r} (diskname disks VM lists them)")
+
+
+def disk_by_name(api: Api, vm: dict[str, Any], text: str, note: TextIO) -> str:
+    """The disk of ``vm`` that the guest calls (or last called) ``text``: /dev/vdb or vdb.
+
+    A current name wins; else the VM's history says which disk had it last (after
+    an unplug, or once the guest renamed it), and ``note`` says so.
+    """
+    atts = api.get(f"/api/vms/{vm['id']}/diskattachments")["disk_attachment"]
+    names = (text, f"/dev/{text}") if not text.startswith(("/", "\\")) else (text,)
+    for att in atts:
+        if att.get("logical_name") in names:
+            return str(att["id"])
+    for name in names:
+        found = api.get(f"/api/vms/{vm['id']}/history", logical_name=name, max="1")["history"]
+        if found:
+            disk_id = str(found[0]["disk"]["id"])
+            note.write(f"{name} is no disk's name now; it was disk {disk_id}'s until then\n")
+            return disk_id
+    raise ClientError(f"the VM has no disk called {text!r}, now or before")

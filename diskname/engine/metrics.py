@@ -52,6 +52,8 @@ class Metrics:
         self.reports_dropped: Counter[str] = Counter()
         # Reports of VMs registered on another host, ignored (SPEC §12).
         self.foreign_reports = 0
+        # Claims a host may not make (SPEC §19), by reason (engine/core/claims.py).
+        self.claims_refused: Counter[str] = Counter()
         self.name_latency = Histogram(LATENCY_BUCKETS)
         # host name -> 1 while this engine holds the host's lease, else 0
         self.hosts_owned: dict[str, int] = {}
@@ -103,6 +105,12 @@ class Metrics:
                 "diskname_engine_foreign_vm_reports_total",
                 "reports of VMs registered on another host, ignored",
                 self.foreign_reports,
+            ),
+            *_labelled(
+                "diskname_engine_host_claims_refused_total",
+                "disks and VM names a host reported that are not its to claim",
+                "reason",
+                sorted(self.claims_refused.items()),
             ),
             *_labelled(
                 "diskname_engine_host_reports_dropped_total",

@@ -15,6 +15,7 @@ import orjson
 from .. import __version__
 from ..protocol import host_wire as wire
 from ..protocol import jsonrpc
+from ..protocol.guest_wire import asked_cursor, wall_time
 from ..protocol.host_wire import Code
 from ..protocol.limits import MAX_DEVICES_PER_VM, MAX_RPC_FRAME, RPC_ENVELOPE
 from .devices import MAX_TEXT, Device, InvalidDevice, NoFreeAddress, UnknownDevice
@@ -32,7 +33,7 @@ class Lifecycle(Protocol):
     host_id: str
     hypervisor_name: str
 
-    def agent_status(self, vm: Vm) -> str: ...
+    def confirmed_after(self, cursor: str) -> dict[str, Any]: ...
     async def create_vm(self, vm_id: str, name: str, drives: list[dict[str, Any]]) -> Vm: ...
     async def destroy_vm(self, vm_id: str) -> None: ...
     async def hotplug(self, vm_id: str, drive: dict[str, Any]) -> Device: ...
@@ -68,9 +69,15 @@ def _drive(raw: Any) -> dict[str, Any]:
     return raw
 
 
-def vm_stats(owner: Lifecycle, vm: Vm) -> wire.StatsEntry:
-    agent = wire.AgentInfo(owner.agent_status(vm), vm.api_version)
-    return wire.StatsEntry(vm.id, vm.state.status, vm.hash, agent)
+def agent_info(vm: Vm) -> wire.AgentInfo:
+    """The VM's guest agent: it moves when a guest source comes or goes (SPEC §17),
+    never with a guest merely repeating itself."""
+    fresh = vm.freshness
+    return wire.AgentInfo(fresh.status, vm.api_version, wall_time(fresh.since), fresh.sources)
+
+
+def vm_stats(vm: Vm) -> wire.StatsEntry:
+    return wire.StatsEntry(vm.id, vm.state.status, vm.hash, agent_info(vm))
 
 
 def vm_full(vm: Vm) -> wire.FullVm:
@@ -78,7 +85,8 @@ def vm_full(vm: Vm) -> wire.FullVm:
         wire.DiskDevice(d.device_id, d.disk_id, d.serial, d.iface, d.address, d.plugged)
         for d in vm.state.devices
     )
-    return wire.FullVm(vm.id, vm.name, vm.state.status, vm.hash, devices, vm.mapping)
+    state = vm.state
+    return wire.FullVm(vm.id, vm.name, state.status, vm.hash, devices, vm.mapping, agent_info(vm))
 
 
 def full_list(vms: Iterable[Vm], budget: int = MAX_RPC_FRAME - RPC_ENVELOPE) -> list[Any]:
@@ -146,10 +154,13 @@ class HostApi:
         }
 
     async def get_all_vm_stats(self, params: dict[str, Any]) -> Any:
-        """The list; with ``{"digest"}`` an object that leaves it out if unchanged (SPEC §5)."""
+        """The list; with ``{"digest"}`` an object that leaves it out if unchanged (SPEC §5),
+        and with ``{"confirmed": cursor}`` the guests' confirmations since (SPEC §17)."""
         owner = self._owner
-        snapshot = self._stats.snapshot(owner.registry, lambda vm: vm_stats(owner, vm))
-        return stats_reply(snapshot, wire.asked_digest(params))
+        snapshot = self._stats.snapshot(owner.registry, vm_stats)
+        cursor = asked_cursor(params)
+        confirmed = None if cursor is None else owner.confirmed_after(cursor)
+        return stats_reply(snapshot, wire.asked_digest(params), confirmed)
 
     async def get_vm_full_list(self, params: dict[str, Any]) -> list[dict[str, Any]]:
         try:
@@ -166,7 +177,9 @@ class HostApi:
 
     async def get_vm_stats(self, params: dict[str, Any]) -> dict[str, Any]:
         vm = self._owner.registry.get(uuid_param(params, "vmId"))
-        entry = vm_stats(self._owner, vm).to_wire()
+        entry = vm_stats(vm).to_wire()
+        confirmed = {s: wall_time(t) for s, t in vm.freshness.confirmed.items()}
+        entry["confirmed"] = confirmed
         return {**entry, "name": vm.name, "rejected": dict(vm.rejected)}
 
     async def create(self, params: dict[str, Any]) -> dict[str, Any]:

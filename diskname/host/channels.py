@@ -28,7 +28,7 @@ from ..protocol.lines import MAX_LINE, LineDecoder, LineEvent, Oversized, Trunca
 from ..protocol.names import keep_valid
 from ..streams import read_lines
 from .serving import Connections, dial_forever
-from .vm import Vm
+from .vm import AGENT, Vm
 
 MappingSink = Callable[[dict[str, dict[str, Any]]], None]
 
@@ -77,12 +77,16 @@ class AgentChannel:
         mode: str,
         publish: MappingSink,
         rate_limit: int = 1000,
+        timeout: float = 15.0,
     ) -> None:
         if mode not in ("listen", "connect"):
             raise ValueError(f"channel mode must be listen or connect, not {mode!r}")
         self.vm, self.path, self.mode = vm, path, mode
         self.protocol = GuestProtocol(vm, publish, RateLimit(rate_limit))
         self._held_timer: asyncio.TimerHandle | None = None
+        # Fires when the agent may have been silent for ``timeout`` (SPEC §17).
+        self.timeout = timeout
+        self._watchdog: asyncio.TimerHandle | None = None
         self._current: asyncio.StreamWriter | None = None
         self._decoder: LineDecoder | None = None
         self._connections = Connections()
@@ -139,13 +143,32 @@ class AgentChannel:
             async for event in read_lines(reader, decoder):
                 self._send(writer, self.protocol.receive(event, loop.time()))
                 self._arm_held(loop, writer)
+                self._arm_watchdog(loop)
         finally:
             if self._current is writer:
                 self._current = None
                 self.connected.clear()
+                self.vm.source_gone(AGENT)
+                if self._watchdog is not None:
+                    self._watchdog.cancel()
+                    self._watchdog = None
             if self._held_timer is not None:
                 self._held_timer.cancel()
                 self._held_timer = None
+
+    def _arm_watchdog(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Wake when the agent's heartbeat may be overdue (one timer, never re-armed per line)."""
+        due = self.vm.freshness.next_expiry(self.timeout)
+        if due is None or self._watchdog is not None:
+            return
+
+        def fire() -> None:
+            self._watchdog = None
+            self.vm.expire_sources(loop.time(), self.timeout)
+            self._arm_watchdog(loop)
+
+        # A hair late, so the expiry finds the agent silent for more than ``timeout``.
+        self._watchdog = loop.call_at(due + 0.001, fire)
 
     def _arm_held(self, loop: asyncio.AbstractEventLoop, writer: asyncio.StreamWriter) -> None:
         """A line was held back by the budget: apply it once the budget allows."""

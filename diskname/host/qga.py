@@ -30,7 +30,7 @@ from ..protocol.lines import NeedData
 from ..protocol.names import keep_valid
 from ..streams import READ_CHUNK
 from .serving import dial_forever
-from .vm import Vm
+from .vm import QEMU_GA, Vm
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +133,7 @@ class QgaChannel:
         wire = QgaWire(reader, writer)
         try:
             await wire.sync()
+            self.vm.source_seen(QEMU_GA, asyncio.get_running_loop().time(), heartbeats=False)
             self.connected.set()
             while True:
                 await self._query(wire)
@@ -144,6 +145,7 @@ class QgaChannel:
             self._reject("timeout")
         finally:
             self.connected.clear()
+            self.vm.source_gone(QEMU_GA, "qemu-ga connection lost")
 
     async def _query(self, wire: QgaWire) -> None:
         reply = await wire.call("guest-get-disks")

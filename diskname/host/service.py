@@ -28,11 +28,14 @@ from typing import Any
 from ..binding import ensure_free, translated
 from ..config import ConfigError
 from ..damping import Damper
+from ..protocol.guest_view import clean_mapping
+from ..protocol.guest_wire import confirmed_wire
 from ..protocol.host_wire import vm_status_event
 from ..protocol.limits import MAX_DEVICES_PER_VM
 from .api import HostApi
 from .channels import AgentChannel, channel_path
 from .config import HostConfig, check_listen, rpc_limits
+from .confirmations import Confirmations
 from .devices import Addresses, Device, InvalidDevice, UnknownDevice, device_for, devices_for
 from .hypervisors.base import Hypervisor
 from .hypervisors.factory import make_hypervisor
@@ -84,6 +87,7 @@ class HostService:
         self.damper = Damper(config.notify_rate, config.notify_burst)
         self._damper_timer: asyncio.TimerHandle | None = None
         self.registry.on_hash_change(self._hash_changed)
+        self.confirmations = Confirmations()
         self._launcher = guest_launcher
         self._running: dict[str, _Running] = {}
         self._channels: dict[str, Path] = {}  # agent channels the hypervisor placed
@@ -132,8 +136,14 @@ class HostService:
     # -- what the JSON-RPC methods call ------------------------------------
 
     def agent_status(self, vm: Vm) -> str:
-        now = asyncio.get_running_loop().time()
-        return vm.agent_status(now, self.config.agent_timeout)
+        """``up``, ``unresponsive`` or ``none`` (SPEC §17)."""
+        return vm.agent_status()
+
+    def confirmed_after(self, cursor: str) -> dict[str, Any]:
+        """The guests that confirmed their mapping after ``cursor`` (:mod:`.confirmations`)."""
+        cursor, vm_ids = self.confirmations.after(cursor)
+        found = ((vm_id, self.registry.find(vm_id)) for vm_id in vm_ids)
+        return confirmed_wire(cursor, {i: vm.freshness.confirmed for i, vm in found if vm})
 
     async def create_vm(self, vm_id: str, name: str, drives: list[dict[str, Any]]) -> Vm:
         if self.hypervisor.owns_vms:
@@ -151,6 +161,7 @@ class HostService:
     async def destroy_vm(self, vm_id: str) -> None:
         async with self._create_lock, self._vm_locks[vm_id]:
             self.registry.remove(vm_id)
+            self.confirmations.forget(vm_id)
             await self._stop(vm_id)
             await self.state_files.persist(vm_id)
         self._vm_locks.pop(vm_id, None)
@@ -232,7 +243,28 @@ class HostService:
         self._channels.pop(vm_id, None)
 
     def guest_mapping(self, vm_id: str, source: str, mapping: Mapping[str, Any]) -> None:
-        self.registry.set_mapping(vm_id, source, mapping)
+        """A mapping the hypervisor reports for its guest (no heartbeat: it speaks for it)."""
+        self._guest_report(vm_id, source, mapping, heartbeats=False)
+
+    def _guest_report(
+        self, vm_id: str, source: str, mapping: Mapping[str, Any], *, heartbeats: bool
+    ) -> None:
+        """Every mapping a guest source sends, changed or not, confirms its names (SPEC §17);
+        every source's entries pass the view's grammar here, in one place."""
+        vm = self.registry.find(vm_id)
+        if vm is None:
+            return
+        cleaned, dropped = clean_mapping(mapping)
+        for reason, count in sorted(dropped.items()):
+            vm.reject(reason, count)
+        self.registry.set_mapping(vm_id, source, cleaned)
+        vm.source_confirmed(source, asyncio.get_running_loop().time(), heartbeats=heartbeats)
+        self.confirmations.note(vm_id)
+
+    def guest_gone(self, vm_id: str, source: str) -> None:
+        vm = self.registry.find(vm_id)
+        if vm is not None:
+            vm.source_gone(source, "the guest stopped")
 
     def guest_rejected(self, vm_id: str, reason: str) -> None:
         vm = self.registry.find(vm_id)
@@ -257,8 +289,9 @@ class HostService:
             vm,
             self._channel_path(vm_id),
             self.config.channel_mode,
-            lambda mapping: self.guest_mapping(vm_id, AGENT, mapping),
+            lambda mapping: self._guest_report(vm_id, AGENT, mapping, heartbeats=True),
             rate_limit=self.config.agent_rate_limit,
+            timeout=self.config.agent_timeout,
         )
         running = _Running(channel)
         running.tasks.append(tg.create_task(_guarded(f"channel {vm_id}", channel.run())))
@@ -266,7 +299,7 @@ class HostService:
             running.qga = QgaChannel(
                 vm,
                 qga_path(channels, vm_id),
-                lambda mapping: self.guest_mapping(vm_id, QEMU_GA, mapping),
+                lambda mapping: self._guest_report(vm_id, QEMU_GA, mapping, heartbeats=False),
                 self.config.qga_interval,
             )
             running.tasks.append(tg.create_task(_guarded(f"qemu-ga {vm_id}", running.qga.run())))

@@ -66,13 +66,14 @@ class StatsCache:
         return self._snapshot
 
 
-def stats_reply(snapshot: Snapshot, held: str | None) -> Any:
+def stats_reply(snapshot: Snapshot, held: str | None, confirmed: Any = None) -> Any:
     """What ``Host.getAllVmStats`` answers a caller holding digest ``held``.
 
     None (no digest asked with): the list, as always (old engines). A digest:
     an object with the current digest, and the list under ``vms`` unless
-    ``held`` is still the current one.
+    ``held`` is still the current one; ``confirmed`` beside them when asked.
     """
     if held is None:
         return snapshot.entries
-    return stats_reply_wire(snapshot.digest, None if held == snapshot.digest else snapshot.entries)
+    listing = None if held == snapshot.digest else snapshot.entries
+    return stats_reply_wire(snapshot.digest, listing, confirmed)

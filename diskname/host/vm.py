@@ -11,6 +11,7 @@ heartbeat and API version, and the count of guest input dropped by reason.
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -20,6 +21,7 @@ from typing import Any
 from ..protocol.agent_wire import AGENT_API_VERSION
 from ..protocol.hashing import vm_hash
 from .devices import Device, InvalidDevice
+from .freshness import Change, Freshness
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +147,7 @@ class Vm:
     def __init__(self, state: VmState) -> None:
         self._state = state
         self.api_version: int | None = None
-        self.last_heartbeat: float | None = None
+        self.freshness = Freshness(time.time())
         self._rejected: Counter[str] = Counter()
 
     @property
@@ -198,14 +200,36 @@ class Vm:
         level = logging.WARNING if first else logging.DEBUG
         log.log(level, "VM %s: dropped guest input (%s)", self.id, reason)
 
-    def agent_status(self, now: float, timeout: float) -> str:
-        """``unknown`` until a heartbeat; ``unresponsive`` after ``timeout`` of silence."""
-        if self.last_heartbeat is None:
-            return "unknown"
-        return "up" if now - self.last_heartbeat <= timeout else "unresponsive"
+    def agent_status(self) -> str:
+        """``up``, ``unresponsive`` or ``none`` (:mod:`.freshness`)."""
+        return self.freshness.status
 
     def heartbeat(self, now: float, reported_version: int) -> int:
         """Record a heartbeat; returns the API version both sides will speak."""
-        self.last_heartbeat = now
+        self.source_seen(AGENT, now)
         self.api_version = max(0, min(reported_version, AGENT_API_VERSION))
         return self.api_version
+
+    def source_seen(self, source: str, now: float, *, heartbeats: bool = True) -> None:
+        """A guest source said something (``now``: the loop's clock)."""
+        self._log(self.freshness.seen(source, now, time.time(), heartbeats=heartbeats))
+
+    def source_confirmed(self, source: str, now: float, *, heartbeats: bool = True) -> None:
+        """A guest source sent its mapping, changed or not: its names are confirmed now."""
+        self._log(self.freshness.confirm(source, now, time.time(), heartbeats=heartbeats))
+
+    def source_gone(self, source: str, why: str = "channel closed") -> None:
+        self._log(self.freshness.gone(source, time.time(), why))
+
+    def expire_sources(self, now: float, timeout: float) -> None:
+        for change in self.freshness.expire(now, timeout, time.time()):
+            self._log(change)
+
+    def _log(self, change: Change | None) -> None:
+        if change is None:
+            return
+        what = "connected" if change.came else f"gone ({change.why})"
+        status = change.after
+        if change.after != change.before:
+            status = f"{change.before} -> {change.after}"
+        log.info("VM %s: guest source %s %s; guest agent %s", self.id, change.source, what, status)

@@ -25,6 +25,8 @@ from enum import IntEnum
 from typing import Any, TypeVar, Union
 
 from ..compat import SLOTS, jsonlib
+from .guest_wire import AgentInfo as AgentInfo
+from .guest_wire import Confirmed, parse_agent, parse_confirmed
 from .host_fields import (
     MAX_DEVICES,
     MAX_HASH_CHARS,
@@ -64,22 +66,6 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True, **SLOTS)
-class AgentInfo:
-    """The guest agent as the host sees it (the engine does not read it)."""
-
-    status: str
-    api_version: int | None = None
-
-    def __post_init__(self) -> None:
-        check_text(self.status, "agent status", MAX_STATUS_CHARS)
-        if self.api_version is not None and not is_int(self.api_version):
-            raise bad("bad_field", "apiVersion must be an integer")
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"status": self.status, "apiVersion": self.api_version}
-
-
-@dataclass(frozen=True, **SLOTS)
 class StatsEntry:
     """One VM of ``Host.getAllVmStats``: its status and hash (None: not said)."""
 
@@ -107,33 +93,45 @@ class StatsReply:
     ``digest`` None: the bare list (an old host, or asked without a digest).
     ``vms`` None: unchanged since the digest asked with, if ``digest`` is it.
     ``skipped``: entries that could not be read (left out; not on the wire).
+    ``confirmed``: the guests that confirmed their mapping since the cursor asked
+    with (:mod:`.guest_wire`; None when not asked, or from an older host).
     """
 
     digest: str | None
     vms: tuple[StatsEntry, ...] | None
     skipped: int = field(default=0, compare=False)
+    confirmed: Confirmed | None = None
 
     def __post_init__(self) -> None:
         check_text(self.digest, "digest", MAX_HASH_CHARS, optional=True)
 
     def to_wire(self) -> Any:
         vms = None if self.vms is None else [e.to_wire() for e in self.vms]
-        return stats_reply_wire(self.digest, vms)
+        confirmed = None if self.confirmed is None else self.confirmed.to_wire()
+        return stats_reply_wire(self.digest, vms, confirmed)
 
 
-def stats_reply_wire(digest: str | None, listing: T | None) -> T | dict[str, Any]:
+def stats_reply_wire(
+    digest: str | None, listing: T | None, confirmed: dict[str, Any] | None = None
+) -> T | dict[str, Any]:
     """The reply's shape around a listing (the host passes one already encoded)."""
     if digest is None and listing is not None:
         return listing
     out: dict[str, Any] = {} if digest is None else {"digest": digest}
     if listing is not None:
         out["vms"] = listing
+    if confirmed is not None:
+        out["confirmed"] = confirmed
     return out
 
 
-def stats_params(digest: str | None) -> dict[str, str]:
-    """The params of ``Host.getAllVmStats`` for the digest held (None: none yet)."""
-    return {"digest": digest or ""}
+def stats_params(digest: str | None, confirmed: str | None = None) -> dict[str, str]:
+    """The params of ``Host.getAllVmStats`` for the digest held (None: none yet) and,
+    when given, the confirmations cursor held ("" for none)."""
+    params = {"digest": digest or ""}
+    if confirmed is not None:
+        params["confirmed"] = confirmed
+    return params
 
 
 def asked_digest(params: Params) -> str | None:
@@ -149,18 +147,8 @@ def parse_stats_entry(raw: Any) -> StatsEntry:
         vm_id=canonical_uuid(obj.get("vmId")),
         status=text_or_none(obj.get("status"), "status", MAX_STATUS_CHARS),
         hash=text_or_none(obj.get("hash"), "hash", MAX_HASH_CHARS),
-        agent=_agent(agent) if isinstance(agent, dict) else None,
+        agent=parse_agent(agent) if isinstance(agent, dict) else None,
     )
-
-
-def _agent(obj: Mapping[str, Any]) -> AgentInfo | None:
-    """The agent's part, if it reads (the engine has no use for it: never a reason to drop)."""
-    status: Any = obj.get("status")  # checked by AgentInfo
-    version = obj.get("apiVersion")
-    try:
-        return AgentInfo(status, version if is_int(version) else None)
-    except BadHostMessage:
-        return None
 
 
 def parse_stats_reply(raw: Any) -> StatsReply:
@@ -173,10 +161,11 @@ def parse_stats_reply(raw: Any) -> StatsReply:
     if listing is not None and not isinstance(listing, list):
         raise bad("bad_stats", "vms must be a list")
     digest = text_or_none(obj.get("digest"), "digest", MAX_HASH_CHARS)
+    confirmed = parse_confirmed(obj.get("confirmed"))
     if listing is None:
-        return StatsReply(digest, None)
+        return StatsReply(digest, None, 0, confirmed)
     vms, skipped = _entries(listing)
-    return StatsReply(digest, vms, skipped)
+    return StatsReply(digest, vms, skipped, confirmed)
 
 
 def _entries(raw: list[Any]) -> tuple[tuple[StatsEntry, ...], int]:
@@ -227,6 +216,7 @@ class FullVm:
     hash: str | None
     devices: tuple[DiskDevice, ...] = ()
     mapping: Mapping[str, Any] = field(default_factory=dict)
+    agent: AgentInfo | None = None  # not hashed; stored with the hash (SPEC §17)
 
     def __post_init__(self) -> None:
         check_id(self.vm_id)
@@ -237,7 +227,7 @@ class FullVm:
             raise bad("too_many", "too many devices or mapping entries")
 
     def to_wire(self) -> dict[str, Any]:
-        return {
+        out = {
             "vmId": self.vm_id,
             "name": self.name,
             "status": self.status,
@@ -245,6 +235,9 @@ class FullVm:
             "devices": [d.to_wire() for d in self.devices],
             "guestDiskMapping": self.mapping,
         }
+        if self.agent is not None:
+            out["agent"] = self.agent.to_wire()
+        return out
 
 
 @dataclass(frozen=True, **SLOTS)
@@ -320,6 +313,7 @@ def _full_vm(obj: Mapping[str, Any], vm_id: str) -> FullVm:
     if len(devices) > MAX_DEVICES:
         raise bad("too_many", f"more than {MAX_DEVICES} devices")
     parsed = (parse_device(d) for d in devices)
+    agent = obj.get("agent")
     return FullVm(
         vm_id=vm_id,
         name=text_or_none(obj.get("name"), "name", MAX_TEXT_CHARS),
@@ -327,6 +321,7 @@ def _full_vm(obj: Mapping[str, Any], vm_id: str) -> FullVm:
         hash=text_or_none(obj.get("hash"), "hash", MAX_HASH_CHARS),
         devices=tuple(d for d in parsed if d is not None),
         mapping=mapping,
+        agent=parse_agent(agent) if isinstance(agent, dict) else None,
     )
 
 

@@ -265,10 +265,12 @@ def _finish(
 
 
 def wants_fsinfo(value: Any) -> bool:
-    """Whether a ``guest-get-disks`` answer comes from Windows, whose mountpoints need fsinfo."""
-    return isinstance(value, list) and any(
-        isinstance(d, dict) and is_windows_name(d.get("name")) for d in value
-    )
+    """Whether a ``guest-get-disks`` answer needs ``guest-get-fsinfo`` for its mountpoints.
+
+    Windows names its volumes only there; on Linux it says which disks hold
+    mounted filesystems (SPEC §17): any answer with a disk in it.
+    """
+    return isinstance(value, list) and any(isinstance(d, dict) for d in value)
 
 
 def mapping_from_disks(
@@ -301,7 +303,30 @@ def mapping_from_disks(
                 entries[owner].setdefault(kind, []).append(child)
     if fsinfo is not None:
         add_mountpoints(entries, fsinfo)
+        add_linux_mountpoints(entries, fsinfo)
     return _finish(entries.values(), refused)
+
+
+def add_linux_mountpoints(entries: dict[str, dict[str, Any]], fsinfo: Any) -> None:
+    """Put each Linux filesystem's mountpoint under every disk it sits on (SPEC §17).
+
+    qemu-ga lists, per filesystem, the disks under it (through LVM and md:
+    each ``dev`` is a partition or a whole disk); a partition counts for its
+    disk. Anything not shaped as expected is skipped.
+    """
+    if not isinstance(fsinfo, list):
+        return
+    for fs in fsinfo:
+        if not isinstance(fs, dict) or not isinstance(fs.get("mountpoint"), str):
+            continue
+        extents = fs.get("disk")
+        for extent in extents if isinstance(extents, list) else []:
+            dev = extent.get("dev") if isinstance(extent, dict) else None
+            if not isinstance(dev, str) or not dev.startswith("/dev/"):
+                continue
+            entry = entries.get(dev) or entries.get(disk_of(dev))
+            if entry is not None:
+                entry.setdefault("mountpoints", []).append(fs["mountpoint"])
 
 
 def mapping_from_fsinfo(

@@ -4,20 +4,23 @@ The host (``--hypervisor sim``) tells us over its hardware port which virtual
 disks are plugged. We play the Linux kernel: pick the lowest free name per
 driver, hand out an ever-growing ``diskseq``, and make a new disk visible
 only after ``name_delay`` seconds, as udev does, so the race between the
-hypervisor's view and the guest's view is real.
+hypervisor's view and the guest's view is real. Each disk has the size the
+host gives it and udev's by-id link; its partitions, mounts and holders are
+whatever layout the host's state asks for (SPEC §17).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ...compat.aio import timeout
 from ...protocol.errors import RemoteProtocolError
-from ...protocol.simhw import HardwareState, VirtualDisk, decode_state
+from ...protocol.simhw import GuestLayout, HardwareState, VirtualDisk, decode_state
 from ...streams import read_lines
 from ..records import DeviceRecord
 from ..transport import Backoff, connect_forever, parse_endpoint
@@ -33,6 +36,23 @@ def disk_letters(index: int) -> str:
         index, rem = divmod(index - 1, 26)
         out = chr(ord("a") + rem) + out
     return out
+
+
+def partition_name(disk: str, number: int) -> str:
+    """A partition's node, as the kernel names it: ``/dev/vdb1``, ``/dev/nvme0n1p1``."""
+    return f"{disk}p{number}" if disk[-1].isdigit() else f"{disk}{number}"
+
+
+def with_layout(record: DeviceRecord, layout: GuestLayout | None) -> DeviceRecord:
+    """The record as the guest sees it once ``layout`` is made on the disk."""
+    if layout is None:
+        return record
+    return dataclasses.replace(
+        record,
+        partitions=tuple(partition_name(record.name, n + 1) for n in range(layout.partitions)),
+        mountpoints=tuple(sorted(set(layout.mountpoints))),
+        holders=tuple(sorted(set(layout.holders))),
+    )
 
 
 def _name(iface: str, index: int) -> str:
@@ -94,6 +114,7 @@ class SimKernel:
             bus=disk.iface,
             address=disk.address or None,
             diskseq=self._diskseq,
+            size=disk.size,
             by_id=(f"/dev/disk/by-id/{_BY_ID[disk.iface].format(serial)}",),
         )
 
@@ -125,6 +146,7 @@ class SimSource:
         self._kernel = SimKernel()
         self._plugged: dict[str, VirtualDisk] = {}
         self._visible: dict[str, DeviceRecord] = {}
+        self._layouts: Mapping[str, GuestLayout] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._changed = asyncio.Event()
         self._booted = False
@@ -156,7 +178,8 @@ class SimSource:
         self._timers.clear()
 
     def snapshot(self) -> list[DeviceRecord]:
-        return sorted(self._visible.values(), key=lambda r: r.name)
+        shown = [with_layout(r, self._layouts.get(d)) for d, r in self._visible.items()]
+        return sorted(shown, key=lambda r: r.name)
 
     def filesystems(self) -> list[dict[str, Any]]:
         return []  # simulated disks hold no filesystems
@@ -208,6 +231,9 @@ class SimSource:
                     len(disks),
                 )
         wanted = {disk.device_id: disk for disk in disks}
+        if dict(state.layouts) != dict(self._layouts):
+            self._layouts = dict(state.layouts)
+            self._notify()
         for device_id, disk in list(self._plugged.items()):
             if wanted.get(device_id) != disk:
                 self._remove(device_id)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import re
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,11 +23,11 @@ from ...protocol.disks import disk_serial
 from ..core.models import (
     DISK_NAME_MAX,
     INTERFACES,
-    NAME_PATTERN,
     Attachment,
     DiskSpec,
     VmRow,
     canonical_uuid,
+    valid_object_name,
 )
 from ..db.batching import Coalescer
 from ..db.plugs import Claim, Outcome
@@ -71,7 +70,7 @@ class AttachRequest:
 
 def _check_new_disk(disk: DiskSpec) -> None:
     # The JSON API's rule for names, which its OpenAPI document states.
-    if len(disk.name) > DISK_NAME_MAX or not re.fullmatch(NAME_PATTERN, disk.name):
+    if len(disk.name) > DISK_NAME_MAX or not valid_object_name(disk.name):
         raise Invalid(f"a disk's name must be 1-{DISK_NAME_MAX} printable characters")
     if not 0 < disk.provisioned_size <= DISK_SIZE_MAX:
         raise Invalid(f"provisioned_size must be between 1 and {DISK_SIZE_MAX} bytes")
@@ -95,22 +94,49 @@ class AttachmentActions(ActionBase):
         self._disk_names: Coalescer[str, set[str]] = Coalescer(store.disk_names)
         self._claims: Coalescer[Claim, str] = Coalescer(store.claim_plugs)
         self._outcomes: Coalescer[Outcome, Attachment | None] = Coalescer(store.settle_plugs)
+        # Waiters woken together (one name, many waiters) read their attachments together.
+        self._waited: Coalescer[tuple[str, str], Attachment] = Coalescer(store.get_attachments)
 
     async def attachments(self, vm_id: str) -> list[Attachment]:
         vm = await self.vm(vm_id)
-        return await self._store.list_attachments(vm.id)
+        return [self._confirmed(vm, a) for a in await self._store.list_attachments(vm.id)]
 
     async def attachments_of(self, vms: Sequence[VmRow]) -> dict[str, list[Attachment]]:
         """Every listed VM's attachments, in one query (``follow=disk_attachments``)."""
         found: dict[str, list[Attachment]] = {vm.id: [] for vm in vms}
+        hosts = {vm.id: vm for vm in vms}
         for att in await self._store.attachments_of(list(found)):
-            found[att.vm_id].append(att)
+            found[att.vm_id].append(self._confirmed(hosts[att.vm_id], att))
         return found
 
     async def attachment(self, vm_id: str, disk_id: str) -> Attachment:
         """The attachment; :class:`NotFound` for a missing VM or a disk not attached to it."""
         vm = await self.vm(vm_id)
-        return await self._attachment(vm.id, disk_id)
+        return self._confirmed(vm, await self._attachment(vm.id, disk_id))
+
+    def _confirmed(self, vm: VmRow, att: Attachment) -> Attachment:
+        """``reported_at`` as the VM's host last said it, when this engine monitors the
+        host: confirmations of an unchanged mapping are kept in memory, not written
+        (:mod:`..core.sync.freshness`)."""
+        monitor = self._monitors.get(vm.host_id)
+        if monitor is None:
+            return att
+        return att.confirmed(monitor.sync.agents.reported_at(vm.id))
+
+    async def attachment_named(self, vm_id: str, disk_id: str, timeout: float) -> Attachment:
+        """The attachment as soon as it has a logical name, or as it is after ``timeout`` s.
+
+        The database is read once before parking and once at the end; meanwhile only
+        the hub's change events (this engine's writes, the other engines' NOTIFY)
+        wake the request, so a parked waiter costs no query (SPEC §18).
+        """
+        vm = await self.vm(vm_id)
+        with self._hub.waiters.waiting(vm.id, disk_id) as named:  # before the read: no gap
+            att = await self._waited.submit((vm.id, disk_id))
+            if att.logical_name is not None:
+                return att
+            await self._hub.waiters.park(named, timeout)
+        return await self._waited.submit((vm.id, disk_id))
 
     async def attach(self, vm_id: str, request: AttachRequest, requested_at: float) -> Attachment:
         """Attach an existing disk, or a new one when ``disk_id`` is None; plug it if active.
@@ -192,8 +218,11 @@ class AttachmentActions(ActionBase):
                     self._published(await self._store.mark_unplugged(vm_id, disk_id))
         return await self._attachment(vm_id, disk_id)
 
-    async def detach(self, vm_id: str, disk_id: str, *, remove_disk: bool = False) -> None:
-        """Unplug and detach; with ``remove_disk`` the disk is deleted too.
+    async def detach(
+        self, vm_id: str, disk_id: str, *, remove_disk: bool = False, force: bool = False
+    ) -> None:
+        """Unplug and detach; with ``remove_disk`` the disk is deleted too; with
+        ``force``, detached even when the host cannot be reached or refuses.
 
         A disk still attached to another VM is not deleted: :class:`Conflict`,
         before anything is unplugged.
@@ -204,11 +233,11 @@ class AttachmentActions(ActionBase):
             if others:
                 raise Conflict(f"disk {disk_id} is also attached to VM {others[0]}")
         vm = await self.vm(vm_id)
-        monitor = self._monitor(vm.host_id)
-        async with monitor.vm_action(vm_id):
+        async with self._on_host(vm.host_id, vm_id, force) as monitor:
             att = await self._attachment(vm_id, disk_id)
-            if att.active:
-                await self._unplug(monitor, att, discard=True)
+            if att.active and monitor is not None:
+                async with self._unless_forced(force, f"disk {disk_id} detached"):
+                    await self._unplug(monitor, att, discard=True)
             self._published(await self._store.detach(vm_id, disk_id))
         if remove_disk and not await self._store.remove_disk(disk_id):
             raise Conflict(f"disk {disk_id} was detached, but attached elsewhere meanwhile")

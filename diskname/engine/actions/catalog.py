@@ -64,3 +64,11 @@ class CatalogActions(ActionBase):
         """The attachment's names, newest first (as long as the disk is attached)."""
         await self._attachment((await self.vm(vm_id)).id, disk_id)
         return await self._catalog.history(vm_id, disk_id, limit)
+
+    async def vm_history(
+        self, vm_id: str, name: str | None, disk_id: str | None, limit: int
+    ) -> list[NameChange]:
+        """The VM's names, newest first, by the name given (a former name too) or by disk,
+        detached disks included (SPEC §17)."""
+        vm = await self.vm(vm_id)
+        return await self._catalog.vm_history(vm.id, name, disk_id, limit)

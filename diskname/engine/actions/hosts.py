@@ -24,7 +24,11 @@ class HostActions(ActionBase):
         await self._monitors.register(host)
         return host
 
-    async def delete_host(self, host_id: str) -> None:
-        """Forget a host with no VMs (:class:`Conflict` otherwise) and stop monitoring it."""
-        await self._catalog.delete_host(host_id)
+    async def delete_host(self, host_id: str, *, force: bool = False) -> None:
+        """Forget a host with no VMs (:class:`Conflict` otherwise) and stop monitoring it.
+
+        With ``force``, its VMs are forgotten with it (their disks stay, detached):
+        the host is told nothing, so a host that is gone, or lies, can always be cleared.
+        """
+        await self._catalog.delete_host(host_id, with_vms=force)
         self._monitors.remove(host_id)

@@ -63,10 +63,13 @@ class VmActions(ActionBase):
             await self._store.mark_plugged(vm.id, disk_id, root.device_id, None)
         return vm
 
-    async def destroy_vm(self, vm_id: str) -> None:
+    async def destroy_vm(self, vm_id: str, *, force: bool = False) -> None:
+        """Destroy the VM on its host and forget it; with ``force``, forget it even
+        when the host cannot be reached or refuses."""
         vm = await self.vm(vm_id)
-        monitor = self._monitor(vm.host_id)
-        async with monitor.vm_action(vm_id):
-            with contextlib.suppress(VmNotOnHost):  # gone already: as destroyed as it gets
-                await monitor.call("VM.destroy", {"vmId": vm_id})
+        async with self._on_host(vm.host_id, vm_id, force) as monitor:
+            if monitor is not None:
+                async with self._unless_forced(force, f"VM {vm_id} removed"):
+                    with contextlib.suppress(VmNotOnHost):  # gone already: as destroyed as it gets
+                        await monitor.call("VM.destroy", {"vmId": vm_id})
             await self._store.delete_vm(vm_id)

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ...protocol.guest_view import View, guest_view
 from ...protocol.names import valid_device_path
 
 MIN_TRUNCATED_SERIAL = 8
@@ -45,6 +46,10 @@ class MatchResult:
     rejected: Counter[str] = field(default_factory=Counter)
     # Which guest source reported each name: "agent" or "qemu-ga".
     origins: dict[str, str] = field(default_factory=dict)
+    # The guest's whole view of each named disk (SPEC §17): ``attachment.guest``.
+    guests: dict[str, View] = field(default_factory=dict)
+    # Disks the guest gave a name it gave another disk too: that name, kept by neither.
+    conflicts: dict[str, str] = field(default_factory=dict)
 
 
 def valid_name(name: object) -> bool:
@@ -119,12 +124,18 @@ class _Matcher:
             del names[disk.disk_id]
             del self.result.sources[disk.disk_id]
             del self.result.origins[disk.disk_id]
+            self.result.guests.pop(disk.disk_id, None)
             self.conflicted.add(disk.disk_id)
             self.result.rejected["ambiguous"] += 1
             return
         names[disk.disk_id] = name
         self.result.sources.setdefault(disk.disk_id, source)
         self.result.origins.setdefault(disk.disk_id, entry_origin(entry))
+        if disk.disk_id not in self.result.guests:
+            # Checked again here: a host is trusted with its VMs' names no more than a guest.
+            view, dropped = guest_view(entry)
+            self.result.guests[disk.disk_id] = view
+            self.result.rejected.update(dropped)
 
     def by_serial(self, reported: str, entry: Mapping[str, Any]) -> bool:
         candidates, source = _serial_candidates(normalise_serial(reported), self.disks)
@@ -159,7 +170,8 @@ def match_names(disks: Sequence[VmDisk], mapping: Mapping[str, Any]) -> MatchRes
     """Name each plugged disk of one VM from that VM's guest disk mapping.
 
     Serial matches are decided first; address matches then only fill in disks
-    still without a name. Entries that fit no disk, or several, are counted as
+    still without a name. A name given to two disks is given to neither: both
+    are in ``conflicts``. Entries that fit no disk, or several, are counted as
     ``unmatched`` or ``ambiguous``; invalid names as ``bad_name``.
     """
     matcher = _Matcher(disks)
@@ -172,4 +184,19 @@ def match_names(disks: Sequence[VmDisk], mapping: Mapping[str, Any]) -> MatchRes
             leftovers.append(entry)
     for entry in leftovers:
         matcher.by_address(entry)
+    _drop_shared_names(matcher.result)
     return matcher.result
+
+
+def _drop_shared_names(result: MatchResult) -> None:
+    """A name two disks got is neither's (SPEC §19): each keeps it as its conflict."""
+    holders: dict[str, list[str]] = {}
+    for disk_id, name in result.names.items():
+        holders.setdefault(name, []).append(disk_id)
+    for name, disks in holders.items():
+        if len(disks) < 2:
+            continue
+        for disk_id in disks:
+            del result.names[disk_id], result.sources[disk_id], result.origins[disk_id]
+            result.conflicts[disk_id] = name
+        result.rejected["duplicate_name"] += len(disks)

@@ -7,12 +7,14 @@ change, and writes only that: a fleet where nothing changes costs no writes.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
+from ...protocol.hashing import canonical_json
 from .matching import MatchResult
-from .models import NameChange, VmReport
+from .models import GuestChange, NameChange, VmReport
 
 MIN_COMPAT = (3, 5)
 
@@ -28,6 +30,15 @@ class DeviceRow(NamedTuple):
     logical_name: str | None
     logical_name_source: str | None
     logical_name_seen_at: datetime | None
+    # The name this disk shares with another of the VM's (then no name is current).
+    name_conflict: str | None = None
+    # The guest's view (SPEC §17) as canonical JSON text: equal views, equal text.
+    guest: str | None = None
+
+
+def guest_text(view: Mapping[str, Any] | None) -> str | None:
+    """A view as the rows hold it: canonical JSON (sorted keys, no white space)."""
+    return None if view is None else canonical_json(view).decode()
 
 
 @dataclass(slots=True)
@@ -35,6 +46,7 @@ class UpdatePlan:
     rows: list[DeviceRow] = field(default_factory=list)
     new_disks: list[tuple[str, str]] = field(default_factory=list)
     changes: list[NameChange] = field(default_factory=list)
+    guests: list[GuestChange] = field(default_factory=list)
 
 
 def compat_keeps_names(version: str | None) -> bool:
@@ -46,7 +58,13 @@ def compat_keeps_names(version: str | None) -> bool:
 
 
 def _target(
-    old: DeviceRow | None, base: DeviceRow, name: str | None, source: str | None, now: datetime
+    old: DeviceRow | None,
+    base: DeviceRow,
+    name: str | None,
+    source: str | None,
+    now: datetime,
+    conflict: str | None = None,
+    guest: str | None = None,
 ) -> DeviceRow:
     old_name = old.logical_name if old else None
     if name == old_name and old is not None:
@@ -55,7 +73,11 @@ def _target(
         seen_at = now if name else None
     source = source if name else None
     return base._replace(
-        logical_name=name, logical_name_source=source, logical_name_seen_at=seen_at
+        logical_name=name,
+        logical_name_source=source,
+        logical_name_seen_at=seen_at,
+        name_conflict=None if name else conflict,
+        guest=guest if name else None,
     )
 
 
@@ -67,25 +89,35 @@ def plan_update(
     keep_names: bool,
     now: datetime,
     blocked: frozenset[str] | set[str] = frozenset(),
+    refused: frozenset[str] | set[str] = frozenset(),
 ) -> UpdatePlan:
     """Rows to upsert, disks to create and name changes to record for one VM.
 
     A disk in ``blocked`` is plugged into another VM: it is recorded here as an
     attachment that is not plugged, with no name (a disk is in one VM at a time).
+    A disk in ``refused`` is not this VM's to claim (:mod:`.claims`): the report's
+    device is ignored, as if the host had not reported it.
     """
     by_disk = {row.disk_id: row for row in current}
     desired: dict[str, DeviceRow] = {}
     plan = UpdatePlan()
     for dev in report.devices:
-        if not dev.plugged or dev.disk_id in desired:
+        if not dev.plugged or dev.disk_id in desired or dev.disk_id in refused:
             continue
         plugged = dev.disk_id not in blocked
         name = match.names.get(dev.disk_id) if keep_names and plugged else None
+        conflict = match.conflicts.get(dev.disk_id) if keep_names and plugged else None
         base = DeviceRow(
             dev.disk_id, dev.device_id, dev.iface, plugged, dev.address, None, None, None
         )
         desired[dev.disk_id] = _target(
-            by_disk.get(dev.disk_id), base, name, match.sources.get(dev.disk_id), now
+            by_disk.get(dev.disk_id),
+            base,
+            name,
+            match.sources.get(dev.disk_id),
+            now,
+            conflict,
+            guest_text(match.guests.get(dev.disk_id)),
         )
         if dev.disk_id not in by_disk:
             plan.new_disks.append((dev.disk_id, dev.serial))
@@ -97,6 +129,9 @@ def plan_update(
         if old == row:
             continue
         plan.rows.append(row)
+        if (old.guest if old else None) != row.guest:
+            view = match.guests.get(disk_id) if row.guest is not None else None
+            plan.guests.append(GuestChange(report.vm_id, disk_id, view))
         old_name = old.logical_name if old else None
         if old_name != row.logical_name:
             source = _change_source(row, match, keep_names)
@@ -120,4 +155,6 @@ def _change_source(row: DeviceRow, match: MatchResult, keep_names: bool) -> str:
         return match.origins.get(row.disk_id, "agent")
     if not row.is_plugged:
         return "unplug"
+    if row.name_conflict is not None:
+        return "conflict"
     return "guest" if keep_names else "cluster"

@@ -99,7 +99,8 @@ class Attaching(Tables):
     async def mark_unplugged(self, vm_id: str, disk_id: str) -> NameChange | None:
         """The host unplugged the disk: its name is gone at once (with history)."""
         sql = """UPDATE vm_device SET is_plugged = false, logical_name = NULL,
-                     logical_name_source = NULL, logical_name_seen_at = NULL
+                     logical_name_source = NULL, logical_name_seen_at = NULL, guest = NULL,
+                     name_conflict = NULL
                  WHERE vm_id = $1 AND disk_id = $2"""
         return await self._drop_name(vm_id, disk_id, sql)
 

@@ -10,8 +10,9 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+import orjson
 
-from ..core.models import NameChange
+from ..core.models import GuestChange, NameChange
 from ..errors import Conflict, NotFound
 from .rows import Tables
 
@@ -148,14 +149,18 @@ class Catalog(Tables):
 
     # -- hosts ---------------------------------------------------------------
 
-    async def delete_host(self, host_id: str) -> None:
-        """Forget a host; the database refuses while VMs are registered on it."""
-        async with self._pool.acquire() as conn:
+    async def delete_host(self, host_id: str, *, with_vms: bool = False) -> None:
+        """Forget a host; the database refuses while VMs are registered on it,
+        unless ``with_vms``: then they go first (their attachments with them)."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            if with_vms:
+                await self._exec(conn, "DELETE FROM vms WHERE host_id = $1", host_id)
             try:
                 deleted = await self._exec(conn, "DELETE FROM hosts WHERE id = $1", host_id)
             except asyncpg.ForeignKeyViolationError:
                 raise Conflict(
-                    f"host {host_id} still has VMs: remove them (DELETE /api/vms/{{id}}) first"
+                    f"host {host_id} still has VMs: remove them (DELETE /api/vms/{{id}}) first,"
+                    " or remove the host with force=true to forget them with it"
                 ) from None
         if not deleted:
             raise NotFound(f"no host {host_id}")
@@ -173,6 +178,22 @@ class Catalog(Tables):
         )
         return [_change(r) for r in rows]
 
+    async def vm_history(
+        self, vm_id: str, name: str | None, disk_id: str | None, limit: int
+    ) -> list[NameChange]:
+        """The VM's name changes, newest first: those that gave ``name`` (a former name's
+        disk, SPEC §17), of ``disk_id``, or all; whether the disk is attached or not."""
+        rows = await self._pool.fetch(
+            f"""SELECT {_HISTORY_COLUMNS} FROM logical_name_history
+                WHERE vm_id = $1 AND ($2::text IS NULL OR new_name = $2)
+                  AND ($3::uuid IS NULL OR disk_id = $3) ORDER BY id DESC LIMIT $4""",
+            vm_id,
+            name,
+            disk_id,
+            limit,
+        )
+        return [_change(r) for r in rows]
+
     async def changes_after(self, last_id: int, limit: int) -> list[NameChange]:
         """Name changes stored after ``last_id``, oldest first: what a stream missed."""
         rows = await self._pool.fetch(
@@ -183,8 +204,27 @@ class Catalog(Tables):
         )
         return [_change(r) for r in rows]
 
+    async def events_after(self, last_id: int, limit: int) -> list[NameChange | GuestChange]:
+        """What a stream missed after ``last_id``, oldest first: name changes and the
+        guest views changed since (each attachment's latest view, once)."""
+        changes: list[NameChange | GuestChange] = list(await self.changes_after(last_id, limit))
+        rows = await self._pool.fetch(
+            """SELECT vm_id::text, disk_id::text, guest::text, guest_event_id FROM vm_device
+               WHERE guest_event_id > $1 ORDER BY guest_event_id LIMIT $2""",
+            last_id,
+            limit,
+        )
+        for r in rows:
+            guest = orjson.loads(r["guest"]) if r["guest"] is not None else None
+            changes.append(GuestChange(r["vm_id"], r["disk_id"], guest, r["guest_event_id"]))
+        changes.sort(key=lambda c: c.id or 0)
+        return changes[:limit]
+
     async def latest_change_id(self) -> int:
-        value: int | None = await self._pool.fetchval("SELECT max(id) FROM logical_name_history")
+        value: int | None = await self._pool.fetchval(
+            """SELECT greatest((SELECT max(id) FROM logical_name_history),
+                               (SELECT max(guest_event_id) FROM vm_device))"""
+        )
         return value or 0
 
     # -- disks ---------------------------------------------------------------

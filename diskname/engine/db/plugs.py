@@ -161,7 +161,7 @@ WITH input AS (
     FROM input u
     WHERE v.vm_id = u.vm_id AND v.disk_id = u.disk_id AND v.is_plugged AND NOT u.failed
     RETURNING v.vm_id::text, v.disk_id::text, v.device_id::text, v.interface, v.is_plugged,
-        v.address, v.logical_name, v.logical_name_source, v.logical_name_seen_at
+        v.address, v.logical_name, v.logical_name_source, v.logical_name_seen_at, v.name_conflict
 ), unclaimed AS (
     DELETE FROM vm_device v USING input u
     WHERE v.vm_id = u.vm_id AND v.disk_id = u.disk_id AND u.failed AND NOT u.new_disk
@@ -175,6 +175,6 @@ WITH input AS (
 )
 -- The disk as it is once this statement is done: its status is "ok" now.
 SELECT p.*, d.name, d.provisioned_size, 'ok',
-       CASE WHEN d.storage_type = 'lun' THEN d.serial END
+       CASE WHEN d.storage_type = 'lun' THEN d.serial END, d.serial
 FROM plugged p JOIN disks d ON d.id = p.disk_id::uuid
 """

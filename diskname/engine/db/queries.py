@@ -71,6 +71,20 @@ class Queries(Tables):
         )
         return attachment(row) if row else None
 
+    async def get_attachments(
+        self, keys: Sequence[tuple[str, str]]
+    ) -> list[Attachment | Exception]:
+        """Each (VM, disk) attachment, or :class:`NotFound` in its place (one query)."""
+        vm_ids, disk_ids = [k[0] for k in keys], [k[1] for k in keys]
+        rows = await self._pool.fetch(
+            f"{ATTACHMENTS} WHERE (vd.vm_id, vd.disk_id) IN"
+            " (SELECT * FROM unnest($1::uuid[], $2::uuid[]))",
+            vm_ids,
+            disk_ids,
+        )
+        found = {(a.vm_id, a.disk_id): a for a in map(attachment, rows)}
+        return [found.get(k) or NotFound(f"disk {k[1]} is not attached to VM {k[0]}") for k in keys]
+
     # -- disks ----------------------------------------------------------------
 
     async def list_disks(

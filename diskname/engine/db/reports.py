@@ -12,24 +12,40 @@ rules a host cannot break:
   nothing is written for that host (:class:`LeaseLost`, for that host alone);
 - VMs registered on another host are not this host's to report: left out,
   and returned as ``foreign`` (SPEC §12);
-- a disk plugged into a VM outside the batch stays plugged there only: the
-  report's device is stored as unplugged (the partial unique index enforces
-  the rule; this keeps one host from making a batch fail forever);
+- a host reports only about its own (:mod:`..core.claims`, SPEC §19): a disk the
+  engine has attached to another VM, or knows and has attached nowhere, or a new
+  disk carrying a known disk's serial, is not written at all (refused, counted);
+  a disk attached here but plugged into another VM stays plugged there only: the
+  report's device is stored as unplugged (the partial unique index enforces the
+  rule; this keeps one host from making a batch fail forever);
+- an adopted VM's name is checked as user input is; a bad one is not stored
+  (the VM is named by its id) and is counted;
 - each host's cluster's compatibility version decides whether its names are kept.
+
+Every name change stored (here, or by an unplug or a detach) is also sent on the
+:data:`NAMES_CHANNEL` NOTIFY channel, by the history's own INSERT: PostgreSQL
+delivers it to every engine's lease connection when, and only if, it commits,
+so a request waiting on another engine hears of it (SPEC §18).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
+from ..core.claims import BAD_VM_NAME, Held, Verdict, judge
 from ..core.matching import MatchResult
-from ..core.models import NameChange, VmReport
-from ..core.planning import DeviceRow, UpdatePlan, compat_keeps_names, plan_update
+from ..core.models import GuestChange, NameChange, VmReport, valid_object_name
+from ..core.planning import DeviceRow, UpdatePlan, compat_keeps_names, guest_text, plan_update
+from .agents import HASH_SQL, hash_columns
 
 HISTORY_PER_DISK = 100  # rows kept per disk; the oldest go first
+NAMES_CHANNEL = "diskname_name_change"  # payload: a NameChange's JSON
 
 Exec = Callable[..., Awaitable[int]]
 
@@ -50,8 +66,12 @@ class Fence:
 @dataclass(slots=True)
 class Stored:
     changes: list[NameChange] = field(default_factory=list)
+    # Guests' views that changed (SPEC §17), each with its event id.
+    guests: list[GuestChange] = field(default_factory=list)
     foreign: list[str] = field(default_factory=list)
     blocked_disks: int = 0
+    # Claims the host may not make, by reason (:mod:`..core.claims`).
+    refused: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,11 +93,13 @@ class _Batch:
         self.rows: list[tuple[Any, ...]] = []
         self.new_disks: dict[str, str] = {}
         self.changes: list[NameChange] = []
+        self.guests: list[GuestChange] = []
 
     def add(self, vm_id: str, plan: UpdatePlan) -> None:
         self.rows += [(vm_id, *row) for row in plan.rows]
         self.new_disks.update(plan.new_disks)
         self.changes += plan.changes
+        self.guests += plan.guests
 
 
 async def apply_reports(
@@ -135,9 +157,8 @@ def _guard_args(
     owner: dict[str, str],
 ) -> tuple[Any, ...]:
     fenced = [h for h in hosts if h.fence is not None]
-    disk_ids = sorted(
-        {d.disk_id for items in batches.values() for r, _ in items for d in r.devices if d.plugged}
-    )
+    devices = [d for items in batches.values() for r, _ in items for d in r.devices if d.plugged]
+    disk_ids = sorted({d.disk_id for d in devices})
     return (
         list(owner),
         list(owner.values()),
@@ -146,6 +167,7 @@ def _guard_args(
         [h.host_id for h in fenced],
         [h.fence.lock_class for h in fenced if h.fence is not None],
         [h.fence.pid for h in fenced if h.fence is not None],
+        sorted({d.serial for d in devices}),
     )
 
 
@@ -158,15 +180,15 @@ async def _store(
 ) -> None:
     pairs = [(r, m) for _, r, m in reports]
     vm_ids = [r.vm_id for r, _ in pairs]
-    blocked = _blocked_disks(pairs, guard["plugged"] or [])
+    verdict = _judge(pairs, guard)
     current: dict[str, list[DeviceRow]] = {vm: [] for vm in vm_ids}
     for row in await conn.fetch(_CURRENT_SQL, vm_ids):
-        current[row["vm_id"]].append(DeviceRow(*list(row.values())[1:]))
+        current[row["vm_id"]].append(_device_row(row))
     await execute(
         conn,
         _UPSERT_VMS_SQL,
         vm_ids,
-        [r.name or r.vm_id for r, _ in pairs],
+        [_adopted_name(r, outcomes[h]) for h, r, _ in reports],
         [h for h, _, _ in reports],
         [r.status for r, _ in pairs],
     )
@@ -179,13 +201,16 @@ async def _store(
             current[report.vm_id],
             keep_names=compat_keeps_names(compat.get(host_id)),
             now=now,
-            blocked=blocked[report.vm_id],
+            blocked=verdict.blocked[report.vm_id],
+            refused=verdict.refused[report.vm_id],
         )
         batch.add(report.vm_id, plan)
         stored = outcomes[host_id]
         if isinstance(stored, Stored):
             stored.changes += plan.changes
-            stored.blocked_disks += len(blocked[report.vm_id])
+            stored.guests += plan.guests
+            stored.blocked_disks += len(verdict.blocked[report.vm_id])
+            stored.refused.update(verdict.reasons.get(report.vm_id, Counter()))
     if batch.new_disks:
         await execute(conn, _NEW_DISKS_SQL, *zip(*batch.new_disks.items(), strict=True))
     if batch.rows:
@@ -194,27 +219,60 @@ async def _store(
     for stored in outcomes.values():  # each change with its history row id (the event id)
         if isinstance(stored, Stored):
             stored.changes = [stamped.get((c.vm_id, c.disk_id), c) for c in stored.changes]
-    await execute(conn, _HASH_SQL, vm_ids, [r.hash for r, _ in pairs])
+    if batch.guests:
+        ids = await _stamp_guests(conn, batch.guests)
+        for stored in outcomes.values():
+            if isinstance(stored, Stored):
+                stored.guests = [
+                    replace(g, id=ids.get((g.vm_id, g.disk_id))) for g in stored.guests
+                ]
+    await execute(conn, HASH_SQL, *hash_columns([r for r, _ in pairs]))
 
 
-def _blocked_disks(
-    reports: Sequence[tuple[VmReport, MatchResult]], plugged: Sequence[str]
-) -> dict[str, set[str]]:
-    """Per VM, the disks it reports plugged that another VM holds (one VM per disk).
+def _device_row(row: Any) -> DeviceRow:
+    """A ``vm_device`` row read by :data:`_CURRENT_SQL`, its view as canonical text."""
+    columns = list(row.values())[1:-1]
+    guest = row["guest"]
+    return DeviceRow(*columns)._replace(
+        guest=guest_text(orjson.loads(guest)) if guest is not None else None
+    )
 
-    A disk held by a VM of this batch that no longer reports it is free; within
-    the batch the first VM (by id) to report a disk gets it.
+
+def _stamped(change: GuestChange, ids: dict[tuple[str, str], int]) -> GuestChange:
+    return replace(change, id=ids.get((change.vm_id, change.disk_id)))
+
+
+async def _stamp_guests(conn: Any, guests: Sequence[GuestChange]) -> dict[tuple[str, str], int]:
+    """Give each changed view its event id (the history's sequence), kept on its row.
+
+    Runs only when some guest's view changed: a quiet fleet never gets here.
     """
-    reported = {r.vm_id: {d.disk_id for d in r.devices if d.plugged} for r, _ in reports}
-    holder = dict(pair.split(" ", 1) for pair in plugged)
-    for disk, vm in list(holder.items()):
-        if vm in reported and disk not in reported[vm]:
-            del holder[disk]
-    blocked: dict[str, set[str]] = {}
-    for vm in sorted(reported):
-        blocked[vm] = {d for d in reported[vm] if holder.get(d, vm) != vm}
-        holder.update((d, vm) for d in reported[vm] - blocked[vm])
-    return blocked
+    rows = await conn.fetch(
+        _STAMP_GUESTS_SQL, [g.vm_id for g in guests], [g.disk_id for g in guests]
+    )
+    return {(r["vm_id"], r["disk_id"]): r["guest_event_id"] for r in rows}
+
+
+def _judge(reports: Sequence[tuple[VmReport, MatchResult]], guard: Any) -> Verdict:
+    """Which reported disks each VM may claim, from what the guard read."""
+    attachments: dict[tuple[str, str], bool] = {}
+    for text in guard["attached"] or []:
+        disk, vm, plugged = text.split(" ")
+        attachments[(disk, vm)] = plugged == "t"
+    held = Held(attachments, frozenset(guard["known"] or []), frozenset(guard["taken"] or []))
+    reported = {
+        r.vm_id: [(d.disk_id, d.serial) for d in r.devices if d.plugged] for r, _ in reports
+    }
+    return judge(reported, held)
+
+
+def _adopted_name(report: VmReport, stored: Stored | LeaseLost) -> str:
+    """The name a new VM is stored with: the host's, if it is a valid name; else its id."""
+    if report.name is None or valid_object_name(report.name):
+        return report.name or report.vm_id
+    if isinstance(stored, Stored):
+        stored.refused[BAD_VM_NAME] += 1
+    return report.vm_id
 
 
 async def insert_history(
@@ -228,7 +286,7 @@ async def insert_history(
     if not changes:
         return []
     rows = [(c.vm_id, c.disk_id, c.old, c.new, c.source, c.matched_by, c.at) for c in changes]
-    stored = await conn.fetch(_HISTORY_SQL, *zip(*rows, strict=True))
+    stored = await conn.fetch(_HISTORY_SQL, *zip(*rows, strict=True), NAMES_CHANNEL)
     # A batch names each (VM, disk) at most once: that pair finds each change its id.
     ids = {(r["vm_id"], r["disk_id"]): r["id"] for r in stored}
     disks = sorted({c.disk_id for c in changes})
@@ -238,14 +296,17 @@ async def insert_history(
 
 # One round trip for every rule the plan must respect (see the module docstring):
 # $1/$2 each VM and the host reporting it, $3 the disks reported plugged, $4 the
-# hosts, $5/$6/$7 the fences (host, lock class, lease backend).
+# hosts, $5/$6/$7 the fences (host, lock class, lease backend), $8 the serials of
+# the disks reported plugged.
 _GUARD_SQL = """
 SELECT
   (SELECT array_agg(v.id::text) FROM vms v
     JOIN unnest($1::uuid[], $2::uuid[]) AS u(id, host_id) ON v.id = u.id
     WHERE v.host_id <> u.host_id) AS foreign,
-  (SELECT array_agg(disk_id::text || ' ' || vm_id::text) FROM vm_device
-    WHERE disk_id = ANY($3::uuid[]) AND is_plugged) AS plugged,
+  (SELECT array_agg(disk_id::text || ' ' || vm_id::text || ' ' || is_plugged::text)
+    FROM vm_device WHERE disk_id = ANY($3::uuid[])) AS attached,
+  (SELECT array_agg(id::text) FROM disks WHERE id = ANY($3::uuid[])) AS known,
+  (SELECT array_agg(DISTINCT serial) FROM disks WHERE serial = ANY($8::text[])) AS taken,
   (SELECT array_agg(h.id::text || ' ' || c.compatibility_version)
     FROM hosts h JOIN clusters c ON c.id = h.cluster_id WHERE h.id = ANY($4::uuid[])) AS compat,
   (SELECT array_agg(f.host_id) FROM unnest($5::text[], $6::int[], $7::int[])
@@ -265,7 +326,7 @@ WHERE vms.status IS DISTINCT FROM EXCLUDED.status AND vms.host_id = EXCLUDED.hos
 # Rows are locked in one order (vm, disk) so that two writers cannot deadlock.
 _CURRENT_SQL = """
 SELECT vm_id::text, disk_id::text, device_id::text, interface, is_plugged, address,
-       logical_name, logical_name_source, logical_name_seen_at
+       logical_name, logical_name_source, logical_name_seen_at, name_conflict, guest::text
 FROM vm_device WHERE vm_id = ANY($1::uuid[]) ORDER BY vm_id, disk_id FOR UPDATE
 """
 _NEW_DISKS_SQL = """
@@ -274,26 +335,34 @@ ON CONFLICT (id) DO NOTHING
 """
 _UPSERT_SQL = """
 INSERT INTO vm_device (vm_id, disk_id, device_id, interface, is_plugged, address,
-                       logical_name, logical_name_source, logical_name_seen_at)
+                       logical_name, logical_name_source, logical_name_seen_at, name_conflict,
+                       guest)
 SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::bool[], $6::text[],
-                     $7::text[], $8::text[], $9::timestamptz[])
+                     $7::text[], $8::text[], $9::timestamptz[], $10::text[], $11::jsonb[])
 ON CONFLICT (vm_id, disk_id) DO UPDATE SET
     device_id = EXCLUDED.device_id, interface = EXCLUDED.interface,
     is_plugged = EXCLUDED.is_plugged, address = EXCLUDED.address,
     logical_name = EXCLUDED.logical_name, logical_name_source = EXCLUDED.logical_name_source,
-    logical_name_seen_at = EXCLUDED.logical_name_seen_at
+    logical_name_seen_at = EXCLUDED.logical_name_seen_at, name_conflict = EXCLUDED.name_conflict,
+    guest = EXCLUDED.guest
 """
-_HASH_SQL = """
-UPDATE vms SET hash = u.hash FROM unnest($1::uuid[], $2::text[]) AS u(id, hash)
-WHERE vms.id = u.id AND vms.hash IS DISTINCT FROM u.hash
+_STAMP_GUESTS_SQL = """
+UPDATE vm_device v
+SET guest_event_id = nextval(pg_get_serial_sequence('logical_name_history', 'id'))
+FROM unnest($1::uuid[], $2::uuid[]) AS u(vm_id, disk_id)
+WHERE v.vm_id = u.vm_id AND v.disk_id = u.disk_id
+RETURNING v.vm_id::text, v.disk_id::text, v.guest_event_id
 """
 _HISTORY_SQL = """
 INSERT INTO logical_name_history
     (vm_id, disk_id, old_name, new_name, source, matched_by, changed_at)
 SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
                      $7::timestamptz[])
-RETURNING id, vm_id::text, disk_id::text
-"""
+RETURNING id, vm_id::text, disk_id::text,
+  pg_notify($8, json_build_object(
+    'id', id, 'vm_id', vm_id, 'disk_id', disk_id, 'old', old_name, 'new', new_name,
+    'source', source, 'matched_by', matched_by, 'at', changed_at)::text) AS notified
+"""  # the notification is the change's event, NameChange.to_json's keys: no extra round trip
 _TRIM_HISTORY_SQL = """
 DELETE FROM logical_name_history WHERE id IN (
     SELECT id FROM (

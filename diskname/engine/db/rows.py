@@ -9,32 +9,54 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import orjson
+
 from ..core.models import Attachment, Disk
 from ..core.search import NameFilter
 from ..metrics import Metrics
 from .pool import Pool, rows_changed
 
 HOST_COLUMNS = "id::text, name, address, port, status, status_reason, token"
-# An attachment's nine columns, then its disk's (as :func:`attachment` reads them).
+# An attachment's ten columns, then its disk's (as :func:`attachment` reads them).
 ATTACHMENT_COLUMNS = """vd.vm_id::text, vd.disk_id::text, vd.device_id::text, vd.interface,
        vd.is_plugged, vd.address, vd.logical_name, vd.logical_name_source,
-       vd.logical_name_seen_at"""
+       vd.logical_name_seen_at, vd.name_conflict"""
 DISK_COLUMNS = (
-    "d.name, d.provisioned_size, d.status, CASE WHEN d.storage_type = 'lun' THEN d.serial END"
+    "d.name, d.provisioned_size, d.status, CASE WHEN d.storage_type = 'lun' THEN d.serial END,"
+    " d.serial"
 )
+# The guest's view (SPEC §17) comes last but one, read by its name; then freshness:
+# stale while the VM's guest agent is not up, and the source that gave the current
+# name (its newest history row) says whose confirmation time is the name's.
+FRESHNESS_COLUMNS = """v.guest_agent_status <> 'up' AS stale, o.origin,
+       (v.guest_reported_at ->> coalesce(o.origin, 'agent'))::timestamptz AS reported_at"""
 ATTACHMENTS = f"""
-SELECT {ATTACHMENT_COLUMNS}, {DISK_COLUMNS}
-FROM vm_device vd JOIN disks d ON d.id = vd.disk_id
+SELECT {ATTACHMENT_COLUMNS}, {DISK_COLUMNS}, vd.guest::text AS guest, {FRESHNESS_COLUMNS}
+FROM vm_device vd JOIN disks d ON d.id = vd.disk_id JOIN vms v ON v.id = vd.vm_id
+LEFT JOIN LATERAL (
+    SELECT h.source AS origin FROM logical_name_history h
+    WHERE h.disk_id = vd.disk_id AND h.vm_id = vd.vm_id AND vd.logical_name IS NOT NULL
+    ORDER BY h.id DESC LIMIT 1) o ON true
 """
 DISKS = f"SELECT d.id::text, {DISK_COLUMNS} FROM disks d"
-VMS = "SELECT id::text, name, status, host_id::text FROM vms"
+VMS = """SELECT id::text, name, status, host_id::text,
+       guest_agent_status, guest_agent_since, guest_agent_sources FROM vms"""
 
 
 def attachment(row: Any) -> Attachment:
-    """An attachment row with its disk's columns after its own nine."""
+    """An attachment row: its ten columns, its disk's five after them, then ``guest``
+    and (when read with them) its freshness, by name."""
     values = list(row.values())
-    att = Attachment(*values[:9])
-    return dataclasses.replace(att, disk=Disk(att.disk_id, *values[9:]))
+    att = Attachment(*values[:10])
+    guest = row.get("guest")
+    keys = set(row.keys())
+    fresh = {k: row[k] for k in ("stale", "origin", "reported_at") if k in keys}
+    return dataclasses.replace(
+        att,
+        disk=Disk(att.disk_id, *values[10:15]),
+        guest=orjson.loads(guest) if guest is not None else None,
+        **fresh,
+    )
 
 
 def filtered(

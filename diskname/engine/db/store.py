@@ -21,8 +21,10 @@ import asyncpg
 
 from ..core.matching import MatchResult
 from ..core.models import HostRow, VmReport
+from ..core.sync.freshness import AgentChange
 from ..errors import Conflict, DatabaseRefused, Unavailable
 from ..metrics import Metrics
+from . import agents
 from . import reports as writes
 from .attaching import Attaching
 from .batching import Coalescer
@@ -83,12 +85,12 @@ class Store(Queries, Attaching):
     # -- the monitors' writes -----------------------------------------------
 
     async def set_host_status(self, host_id: str, status: str, reason: str | None = None) -> None:
-        sql = """UPDATE hosts SET status = $2, status_reason = $3,
-                     last_seen = CASE WHEN $2 = 'up' THEN now() ELSE last_seen END
-                 WHERE id = $1
-                   AND (status IS DISTINCT FROM $2 OR status_reason IS DISTINCT FROM $3)"""
+        """Record the host's status; a host not up leaves its VMs' status ``unknown``
+        (SPEC §19) in the same statement. Only a change writes anything."""
         async with self._pool.acquire() as conn:
-            await self._exec(conn, sql, host_id, status, reason)
+            changed = await conn.fetchval(_HOST_STATUS_SQL, host_id, status, reason)
+        if changed:
+            self.metrics.db_writes += 1
 
     async def vm_states(self, host_id: str) -> dict[str, tuple[str | None, str]]:
         """(stored hash, status) of every VM on the host.
@@ -114,6 +116,13 @@ class Store(Queries, Attaching):
         sql = "UPDATE vms SET status = $2 WHERE id = $1 AND status IS DISTINCT FROM $2"
         async with self._pool.acquire() as conn:
             await self._exec(conn, sql, vm_id, status)
+
+    async def set_guest_agents(self, host_id: str, changes: Sequence[AgentChange]) -> None:
+        """Store guest agents whose status moved (SPEC §17), in one statement."""
+        if not changes:
+            return
+        async with self._pool.acquire() as conn:
+            await self._exec(conn, agents.AGENTS_SQL, *agents.agent_columns(changes), host_id)
 
     async def apply_reports(
         self,
@@ -143,4 +152,24 @@ class Store(Queries, Attaching):
             outcomes = await writes.apply_many(conn, self._exec, batches)
         if any(isinstance(o, Stored) and o.changes for o in outcomes):
             self.metrics.db_writes += 1  # the history rows (a fetch: it returns their ids)
+        if any(isinstance(o, Stored) and o.guests for o in outcomes):
+            self.metrics.db_writes += 1  # the views' event ids (a fetch: it returns them)
         return outcomes
+
+
+# The host's status, and its VMs' once it is not up: a VM whose host cannot be
+# reached (or trusted) is in no state anyone knows. The VMs come back with the
+# host's first poll, which reads their stored status again.
+_HOST_STATUS_SQL = """
+WITH host AS (
+    UPDATE hosts SET status = $2, status_reason = $3,
+        last_seen = CASE WHEN $2 = 'up' THEN now() ELSE last_seen END
+    WHERE id = $1 AND (status IS DISTINCT FROM $2 OR status_reason IS DISTINCT FROM $3)
+    RETURNING id
+), vms AS (
+    UPDATE vms SET status = 'unknown'
+    WHERE host_id = $1 AND $2 <> 'up' AND status <> 'unknown'
+    RETURNING id
+)
+SELECT (SELECT count(*) FROM host) + (SELECT count(*) FROM vms)
+"""

@@ -3,7 +3,9 @@
 Every engine connects to every host (any engine answers the REST API and may
 call any host), but a host is polled only by the engine that holds its lease
 (:mod:`.leases`); a balancing round runs twice per refresh interval, also
-picking up hosts other engines registered.
+picking up hosts other engines registered. The name changes other engines store
+reach this engine's hub through the lease connection's NOTIFY
+(:meth:`Monitors._on_foreign_name`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Coroutine
+from typing import Any
+
+import orjson
 
 from ..config import EngineConfig
 from ..core.models import HostRow
@@ -37,7 +42,13 @@ class Monitors:
     ) -> None:
         self._store, self._metrics, self._hub, self._config = store, metrics, hub, config
         self._period = config.refresh_interval / 2
-        self._leases = Leases(dsn, str(uuid.uuid4()), self._on_foreign_action, period=self._period)
+        self._leases = Leases(
+            dsn,
+            str(uuid.uuid4()),
+            self._on_foreign_action,
+            period=self._period,
+            on_name=self._on_foreign_name,
+        )
         self._connector = HostConnector(
             client_tls(config.pki_dir), insecure_plaintext_hosts=config.insecure_plaintext_hosts
         )
@@ -143,6 +154,18 @@ class Monitors:
             return
         for monitor in self._by_host.values():
             monitor.invalidate(payload)
+
+    def _on_foreign_name(self, payload: str) -> None:
+        """A name change some engine stored (this one's own included: the hub drops
+        the copy). Our own database wrote it, but a bad one is dropped, not raised."""
+        try:
+            change: Any = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            change = None
+        if not isinstance(change, dict) or not isinstance(change.get("disk_id"), str):
+            log.warning("dropping a name-change notification that is not one: %.80r", payload)
+            return
+        self._hub.publish(change)
 
     async def stop(self) -> None:
         """Cancel every monitor, wait for their connections to close, then free the leases."""

@@ -18,7 +18,11 @@ writes are fenced (:meth:`Leases.fence`): the store checks, inside each
 transaction, that the lock is still held by this connection's backend.
 
 The same connection carries ``pg_notify`` messages: an engine that acted on a
-VM of a host it does not own tells the owner to fetch that VM again.
+VM of a host it does not own tells the owner to fetch that VM again, and every
+engine hears the name changes the others store (:data:`..db.reports.NAMES_CHANNEL`),
+for its event stream and the requests waiting for a name. A notification sent
+while this connection is down is lost: such a waiter answers at its timeout,
+from the database.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from ..db.reports import Fence
+from ..db.reports import NAMES_CHANNEL, Fence
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +86,10 @@ class Leases:
         on_action: Callable[[str], None],
         *,
         period: float = 1.5,
+        on_name: Callable[[str], None] | None = None,
     ) -> None:
         self._dsn, self._key, self._on_action = dsn, engine_key, on_action
+        self._on_name = on_name
         self._period = period
         self._conn: Any = None
         self._jobs: asyncio.Queue[_Job] = asyncio.Queue()
@@ -135,10 +141,16 @@ class Leases:
             )
             self.pid = self._conn.get_server_pid()
             await self._conn.add_listener(ACTION_CHANNEL, self._notified)
+            if self._on_name is not None:
+                await self._conn.add_listener(NAMES_CHANNEL, self._named)
         return self._conn
 
     def _notified(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         self._on_action(payload)
+
+    def _named(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        if self._on_name is not None:
+            self._on_name(payload)
 
     async def _drop(self, *, close: bool) -> None:
         conn, self._conn = self._conn, None

@@ -35,17 +35,20 @@ from ...streams import (
 )
 from ..config import EngineConfig
 from ..core.matching import MatchResult, match_names
-from ..core.models import HostRow, NameChange, VmReport
+from ..core.models import GuestChange, HostRow, NameChange, VmReport
 from ..core.sync import Batch, HostSync
 from ..db.reports import Fence, LeaseLost
 from ..db.store import Store
 from ..errors import DatabaseRefused, HostNotConnected, Unavailable
 from ..events import EventHub
 from ..metrics import Metrics
+from .agents import publish_agent_changes, store_agent_changes
 from .connect import HostConnector, HostUntrusted
 from .refusals import host_errors
 
 log = logging.getLogger(__name__)
+
+Change = NameChange | GuestChange  # what a stored batch publishes to /api/events
 
 MIN_BACKOFF = 0.1
 MAX_BACKOFF = 5.0
@@ -238,6 +241,7 @@ class HostMonitor:
         self._metrics.polls_unchanged += self.sync.counters["stats_unchanged"] - unchanged
         for vm_id, status in changes:
             await self._store.set_vm_status(vm_id, status)
+        await store_agent_changes(self._store, self._hub, self.sync, self.host.id)
         if self.sync.wants_fetch:
             self._wake.set()
 
@@ -293,7 +297,7 @@ class HostMonitor:
 
     async def _apply(self, batch: Batch, reports: list[VmReport]) -> None:
         """Match and store reports in one transaction, under the locks of their VMs."""
-        changes: list[NameChange] = []
+        changes: list[Change] = []
         async with contextlib.AsyncExitStack() as stack:
             items = []
             for report in reports:  # sorted by VM id: one lock order, no deadlock
@@ -311,10 +315,10 @@ class HostMonitor:
                 changes = await self._store_items(items)
         for change in changes:
             self._hub.publish(change.to_json())
-            if change.new is not None:
+            if isinstance(change, NameChange) and change.new is not None:
                 self._metrics.name_stored(change.vm_id, change.disk_id)
 
-    async def _store_items(self, items: list[tuple[VmReport, MatchResult]]) -> list[NameChange]:
+    async def _store_items(self, items: list[tuple[VmReport, MatchResult]]) -> list[Change]:
         """Store a batch; the VMs not stored keep their old hashes and are fetched again.
 
         A batch that PostgreSQL refuses is retried VM by VM, so one bad VM cannot
@@ -336,14 +340,16 @@ class HostMonitor:
             if len(items) == 1:
                 log.exception("cannot store VM %s from host %s", items[0][0].vm_id, self.host.name)
                 return []
-            changes: list[NameChange] = []
+            changes: list[Change] = []
             for item in items:
                 changes += await self._store_items([item])
             return changes
         self.sync.on_foreign(stored.foreign)
         self._metrics.foreign_reports += len(stored.foreign)
+        self._metrics.claims_refused.update(stored.refused)
         self.sync.on_stored(r for r, _ in items if r.vm_id not in stored.foreign)
-        return stored.changes
+        publish_agent_changes(self._hub, self.sync.agents.take_announced())
+        return [*stored.changes, *stored.guests]
 
     # -- engine-initiated actions -------------------------------------------
 

@@ -6,6 +6,7 @@ import time
 
 from aiohttp import web
 
+from ..core.waiting import wait_timeout
 from . import parsing as p
 from .context import actions
 from .responses import json_response
@@ -17,8 +18,14 @@ async def list_attachments(request: web.Request) -> web.Response:
 
 
 async def get_attachment(request: web.Request) -> web.Response:
+    """One attachment; with ``?wait=logical_name`` once it is named (or at ``timeout``)."""
     vm_id, disk_id = p.path_uuid(request, "vm_id"), p.path_uuid(request, "disk_id")
-    return json_response((await actions(request).attachment(vm_id, disk_id)).to_json())
+    wait = wait_timeout(request.query.get("wait"), request.query.get("timeout"))
+    if wait is None:
+        att = await actions(request).attachment(vm_id, disk_id)
+    else:
+        att = await actions(request).attachment_named(vm_id, disk_id, wait)
+    return json_response(att.to_json())
 
 
 async def add_attachment(request: web.Request) -> web.Response:
@@ -39,7 +46,7 @@ async def update_attachment(request: web.Request) -> web.Response:
 
 async def delete_attachment(request: web.Request) -> web.Response:
     vm_id, disk_id = p.path_uuid(request, "vm_id"), p.path_uuid(request, "disk_id")
-    await actions(request).detach(vm_id, disk_id)
+    await actions(request).detach(vm_id, disk_id, force=p.query_flag(request, "force"))
     return web.Response(status=204)
 
 

@@ -46,6 +46,21 @@ async def history(request: web.Request) -> web.Response:
     return json_response({"history": [c.history_json() for c in changes]})
 
 
+async def vm_history(request: web.Request) -> web.Response:
+    """The VM's names, newest first: which disk had ``logical_name`` (a former name),
+    or one disk's names (``disk_id``), whether the disk is still attached or not."""
+    vm_id = p.path_uuid(request, "vm_id")
+    query = dict(request.query)
+    name = p.text(query, "logical_name", p.NAME_PATTERN, p.NAME_MAX, required=False)
+    disk_id = query.get("disk_id")
+    limit = p.query_int(request, "max", HISTORY_DEFAULT, 1, HISTORY_MAX)
+    changes = await actions(request).vm_history(
+        vm_id, name, None if disk_id is None else p.uuid_text(disk_id, "disk_id"), limit
+    )
+    entries = [{**c.history_json(), "disk": {"id": c.disk_id}} for c in changes]
+    return json_response({"history": entries})
+
+
 async def list_disks(request: web.Request) -> web.Response:
     """Disks by id or by the serial a guest shows (bare, prefixed, padded or cut short)."""
     disk_id = request.query.get("id")
@@ -65,5 +80,6 @@ def routes() -> list[web.RouteDef]:
         web.get(cluster, get_cluster),
         web.put(cluster, update_cluster),
         web.get("/api/vms/{vm_id}/diskattachments/{disk_id}/history", history),
+        web.get("/api/vms/{vm_id}/history", vm_history),
         web.get("/api/disks", list_disks),
     ]

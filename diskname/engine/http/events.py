@@ -1,5 +1,9 @@
 """``GET /api/events``: server-sent events of logical-name changes, resumable.
 
+A change of a guest's view of a disk (SPEC §17) goes as ``event: guest``
+(``{"kind": "guest", "id", "vm_id", "disk_id", "guest"}``), so that clients
+listening to plain messages see name changes only, as before.
+
 Every event carries ``id:``, the id of its row in the name history, so a client
 that reconnects with ``Last-Event-ID`` (browsers' EventSource does so by itself)
 is first sent what it missed, from the history, then the live events. A comment
@@ -20,6 +24,7 @@ import re
 import orjson
 from aiohttp import web
 
+from ..core.models import GUEST_AGENT_EVENT, GuestChange
 from ..db.catalog import Catalog
 from ..errors import TooManyRequests, Unavailable
 from ..events import Subscription
@@ -50,8 +55,14 @@ def stream_owner(request: web.Request) -> str:
     return principal.name
 
 
+NAMED_KINDS = frozenset({GuestChange.KIND, GUEST_AGENT_EVENT})
+
+
 def encode(event: dict[str, object], kind: str | None = None) -> bytes:
+    """One event; a guest's view (``"kind": "guest"``) goes as ``event: guest``."""
     head = f"id: {event['id']}\n" if event.get("id") is not None else ""
+    if kind is None and event.get("kind") == GuestChange.KIND:
+        kind = GuestChange.KIND
     if kind is not None:
         head += f"event: {kind}\n"
     return head.encode() + b"data: " + orjson.dumps(event) + b"\n\n"
@@ -94,7 +105,7 @@ async def _replay(catalog: Catalog, response: web.StreamResponse, after: int) ->
     """Send the changes stored after ``after``; return the last id sent."""
     sent = 0
     while True:
-        page = await catalog.changes_after(after, REPLAY_PAGE)
+        page = await catalog.events_after(after, REPLAY_PAGE)
         for change in page:
             await response.write(encode(change.to_json()))
         if page:

@@ -36,7 +36,8 @@ async def add_host(request: web.Request) -> web.Response:
 
 
 async def delete_host(request: web.Request) -> web.Response:
-    await actions(request).delete_host(p.path_uuid(request, "host_id"))
+    host_id = p.path_uuid(request, "host_id")
+    await actions(request).delete_host(host_id, force=p.query_flag(request, "force"))
     return web.Response(status=204)
 
 

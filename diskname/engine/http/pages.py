@@ -22,7 +22,13 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    text = request.app[CTX].metrics.render()
+    ctx = request.app[CTX]
+    waiting = ctx.hub.waiters.parked
+    text = ctx.metrics.render() + (
+        "# HELP diskname_engine_name_waiters requests parked until a disk is named (?wait=)\n"
+        "# TYPE diskname_engine_name_waiters gauge\n"
+        f"diskname_engine_name_waiters {waiting}\n"
+    )
     return web.Response(
         text=text,
         content_type="text/plain",

@@ -16,11 +16,11 @@ from aiohttp import web
 from ...protocol.disks import DEFAULT_DISK_SIZE
 from ..actions import AttachRequest
 from ..core.models import DISK_NAME_MAX, DiskSpec, canonical_uuid
-from ..core.models import NAME_PATTERN as NAME_PATTERN  # the document's, as the rest below
+from ..core.models import NAME_MAX as NAME_MAX  # the document's, as the rest below
+from ..core.models import NAME_PATTERN as NAME_PATTERN
 from ..errors import Invalid
 from .inputs import check_tree
 
-NAME_MAX = 255
 TOKEN_MAX = 4096
 # A host's address: a DNS name or an IPv4/IPv6 literal (no brackets, no spaces).
 ADDRESS_PATTERN = r"^[A-Za-z0-9:][A-Za-z0-9.:-]*$"
@@ -82,7 +82,7 @@ def text(
 
 def _describe(pattern: str, max_len: int) -> str:
     rules = {
-        NAME_PATTERN: "printable text, not only white space",
+        NAME_PATTERN: "text with no control, bidi or zero-width characters, not only white space",
         ADDRESS_PATTERN: "a DNS name or an IP address",
         LUN_SERIAL_PATTERN: "letters, digits and . _ : + -",
         VERSION_PATTERN: "MAJOR.MINOR, such as 4.7",
@@ -105,6 +105,14 @@ def ref_id(body: dict[str, Any], name: str, *, required: bool) -> str | None:
             raise Invalid(f"missing field {name}.id")
         return None
     return uuid_text(ref["id"], f"{name}.id")
+
+
+def query_flag(request: web.Request, name: str) -> bool:
+    """A ``true``/``false`` query parameter (absent: false), or :class:`Invalid`."""
+    raw = request.query.get(name, "false")
+    if raw not in ("true", "false"):
+        raise Invalid(f"{name} must be true or false")
+    return raw == "true"
 
 
 def query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:

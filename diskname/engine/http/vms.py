@@ -29,7 +29,8 @@ async def add_vm(request: web.Request) -> web.Response:
 
 
 async def delete_vm(request: web.Request) -> web.Response:
-    await actions(request).destroy_vm(p.path_uuid(request, "vm_id"))
+    vm_id = p.path_uuid(request, "vm_id")
+    await actions(request).destroy_vm(vm_id, force=p.query_flag(request, "force"))
     return web.Response(status=204)
 
 

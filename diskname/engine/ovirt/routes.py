@@ -20,6 +20,7 @@ from aiohttp import web
 from ..actions import Actions
 from ..core.models import canonical_uuid
 from ..core.search import NameFilter, parse_search
+from ..core.waiting import wait_timeout
 from ..errors import Invalid, NotFound
 from . import xmlin, xmlout
 from .xmlout import CONTENT_TYPE, PREFIX
@@ -129,7 +130,12 @@ class _Handlers:
 
     async def attachment(self, request: web.Request) -> web.Response:
         vm_id, disk_id = _path_id(request, "vm_id", "VM"), _path_id(request, "disk_id", "disk")
-        att = await self._res(request).attachment(vm_id, disk_id)
+        res = self._res(request)
+        wait = wait_timeout(request.query.get("wait"), request.query.get("timeout"))
+        if wait is None:
+            att = await res.attachment(vm_id, disk_id)
+        else:  # SPEC §18: the same query as the JSON API's
+            att = await res.attachment_named(vm_id, disk_id, wait)
         return xml_response(xmlout.attachment(att))
 
     async def attach(self, request: web.Request) -> web.Response:
@@ -157,7 +163,7 @@ class _Handlers:
         res = self._res(request)
         vm_id, disk_id = _path_id(request, "vm_id", "VM"), _path_id(request, "disk_id", "disk")
         remove = not _flag(request, "detach_only", True)
-        await res.detach(vm_id, disk_id, remove_disk=remove)
+        await res.detach(vm_id, disk_id, remove_disk=remove, force=_flag(request, "force", False))
         return xml_response(xmlout.action_done())  # 200: the SDK takes a 204 for an error
 
     async def disks(self, request: web.Request) -> web.Response:

@@ -49,6 +49,10 @@ class Inventory(Protocol):
     def guest_rejected(self, vm_id: str, reason: str) -> None:
         """Guest input that source sent was dropped for ``reason`` (counted per VM)."""
 
+    def guest_gone(self, vm_id: str, source: str) -> None:
+        """That source of the guest's mapping is gone (the guest stopped): its names
+        are kept, marked stale (SPEC §17)."""
+
 
 class Hypervisor(Protocol):
     name: str

@@ -353,6 +353,7 @@ class LibvirtHypervisor:
         if self._inventory is not None:
             for source in (AGENT, QEMU_GA):
                 self._inventory.guest_mapping(vm_id, source, {})
+                self._inventory.guest_gone(vm_id, source)
 
     async def _gone(self, vm_id: str, listed: bool = False) -> None:
         """The domain is no more: a read found it gone (once), or a listing missed it."""

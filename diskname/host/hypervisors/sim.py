@@ -3,7 +3,9 @@
 For each VM the host serves ``<channels-dir>/<vm_id>.sim-hw`` and writes the
 whole plugged-disk state (``protocol.simhw``) to every connected guest on
 connect and after every plug or unplug. Hot-plugs reach the guest only this
-way, never through the agent channel.
+way, never through the agent channel. :meth:`SimHypervisor.set_guest_layout`
+lets a test give a disk partitions, mounts or holders, which the sim guest
+then reports as a real one would (SPEC §17).
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from types import MappingProxyType
 
-from ...protocol.simhw import HardwareState, VirtualDisk, encode_state
+from ...protocol.simhw import GuestLayout, HardwareState, VirtualDisk, encode_state
 from ..devices import Device
 from ..serving import Connections
 from ..vm import VmState
@@ -30,14 +33,22 @@ def hw_path(channels_dir: Path, vm_id: str) -> Path:
     return channels_dir / f"{vm_id}{HW_SUFFIX}"
 
 
-def hardware_state(devices: Iterable[Device]) -> HardwareState:
+def hardware_state(
+    devices: Iterable[Device], layouts: Mapping[str, GuestLayout] | None = None
+) -> HardwareState:
+    """The plugged disks, and the layouts (by disk id) of those among them."""
+    devices = tuple(devices)
+    wanted = layouts or {}
     return HardwareState(
         disks=tuple(
             VirtualDisk(
                 device_id=d.device_id, serial=d.serial, iface=d.iface, address=d.address or ""
             )
             for d in devices
-        )
+        ),
+        layouts=MappingProxyType(
+            {d.device_id: wanted[d.disk_id] for d in devices if d.disk_id in wanted}
+        ),
     )
 
 
@@ -46,6 +57,7 @@ class HardwarePort:
 
     def __init__(self, devices: tuple[Device, ...], path: Path) -> None:
         self.devices, self.path = devices, path
+        self.layouts: dict[str, GuestLayout] = {}  # by disk id
         self._server: asyncio.Server | None = None
         self._connections = Connections()
 
@@ -58,7 +70,7 @@ class HardwarePort:
         await self._connections.serve(writer, self._guest(reader, writer))
 
     async def _guest(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._send(writer, encode_state(hardware_state(self.devices)))
+        self._send(writer, encode_state(hardware_state(self.devices, self.layouts)))
         # The guest has nothing to say; wait until it hangs up.
         while await reader.read(4096):
             pass
@@ -73,7 +85,7 @@ class HardwarePort:
 
     def broadcast(self, devices: tuple[Device, ...]) -> None:
         self.devices = devices
-        line = encode_state(hardware_state(devices))
+        line = encode_state(hardware_state(devices, self.layouts))
         for writer in self._connections.writers:
             self._send(writer, line)
 
@@ -123,6 +135,18 @@ class SimHypervisor(StaticInventory):
         if self._unplug_delay:
             await asyncio.sleep(self._unplug_delay)  # the guest holds the disk
         self._broadcast(vm, tuple(d for d in vm.devices if d.disk_id != device.disk_id))
+
+    def set_guest_layout(self, vm_id: str, disk_id: str, layout: GuestLayout | None) -> None:
+        """What the guest has made of a disk (None: nothing), as a test asks for it.
+
+        Kept while the VM runs, across unplugs; the guest hears of it at once.
+        """
+        port = self._ports[vm_id]
+        if layout is None:
+            port.layouts.pop(disk_id, None)
+        else:
+            port.layouts[disk_id] = layout
+        port.broadcast(port.devices)
 
     def _broadcast(self, vm: VmState, devices: tuple[Device, ...]) -> None:
         port = self._ports.get(vm.id)

@@ -20,8 +20,9 @@ class StatsDigest:
         self._reported: dict[str, str | None] = {}  # VM id -> its hash in that list
         self._behind: set[str] = set()
 
-    def params(self) -> dict[str, str]:
-        return stats_params(self.held)
+    def params(self, confirmed: str | None = None) -> dict[str, str]:
+        """With ``confirmed``, also the cursor of the guests' confirmations (SPEC §17)."""
+        return stats_params(self.held, confirmed)
 
     def forget(self) -> None:
         """What the last list said no longer counts: ask for the whole list."""

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 
 from ....protocol.host_wire import BadHostMessage, Deferred, FullListEntry, StatsReply, VmError
 from ..models import VmReport, report_from_wire
 from .actions import Actions, After
 from .digest import StatsDigest
+from .freshness import AgentChange, GuestAgents
 from .known import Known
 from .ownership import Event, Ownership, Phase
 from .queue import FetchQueue
@@ -61,6 +63,7 @@ class HostSync:
         self._digest = StatsDigest()
         self._actions = Actions()
         self._queue = FetchQueue(fetch_rate, fetch_burst)
+        self.agents = GuestAgents()
         self.counters: Counter[str] = Counter()
 
     # -- ownership and the database's view -----------------------------------
@@ -93,6 +96,7 @@ class HostSync:
         self._queue.clear()
         self._actions.forget_waits()
         self._digest.forget()
+        self.agents.forget()
         self._own.on(Event.LOADED)
 
     def forget_hash(self, vm_id: str) -> None:
@@ -119,9 +123,11 @@ class HostSync:
 
     def stats_params(self) -> dict[str, str] | None:
         """Params of the next ``Host.getAllVmStats``; None without the hash gate (the list)."""
-        return self._digest.params() if self.hash_gate else None
+        return self._digest.params(self.agents.cursor) if self.hash_gate else None
 
-    def on_stats(self, reply: StatsReply | BadHostMessage) -> list[tuple[str, str]]:
+    def on_stats(
+        self, reply: StatsReply | BadHostMessage, now: datetime | None = None
+    ) -> list[tuple[str, str]]:
         """A ``Host.getAllVmStats`` reply: marks changed VMs; returns status changes to store."""
         if isinstance(reply, BadHostMessage):
             self.counters["bad_stats"] += 1
@@ -129,6 +135,8 @@ class HostSync:
             return []
         if reply.skipped:
             self.counters["bad_stats_entry"] += reply.skipped
+        if reply.confirmed is not None:
+            self.agents.confirmed(reply.confirmed)
         if reply.vms is None:
             self._unchanged(reply.digest)
             return []
@@ -142,7 +150,13 @@ class HostSync:
             if self.mark(entry.vm_id, entry.hash):
                 behind.add(entry.vm_id)
         self._digest.took(reply.digest, reported, behind)
+        registered = {vm for vm in reported if self._known.is_registered(vm)}
+        self.agents.took(reply.vms, registered, now or datetime.now(UTC))
         return changed
+
+    def take_agent_changes(self) -> list[AgentChange]:
+        """Guest agents whose status moved since written (SPEC §17): write them."""
+        return self.agents.take_changes() if self._own.ready else []
 
     def _unchanged(self, digest: str | None) -> None:
         """The host's stats are still those of the digest held: look again at what is behind."""
@@ -225,7 +239,10 @@ class HostSync:
             self._queue.want(entry.vm_id, None)  # an action overlapped the fetch: again
             return "overlapped_action"
         self._known.fetched(entry.vm_id)
-        reply.reports.append(report_from_wire(entry))
+        report = report_from_wire(entry)
+        agent = self.agents.fetched(entry.vm_id, entry.agent)
+        times = self.agents.reported_at(entry.vm_id)
+        reply.reports.append(replace(report, agent=agent, reported_at=times))
         return None
 
     def moved(self, batch: Batch, vm_id: str) -> bool:
@@ -235,6 +252,7 @@ class HostSync:
     def on_stored(self, reports: Iterable[VmReport]) -> None:
         for report in reports:
             self._known.stored(report.vm_id, report.hash, report.status)
+            self.agents.stored(report.vm_id, report.agent)
             if self._known.is_current(report.vm_id, self._digest.reported(report.vm_id)):
                 self._digest.caught_up(report.vm_id)
 

@@ -1,0 +1,161 @@
+"""The guest agent's freshness as a host tells the engine (SPEC §17), without I/O.
+
+Two optional parts of ``Host.getAllVmStats`` (old peers ignore them):
+
+- each entry's ``agent``: :class:`AgentInfo`, ``{"status": "up"|"unresponsive"|"none",
+  "apiVersion", "since": RFC 3339, "sources": ["agent", "qemu-ga"]}``. It changes
+  only when a source comes or goes, so it rides the stats digest: a quiet VM
+  costs nothing, a changed one is seen with the next poll, never fetched.
+- the reply's ``confirmed``: :class:`Confirmed`, ``{"cursor", "vms": {vmId:
+  {source: RFC 3339}}}``, asked for with ``{"confirmed": cursor}`` beside the
+  digest. It lists the VMs whose guest re-sent its mapping since ``cursor``
+  (the names' ``reported_at``), which neither the hash nor the digest carries.
+
+Times are ``datetime.isoformat()`` of an aware UTC time (``+00:00``), which
+3.9's ``fromisoformat`` reads too. An older host says ``unknown`` for an agent
+it never heard from: read as ``none``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from ..compat import SLOTS
+from .host_fields import (
+    MAX_HASH_CHARS,
+    MAX_STATUS_CHARS,
+    bad,
+    canonical_uuid,
+    check_text,
+    is_int,
+)
+from .host_fields import BadHostMessage as BadHostMessage
+
+STATUSES = ("up", "unresponsive", "none")
+SOURCES = ("agent", "qemu-ga")
+MAX_TIME_CHARS = 40
+MAX_CONFIRMED = 100_000  # VMs in one reply's confirmations
+
+Times = dict[str, datetime]
+
+
+def wall_time(seconds: float) -> str:
+    """A wall-clock time (``time.time()``) as the wire spells it."""
+    return datetime.fromtimestamp(seconds, timezone.utc).isoformat()
+
+
+def parse_time(value: Any, what: str = "a time") -> datetime:
+    """An RFC 3339 time with an offset; :class:`BadHostMessage` otherwise."""
+    if not isinstance(value, str) or len(value) > MAX_TIME_CHARS:
+        raise bad("bad_time", f"{what} must be an RFC 3339 text")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise bad("bad_time", f"{what} is not an RFC 3339 time") from None
+    if parsed.tzinfo is None:
+        raise bad("bad_time", f"{what} has no offset")
+    return parsed
+
+
+@dataclass(frozen=True, **SLOTS)
+class AgentInfo:
+    """The VM's guest agent as the host sees it (``since``: None from an older host)."""
+
+    status: str
+    api_version: int | None = None
+    since: str | None = None
+    sources: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        check_text(self.status, "agent status", MAX_STATUS_CHARS)
+        if self.api_version is not None and not is_int(self.api_version):
+            raise bad("bad_field", "apiVersion must be an integer")
+        if self.since is not None:
+            parse_time(self.since, "since")
+        if not all(s in SOURCES for s in self.sources):
+            raise bad("bad_field", f"sources are among {list(SOURCES)}")
+
+    @property
+    def state(self) -> str:
+        """The status as SPEC §17 names it (an older host's ``unknown`` is ``none``)."""
+        return self.status if self.status in STATUSES else "none"
+
+    def to_wire(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"status": self.status, "apiVersion": self.api_version}
+        if self.since is not None:
+            out["since"] = self.since
+            out["sources"] = list(self.sources)
+        return out
+
+
+def parse_agent(obj: Mapping[str, Any]) -> AgentInfo | None:
+    """The agent's part, if it reads (None: nothing usable; never a reason to drop the VM)."""
+    status: Any = obj.get("status")  # checked by AgentInfo
+    version = obj.get("apiVersion")
+    since = obj.get("since")
+    sources = obj.get("sources")
+    sources = tuple(sources) if isinstance(sources, list) else ()
+    try:
+        return AgentInfo(status, version if is_int(version) else None, since, sources)
+    except BadHostMessage:
+        try:
+            return AgentInfo(status, version if is_int(version) else None)
+        except BadHostMessage:
+            return None
+
+
+@dataclass(frozen=True, **SLOTS)
+class Confirmed:
+    """The VMs whose guest confirmed its mapping since the cursor asked with."""
+
+    cursor: str
+    vms: Mapping[str, Times] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_text(self.cursor, "cursor", MAX_HASH_CHARS)
+
+    def to_wire(self) -> dict[str, Any]:
+        vms = {vm: {s: t.isoformat() for s, t in times.items()} for vm, times in self.vms.items()}
+        return {"cursor": self.cursor, "vms": vms}
+
+
+def confirmed_wire(cursor: str, vms: Mapping[str, Mapping[str, float]]) -> dict[str, Any]:
+    """The host's ``confirmed`` part from wall-clock seconds per VM and source."""
+    listing = {vm: {s: wall_time(t) for s, t in times.items()} for vm, times in vms.items()}
+    return {"cursor": cursor, "vms": listing}
+
+
+def parse_confirmed(raw: Any) -> Confirmed | None:
+    """The reply's ``confirmed`` part; None when absent. Unreadable VMs are left out."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or not isinstance(raw.get("vms", {}), dict):
+        raise bad("bad_confirmed", "confirmed must be {cursor, vms: {vmId: {source: time}}}")
+    cursor = raw.get("cursor")
+    listing = raw.get("vms", {})
+    if len(listing) > MAX_CONFIRMED:
+        raise bad("too_many", f"more than {MAX_CONFIRMED} confirmations")
+    vms: dict[str, Times] = {}
+    for vm_id, times in listing.items():
+        try:
+            vms[canonical_uuid(vm_id)] = _times(times)
+        except BadHostMessage:
+            continue
+    if not isinstance(cursor, str):
+        raise bad("bad_confirmed", "confirmed.cursor must be a string")
+    return Confirmed(cursor, vms)
+
+
+def _times(raw: Any) -> Times:
+    if not isinstance(raw, dict):
+        raise bad("bad_confirmed", "a VM's confirmations are {source: time}")
+    return {s: parse_time(t) for s, t in raw.items() if s in SOURCES}
+
+
+def asked_cursor(params: Any) -> str | None:
+    """The confirmations cursor a ``Host.getAllVmStats`` caller holds ("" for none)."""
+    held = params.get("confirmed") if isinstance(params, dict) else None
+    return held if isinstance(held, str) and len(held) <= MAX_HASH_CHARS else None

@@ -134,6 +134,7 @@ async def test_a_connect_starts_with_a_heartbeat_then_the_mapping(host: FakeHost
             "bus": "virtio",
             "address": "0000:00:05.0",
             "by_id": [f"/dev/disk/by-id/virtio-{ROOT.serial}"],
+            "size": 1 << 30,  # the sim guest reports a disk's size (SPEC §17)
         }
 
 

@@ -272,7 +272,8 @@ async def test_json_api_shows_disk_names_and_sizes(xml: Xml) -> None:
     body = {"interface": "virtio", "disk": {"name": "logs", "provisioned_size": 5 << 30}}
     att = await api.call("POST", base, body, status=201)
     assert att["disk"] == {
-        "id": att["id"], "name": "logs", "provisioned_size": 5 << 30, "status": "ok"
+        "id": att["id"], "name": "logs", "provisioned_size": 5 << 30, "status": "ok",
+        "serial": att["id"][:20],
     }  # fmt: skip
     root = (await api.call("GET", base))["disk_attachment"]
     assert {a["disk"]["name"] for a in root} == {"vm1_Disk1", "logs"}

@@ -43,7 +43,7 @@ async def base(pg_dsn: str):  # type: ignore[no-untyped-def]
         ("GET", f"/api/vms/{VM}%0a", None, "the path"),
         ("GET", "/api/events?access_token=a%00b", None, "query parameter 'access_token'"),
         ("POST", "/api/hosts", {"name": "h\u0001", "address": "a", "port": 1}, "field 'name'"),
-        ("POST", "/api/hosts", {"name\u009b": "h"}, "a field name in the body"),
+        ("POST", "/api/hosts", {"name": "h", "address": "a\u009b", "port": 1}, "field 'address'"),
     ],
 )
 async def test_a_control_character_is_a_400_json_error(

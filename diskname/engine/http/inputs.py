@@ -4,7 +4,8 @@ A NUL, an escape sequence or a line break has no business in a path, a query or
 a body field of this API: at best it is a mistake, at worst it is meant for a
 terminal, a log line or PostgreSQL (which refuses NUL in text, with a 500). The
 middleware :func:`clean` checks the path and the query of every request; the
-parsers check body fields with :func:`check_text` and :func:`check_tree`. Each
+parsers check each body field they read with :func:`check_text` (fields the API
+does not read are ignored, as the document allows, and never stored). Each
 refusal is an :class:`Invalid` (400) naming where the character was.
 """
 
@@ -20,7 +21,6 @@ from ..errors import Invalid
 # C0, DEL and C1; the OpenAPI document spells the same rule (NO_CONTROL_PATTERN).
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 NO_CONTROL_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*$"
-MAX_DEPTH = 64  # deeper JSON is refused by the parsers long before this
 
 
 def check_text(value: str, what: str) -> None:
@@ -28,21 +28,6 @@ def check_text(value: str, what: str) -> None:
     found = CONTROL.search(value)
     if found is not None:
         raise Invalid(f"{what} contains a control character ({ord(found.group()):#04x})")
-
-
-def check_tree(value: Any, what: str = "the body") -> None:
-    """Check every string (keys included) of a parsed JSON value."""
-    stack: list[tuple[Any, str]] = [(value, what)]
-    while stack:
-        item, where = stack.pop()
-        if isinstance(item, str):
-            check_text(item, where)
-        elif isinstance(item, dict):
-            for key, child in item.items():
-                check_text(key, f"a field name in {where}")
-                stack.append((child, f"field {key!r}"))
-        elif isinstance(item, list):
-            stack.extend((child, where) for child in item)
 
 
 def check_request_line(request: web.Request) -> None:

@@ -33,6 +33,7 @@ from ..http.errors import ByClass, Headers, retry_after
 from ..http.inputs import check_text
 
 GetAuth = Callable[[web.Request], Authenticator]
+FORM_FIELDS = frozenset({"grant_type", "username", "password", "scope", "token"})
 
 
 class UnsupportedGrant(Invalid):
@@ -106,8 +107,8 @@ async def _form(request: web.Request) -> dict[str, str]:
     except ValueError:
         raise Invalid("the form could not be read") from None
     fields = {k: v for k, v in form.items() if isinstance(v, str)}
-    for name, value in fields.items():
-        check_text(value, f"form field {name!r}")
+    for name in FORM_FIELDS & fields.keys():  # the others are ignored, never stored
+        check_text(fields[name], f"form field {name!r}")
     return fields
 
 

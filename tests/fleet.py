@@ -59,13 +59,16 @@ async def sim_hosts(count: int, name_delay: float = 0.05) -> AsyncIterator[list[
 
 @contextlib.asynccontextmanager
 async def engine_process(
-    dsn: str, state: Path, refresh: float, *extra: str
+    dsn: str, state: Path, refresh: float, *extra: str, env: dict[str, str] | None = None
 ) -> AsyncIterator[tuple[Any, str]]:
-    """``python -m diskname engine`` on a port of its choosing; yields it and its base URL."""
+    """``python -m diskname engine`` on a port of its choosing; yields it and its base URL.
+
+    ``env``: variables added to the process's environment (a test's crash point).
+    """
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "diskname", "engine", "--dsn", dsn, "--http", "127.0.0.1:0",
         "--refresh-interval", str(refresh), "--state-dir", str(state), *extra,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     async with announced(proc, r"engine serving on (http://\S+)", grace=0) as base:

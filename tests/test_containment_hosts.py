@@ -3,7 +3,9 @@
 * A second host reporting a VM registered on the first changes nothing.
 * An unplug the guest holds back for 10 s delays neither polls nor another VM's plug.
 * Two plugs of one disk into two VMs at once, through two engines: one is refused.
-* A host whose state directory holds a corrupt file, or is full, keeps serving.
+* A host whose state directory holds a corrupt file, or is full, keeps serving; a
+  full one refuses the changes it cannot write (issue 23) and takes them once it
+  has room.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import aiohttp
 import asyncpg
 import pytest
 
-from diskname.streams import JsonRpcClient
+from diskname.protocol.host_wire import Code
+from diskname.streams import JsonRpcClient, RpcError
 
 from .conftest import wait_until
 from .fleet import engine_process, host_process, sim_guest
@@ -104,7 +107,9 @@ async def test_a_rogue_host_reporting_another_hosts_vm_changes_nothing(
             await wait_until(
                 lambda: _more(rest, "diskname_engine_polls_total", polls + 6), timeout=15
             )
-            assert await rest.attachment(vm, root) == before  # still active, same name
+            # Still active, same name; only the victim's own guest moves reported_at on.
+            after = await rest.attachment(vm, root)
+            assert {**after, "reported_at": None} == {**before, "reported_at": None}
             vm_row = await rest.ok("GET", f"/api/vms/{vm}")
             assert vm_row["host"]["id"] == real and vm_row["name"] == "victim"
 
@@ -225,7 +230,9 @@ def tiny_filesystem(path: Path, size: str = "64k"):  # type: ignore[no-untyped-d
         subprocess.run(["umount", "-l", str(path)], check=False)
 
 
-async def test_a_full_state_directory_is_logged_and_retried_never_fatal(short_dir: Path) -> None:
+async def test_a_full_state_directory_refuses_what_it_cannot_write_never_fatal(
+    short_dir: Path,
+) -> None:
     with tiny_filesystem(short_dir / "small", size="1m"):
         filler = short_dir / "small" / "filler"
         filler.write_bytes(b"\0" * (1024 * 1024 - 40 * 4096))  # room for a few files only
@@ -234,19 +241,31 @@ async def test_a_full_state_directory_is_logged_and_retried_never_fatal(short_di
             host_process(short_dir / "h", "--state-dir", str(state)) as (proc, port),
             await JsonRpcClient.connect("127.0.0.1", port) as rpc,
         ):
-            created = set()
+            created, refused = set(), {}
             for n in range(60):
                 vm = str(uuid.uuid4())
-                drives = [{"diskId": str(uuid.uuid4()), "iface": "virtio"}]
-                await rpc.call("VM.create", {"vmId": vm, "name": f"v{n}", "devices": drives})
+                params = {"vmId": vm, "name": f"v{n}", "devices": [_drive()]}
+                try:
+                    await rpc.call("VM.create", params)
+                except RpcError as exc:
+                    assert exc.code == Code.STATE_NOT_WRITTEN, exc
+                    refused[vm] = params
+                    continue
                 created.add(vm)
-            assert len(await rpc.call("Host.getAllVmStats")) == 60
+            assert created and refused  # the disk filled up part way
+            assert len(await rpc.call("Host.getAllVmStats")) == len(created)
             assert proc.returncode is None
 
             def saved() -> set[str]:
                 return {p.stem for p in (state / "vms").glob("*.json")}
 
-            assert 0 < len(saved()) < 60  # the disk filled up part way
-            filler.unlink()  # room again: the host writes what it could not
-            await wait_until(lambda: saved() == created, timeout=20)
+            assert saved() == created  # everything acknowledged is written
+            filler.unlink()  # room again: what was refused is taken now
+            for params in refused.values():
+                await rpc.call("VM.create", params)
+            await wait_until(lambda: saved() == created | set(refused), timeout=20)
             assert len(await rpc.call("Host.getAllVmStats")) == 60
+
+
+def _drive() -> dict[str, str]:
+    return {"diskId": str(uuid.uuid4()), "iface": "virtio"}

@@ -44,6 +44,7 @@ pytestmark = [
     pytest.mark.timeout(90),
 ]
 SCREENSHOT = Path("/tmp/diskname-web.png")
+SCREENSHOT_STALE = Path("/tmp/diskname-web-stale.png")
 
 
 class DevTools:
@@ -249,6 +250,11 @@ async def test_hot_plug_from_the_page_shows_the_name_without_reload(
         cluster.hosts[0].hypervisor.set_guest_layout(vm, disk, layout)  # type: ignore[attr-defined]
         mark = f"!!document.querySelector('[data-in-use=\"{disk}\"]')"
         await wait_until(lambda: shows(mark), timeout=5)
+        # The root disk holds the guest's / (in use for the rest of the test).
+        root_layout = GuestLayout(1, ("/",), ())
+        cluster.hosts[0].hypervisor.set_guest_layout(vm, root["id"], root_layout)  # type: ignore[attr-defined]
+        root_in_use = f"!!document.querySelector('[data-in-use=\"{root['id']}\"]')"
+        await wait_until(lambda: shows(root_in_use), timeout=5)
         await page.click(f'button[data-details="{disk}"]')
         fact = f"document.querySelector('#details-{vm}-{disk} [data-fact=\"{{}}\"]')?.textContent"
         await wait_until(lambda: shows(f"{fact.format('mountpoints')} === '/data'"), timeout=5)
@@ -291,8 +297,11 @@ async def test_hot_plug_from_the_page_shows_the_name_without_reload(
         stale = f"document.getElementById('name-{vm}-{root['id']}')?.dataset.stale === 'true'"
         await wait_until(lambda: shows(stale), timeout=10)
         assert await page.js(agent) == "agent unresponsive"
-        assert await page.js(root_cell) == "/dev/vdastale"  # the name, and the mark
+        assert await page.js(root_cell) == "/dev/vdastalein use"  # the name, both marks
         assert await page.js("window.notReloaded === true")
+        # A stale VM whose disk is in use, as an administrator sees it (SPEC §17).
+        assert await page.js(root_in_use), "the in-use mark went with the agent"
+        await page.screenshot(SCREENSHOT_STALE)
         # Controls, bidi and zero-width characters reach the DOM only as escapes (SPEC §19).
         raw = await page.js(r"el('b', {title: 'x\u2066'}, '\u001b[31mx\u202e\u200b').outerHTML")
         assert raw == r'<b title="x\u2066">\x1b[31mx\u202e\u200b</b>', raw

@@ -1,5 +1,6 @@
 """The host's VM state files against a real folder: modes, atomic writes, a corrupt
-file moved aside, a full disk retried, and concurrent writes sharing one pass."""
+file moved aside, a full disk refused to the caller and retried, and concurrent
+writes sharing one pass."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 
 from diskname.host import statefiles
 from diskname.host.devices import devices_for
-from diskname.host.statefiles import StateFiles
+from diskname.host.statefiles import StateFiles, StateNotWritten
 from diskname.host.vm import AGENT, VmState
 
 from .conftest import wait_until
@@ -95,19 +96,33 @@ async def test_corrupt_files_are_moved_aside_and_the_rest_loads(
     assert sum("moved aside" in r.getMessage() for r in caplog.records) == 2
 
 
-async def test_a_full_disk_is_logged_and_the_vm_written_on_the_next_pass(
+async def test_a_full_disk_refuses_the_change_and_the_vm_is_written_on_the_next_pass(
     files: StateFiles, states: States, caplog: pytest.LogCaptureFixture
 ) -> None:
     vm_id = states.put(a_vm())
     # The temporary file the write goes through leads to /dev/full: a real ENOSPC.
     tmp = files.folder / f".{vm_id}.json.tmp"
     tmp.symlink_to("/dev/full")
-    with caplog.at_level(logging.ERROR, "diskname.host.statefiles"):
-        await files.persist(vm_id)
+    with (
+        caplog.at_level(logging.ERROR, "diskname.host.statefiles"),
+        pytest.raises(StateNotWritten, match="the disk is full"),
+    ):
+        await files.persist(vm_id)  # not to be acknowledged
     assert not (files.folder / f"{vm_id}.json").exists() and not tmp.exists()
     assert any("the disk is full" in r.getMessage() for r in caplog.records)
     await files.flush()  # still marked: the next pass writes it
     assert StateFiles(files.folder, states).load() == [a_vm()]
+    await files.persist(vm_id)  # written: no longer refused
+
+
+async def test_only_the_vm_whose_write_failed_is_refused(files: StateFiles, states: States) -> None:
+    full, fine = states.put(a_vm("full")), states.put(a_vm("fine"))
+    for vm_id in (full, fine):
+        (files.folder / f".{vm_id}.json.tmp").symlink_to("/dev/full")
+        await files.persist_or_retry(vm_id)  # a change that cannot be refused: logged only
+    (files.folder / f".{full}.json.tmp").symlink_to("/dev/full")  # still full for one
+    results = await asyncio.gather(files.persist(full), files.persist(fine), return_exceptions=True)
+    assert [type(r).__name__ for r in results] == ["StateNotWritten", "NoneType"]
 
 
 async def test_the_background_writer_retries_until_the_file_is_written(
@@ -118,7 +133,7 @@ async def test_the_background_writer_retries_until_the_file_is_written(
     vm_id = states.put(a_vm())
     blocker = files.folder / f"{vm_id}.json"
     (blocker / "in-the-way").mkdir(parents=True)  # a folder where the file goes
-    await files.persist(vm_id)  # fails, and leaves the VM marked
+    await files.persist_or_retry(vm_id)  # fails, and leaves the VM marked
     writer = asyncio.create_task(files.flush_forever())
     try:
         (blocker / "in-the-way").rmdir()

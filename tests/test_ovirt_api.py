@@ -196,7 +196,7 @@ async def test_faults(xml: Xml) -> None:
     await xml.fault("GET", f"{API}/vms/not-a-vm", 404)
     await xml.fault("GET", f"{API}/disks/{missing}", 404)
     await xml.fault("GET", f"{API}/templates", 404)  # not served, still a fault
-    assert "only name=" in await xml.fault("GET", f"{API}/vms?search=status%3Dup", 400)
+    assert "only host=VALUE" in await xml.fault("GET", f"{API}/vms?search=vm_names%3Dx", 400)
     await xml.fault("GET", f"{API}/vms?max=ten", 400)
     await xml.fault("GET", f"{API}/vms?follow=nics", 400)
     await xml.fault("GET", f"{API}/vms?case_sensitive=maybe", 400)

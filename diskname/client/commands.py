@@ -8,6 +8,7 @@ import sys
 import time
 from typing import Any, TextIO
 
+from ..protocol.names import drive_letters
 from . import resolve
 from .http import Api, ClientError, TimedOut
 from .output import as_json, table, when
@@ -42,9 +43,14 @@ def _agent(vm: dict[str, Any]) -> str:
 
 
 def _name(att: dict[str, Any]) -> Any:
-    """The guest's name, marked when it may no longer hold (the guest agent is not up)."""
+    """The guest's name with its drive letters (``\\\\.\\PhysicalDrive1 (D:)``, SPEC §20),
+    marked when it may no longer hold (the guest agent is not up)."""
     name = att.get("logical_name")
-    return f"{name} (stale)" if name is not None and att.get("stale") else name
+    if name is None:
+        return None
+    letters = drive_letters((att.get("guest") or {}).get("mountpoints"))
+    shown = f"{name} ({', '.join(letters)})" if letters else name
+    return f"{shown} (stale)" if att.get("stale") else shown
 
 
 def _attachment_rows(atts: list[dict[str, Any]]) -> list[tuple[Any, ...]]:

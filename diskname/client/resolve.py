@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any, TextIO
 
+from ..protocol.names import name_key
 from .http import Api, ApiError, ClientError
 
 UUID = re.compile(r"[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
@@ -38,10 +39,14 @@ def vm(api: Api, text: str) -> dict[str, Any]:
 
 
 def attachment(atts: list[dict[str, Any]], text: str) -> dict[str, Any]:
-    """A VM's disk by id, a unique start of its id, or the guest's name (/dev/vdb or vdb)."""
-    wanted = text.lower()
+    """A VM's disk by id, a unique start of its id, or the guest's name.
+
+    ``/dev/vdb`` or ``vdb``; a Windows name in any case (``\\\\.\\physicaldrive1``).
+    """
+    wanted, keys = text.lower(), {name_key(text), f"/dev/{text}"}
     for att in atts:
-        if att["id"] == wanted or att.get("logical_name") in (text, f"/dev/{text}"):
+        name = att.get("logical_name")
+        if att["id"] == wanted or (isinstance(name, str) and name_key(name) in keys):
             return att
     found = [a for a in atts if len(text) >= MIN_PREFIX and a["id"].startswith(wanted)]
     if len(found) == 1:
@@ -59,8 +64,10 @@ def disk_by_name(api: Api, vm: dict[str, Any], text: str, note: TextIO) -> str:
     """
     atts = api.get(f"/api/vms/{vm['id']}/diskattachments")["disk_attachment"]
     names = (text, f"/dev/{text}") if not text.startswith(("/", "\\")) else (text,)
+    keys = {name_key(n) for n in names}
     for att in atts:
-        if att.get("logical_name") in names:
+        name = att.get("logical_name")
+        if isinstance(name, str) and name_key(name) in keys:
             return str(att["id"])
     for name in names:
         found = api.get(f"/api/vms/{vm['id']}/history", logical_name=name, max="1")["history"]

@@ -93,6 +93,11 @@ class HypervisorFailed(HostRefused):
     """The hypervisor refused or failed (``HYPERVISOR_ERROR``)."""
 
 
+class HostStateNotWritten(HostRefused):
+    """The host cannot write the VM's state (a full state directory), so it refused
+    the change and undid it (``STATE_NOT_WRITTEN``): nothing changed (SPEC §19)."""
+
+
 class HostUnauthorized(HostRefused):
     """The host wants credentials the engine did not give (``UNAUTHORIZED``)."""
 

@@ -48,6 +48,8 @@ class Metrics:
         self.full_list_calls = 0
         self.db_writes = 0
         self.rejected: Counter[str] = Counter()
+        # Why the names counted as rejected bad_name were refused (names.refusal).
+        self.names_refused: Counter[str] = Counter()
         # Entries of host replies not stored, by reason (deferred, vm_error, ...).
         self.reports_dropped: Counter[str] = Counter()
         # Reports of VMs registered on another host, ignored (SPEC §12).
@@ -100,6 +102,12 @@ class Metrics:
                 "guest mapping entries dropped",
                 "reason",
                 sorted(self.rejected.items()),
+            ),
+            *_labelled(
+                "diskname_engine_guest_names_refused_total",
+                "guest names refused (counted as bad_name above), by why",
+                "reason",
+                sorted(self.names_refused.items()),
             ),
             *_counter(
                 "diskname_engine_foreign_vm_reports_total",

@@ -18,11 +18,14 @@ from ..protocol import jsonrpc
 from ..protocol.guest_wire import asked_cursor, wall_time
 from ..protocol.host_wire import Code
 from ..protocol.limits import MAX_DEVICES_PER_VM, MAX_RPC_FRAME, RPC_ENVELOPE
+from ..protocol.storage_wire import BadHostMessage, ImageRequest, check_domain_name
 from .devices import MAX_TEXT, Device, InvalidDevice, NoFreeAddress, UnknownDevice
 from .hypervisors.base import HypervisorError
 from .registry import Registry, UnknownVm
 from .rpc import Handler, MethodError
+from .statefiles import StateNotWritten
 from .stats import StatsCache, stats_reply
+from .storage import Domains
 from .vm import Vm
 
 
@@ -38,6 +41,9 @@ class Lifecycle(Protocol):
     async def destroy_vm(self, vm_id: str) -> None: ...
     async def hotplug(self, vm_id: str, drive: dict[str, Any]) -> Device: ...
     async def hotunplug(self, vm_id: str, disk_id: str, discard: bool = False) -> None: ...
+
+    @property
+    def storage(self) -> Domains: ...
 
 
 def _invalid(message: str) -> MethodError:
@@ -139,6 +145,9 @@ class HostApi:
             "VM.destroy": self.destroy,
             "VM.hotplugDisk": self.hotplug_disk,
             "VM.hotunplugDisk": self.hotunplug_disk,
+            "Host.getStorageDomains": self.get_storage_domains,
+            "Image.create": self.create_image,
+            "Image.delete": self.delete_image,
         }
         return {name: _translated(fn) for name, fn in table.items()}
 
@@ -212,6 +221,26 @@ class HostApi:
         await self._owner.hotunplug(vm_id, uuid_param(params, "diskId"), discard)
         return True
 
+    async def get_storage_domains(self, params: dict[str, Any]) -> dict[str, Any]:
+        domains = await self._owner.storage.list()
+        return {"domains": [d.to_wire() for d in domains]}
+
+    async def create_image(self, params: dict[str, Any]) -> bool:
+        try:
+            request = ImageRequest.from_wire(params)
+        except BadHostMessage as exc:
+            raise _invalid(str(exc)) from None
+        await self._owner.storage.create(request)
+        return True
+
+    async def delete_image(self, params: dict[str, Any]) -> bool:
+        disk_id = uuid_param(params, "diskId")
+        try:
+            domain = check_domain_name(params.get("storageDomain"))
+        except BadHostMessage as exc:
+            raise _invalid(str(exc)) from None
+        return await self._owner.storage.delete(domain, disk_id)
+
 
 def _translated(fn: Handler) -> Handler:
     """Turn the lifecycle's own errors into JSON-RPC errors."""
@@ -229,5 +258,8 @@ def _translated(fn: Handler) -> Handler:
             raise MethodError(Code.CONFLICT, str(exc)) from None
         except HypervisorError as exc:
             raise MethodError(Code.HYPERVISOR_ERROR, str(exc)) from None
+        except StateNotWritten as exc:
+            message = f"{exc}; the change was refused and undone"
+            raise MethodError(Code.STATE_NOT_WRITTEN, message) from None
 
     return call

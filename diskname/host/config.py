@@ -58,6 +58,9 @@ class HostConfig:
     libvirt_pool: str | None = setting(
         None, "libvirt: storage pool for new disks", unset="none, images in the state dir"
     )
+    storage_domain: str = setting(
+        "data", "sim and qemu: the name of the host's storage domain (libvirt: its pools)"
+    )
     insecure_plaintext: bool = setting(False, "allow plain TCP on an address that is not loopback")
     agent_channels: bool = setting(
         True,

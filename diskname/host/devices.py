@@ -21,6 +21,7 @@ from typing import Any
 from ..protocol.disks import disk_serial
 from ..protocol.limits import MAX_DEVICES_PER_VM
 from ..protocol.simhw import INTERFACES
+from ..protocol.storage_wire import MAX_IMAGE_SIZE, BadHostMessage, check_domain_name
 
 PCI_INTERFACES = ("virtio", "nvme")
 # Low PCI slots belong to the host bridge, the controllers and the root disk's
@@ -60,9 +61,14 @@ class Device:
     iface: str
     address: str | None
     plugged: bool = True
+    # The image's size in bytes and storage domain, when the engine gave them
+    # (a floating disk's image is in a domain; left out of the JSON when unset,
+    # so devices from before hash as they did).
+    size: int | None = None
+    domain: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "deviceId": self.device_id,
             "diskId": self.disk_id,
             "serial": self.serial,
@@ -71,6 +77,11 @@ class Device:
             "plugged": self.plugged,
             "type": "disk",
         }
+        if self.size is not None:
+            out["size"] = self.size
+        if self.domain is not None:
+            out["storageDomain"] = self.domain
+        return out
 
     @classmethod
     def from_json(cls, raw: Any) -> Device:
@@ -87,6 +98,8 @@ class Device:
             iface=_iface(raw),
             address=address,
             plugged=raw.get("plugged", True) is not False,
+            size=_size(raw),
+            domain=_domain(raw),
         )
 
 
@@ -108,6 +121,25 @@ def _uuid(raw: Mapping[str, Any], key: str, default: str | None = None) -> str:
     if canonical != value:
         raise InvalidDevice(f"{key} must be a lower-case canonical UUID")
     return value
+
+
+def _size(raw: Mapping[str, Any]) -> int | None:
+    value = raw.get("size")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_IMAGE_SIZE:
+        raise InvalidDevice(f"size must be a whole number of bytes, 1 to {MAX_IMAGE_SIZE}")
+    return value
+
+
+def _domain(raw: Mapping[str, Any]) -> str | None:
+    value = raw.get("storageDomain")
+    if value is None:
+        return None
+    try:
+        return check_domain_name(value)
+    except BadHostMessage as exc:
+        raise InvalidDevice(str(exc)) from None
 
 
 def _iface(raw: Mapping[str, Any]) -> str:
@@ -154,6 +186,8 @@ def device_for(drive: Mapping[str, Any], addresses: Addresses) -> Device:
         serial=_text(drive, "serial", disk_serial(disk_id)),
         iface=iface,
         address=addresses.take(iface),
+        size=_size(drive),
+        domain=_domain(drive),
     )
 
 

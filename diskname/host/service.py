@@ -11,6 +11,10 @@ Changes to one VM (plug, unplug, destroy, a device change the hypervisor
 reports) run under that VM's lock, so two plugs cannot take one address and a
 slow unplug holds back only its own VM. Hash changes reach the engine through a
 per-VM :class:`~diskname.damping.Damper`.
+
+A change asked for over JSON-RPC is acknowledged only once the VM's state file
+holds it: when the file cannot be written (a full state directory), the change is
+undone (the hypervisor too) and refused with ``STATE_NOT_WRITTEN`` (SPEC §19).
 """
 
 from __future__ import annotations
@@ -38,12 +42,13 @@ from .config import HostConfig, check_listen, rpc_limits
 from .confirmations import Confirmations
 from .devices import Addresses, Device, InvalidDevice, UnknownDevice, device_for, devices_for
 from .hypervisors.base import Hypervisor
-from .hypervisors.factory import make_hypervisor
+from .hypervisors.factory import make_hypervisor, make_storage
 from .hypervisors.sim import hw_path
 from .qga import QgaChannel, qga_path
 from .registry import Registry, UnknownVm
 from .rpc import RpcServer, server_ssl_context
-from .statefiles import StateFiles, private_dir
+from .statefiles import StateFiles, StateNotWritten, private_dir
+from .storage import Domains
 from .vm import AGENT, QEMU_GA, Vm, VmState
 
 log = logging.getLogger(__name__)
@@ -78,6 +83,7 @@ class HostService:
         # A backend built by the caller (the bench's light guests) or by name.
         self.hypervisor = hypervisor or make_hypervisor(config)
         self.hypervisor_name: str = config.hypervisor
+        self.storage: Domains = make_storage(config, self.hypervisor)
         self.rpc = RpcServer(
             HostApi(self).methods(),
             ssl_context=server_ssl_context(config.tls_cert, config.tls_key, config.tls_ca),
@@ -155,7 +161,12 @@ class HostService:
                 return existing
             vm = self.registry.create(VmState.new(vm_id, name, devices))
             await self._start(vm)
-            await self.state_files.persist(vm_id)
+            try:
+                await self.state_files.persist(vm_id)
+            except StateNotWritten:
+                self.registry.remove(vm_id)  # as if never asked
+                await self._stop(vm_id)
+                raise
             return vm
 
     async def destroy_vm(self, vm_id: str) -> None:
@@ -163,7 +174,8 @@ class HostService:
             self.registry.remove(vm_id)
             self.confirmations.forget(vm_id)
             await self._stop(vm_id)
-            await self.state_files.persist(vm_id)
+            # Removing a file needs no room: a failure is retried, not refused.
+            await self.state_files.persist_or_retry(vm_id)
         self._vm_locks.pop(vm_id, None)
 
     async def hotplug(self, vm_id: str, drive: dict[str, Any]) -> Device:
@@ -180,7 +192,11 @@ class HostService:
             device = device_for(drive, Addresses(vm.devices))
             placed = await self.hypervisor.hotplug(vm.state, device)
             self.registry.add_device(vm_id, placed)
-            await self._changed(vm_id)
+            try:
+                await self._changed(vm_id)
+            except StateNotWritten:
+                await self._undo(vm_id, lambda: self._unplug_now(vm_id, placed))
+                raise
             return placed
 
     async def hotunplug(self, vm_id: str, disk_id: str, discard: bool = False) -> None:
@@ -191,15 +207,40 @@ class HostService:
             device = vm.state.device(disk_id)
             if device is None:
                 raise UnknownDevice(disk_id)
-            await self.hypervisor.hotunplug(vm.state, device)
-            self.registry.remove_device(vm_id, disk_id)
-            await self._changed(vm_id)
+            await self._unplug_now(vm_id, device)
+            try:
+                await self._changed(vm_id)
+            except StateNotWritten:
+                await self._undo(vm_id, lambda: self._plug_now(vm_id, device))
+                raise
         if discard:
             await self.hypervisor.discard(disk_id)
 
-    async def _changed(self, vm_id: str) -> None:
+    async def _changed(self, vm_id: str, *, refusable: bool = True) -> None:
+        """Poke the guest's sources and write the state: acknowledged means it survives
+        a restart (:class:`StateNotWritten` when it would not, for a refusable change)."""
         self._poke_guest_sources(vm_id)
-        await self.state_files.persist(vm_id)  # acknowledged means it survives a restart
+        if refusable:
+            await self.state_files.persist(vm_id)
+        else:
+            await self.state_files.persist_or_retry(vm_id)
+
+    async def _plug_now(self, vm_id: str, device: Device) -> None:
+        placed = await self.hypervisor.hotplug(self.registry.get(vm_id).state, device)
+        self.registry.add_device(vm_id, placed)
+
+    async def _unplug_now(self, vm_id: str, device: Device) -> None:
+        await self.hypervisor.hotunplug(self.registry.get(vm_id).state, device)
+        self.registry.remove_device(vm_id, device.disk_id)
+
+    async def _undo(self, vm_id: str, undo: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Put a change the state file could not hold back as it was (the file still
+        holds the old state). If the hypervisor refuses, the VM stays as it really is."""
+        try:
+            await undo()
+        except Exception:
+            log.exception("VM %s: cannot undo a change its state file could not hold", vm_id)
+        self._poke_guest_sources(vm_id)
 
     # -- what a hypervisor that owns its VMs reports (Inventory) -------------
 
@@ -228,14 +269,14 @@ class HostService:
             if running is not None and running.channel.path != self._channel_path(vm_id):
                 await self._stop(vm_id)  # a restarted domain: its agent socket moved
             await self._start(vm)
-            await self.state_files.persist(vm_id)
+            await self.state_files.persist_or_retry(vm_id)
 
     async def vm_devices(self, vm_id: str, devices: Sequence[Device]) -> None:
         async with self._vm_locks[vm_id]:
             if self.registry.find(vm_id) is None:
                 return
             self.registry.set_devices(vm_id, tuple(devices))
-            await self._changed(vm_id)
+            await self._changed(vm_id, refusable=False)  # what the hypervisor already did
 
     async def vm_gone(self, vm_id: str) -> None:
         if self.registry.find(vm_id) is not None:

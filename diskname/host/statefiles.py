@@ -7,8 +7,10 @@ share the next pass and its one folder fsync (a group commit). Guest mapping
 changes are written in the background at most once per ``write_interval``, so
 a guest that keeps changing its mapping cannot make the host write without
 bound. A file that cannot be read, or is of the wrong shape, is moved aside
-(``*.corrupt-<ts>``) and logged; a full disk is logged and retried: neither
-ever stops the host.
+(``*.corrupt-<ts>``) and logged (the engine gives the host its VMs back: SPEC
+§19); a full disk is logged and retried: neither ever stops the host. A change
+about to be acknowledged whose file cannot be written is refused instead
+(:class:`StateNotWritten` from :meth:`StateFiles.persist`): the caller undoes it.
 
 What a VM's file holds comes from the ``current`` callable (the registry's
 :meth:`~.registry.Registry.state`); this module never changes a VM.
@@ -34,6 +36,15 @@ log = logging.getLogger(__name__)
 CurrentState = Callable[[str], VmState | None]
 WRITE_INTERVAL = 1.0
 DIR_MODE, FILE_MODE = 0o700, 0o600
+
+
+class StateNotWritten(Exception):
+    """The VM's state file could not be written: the change must not be acknowledged."""
+
+    def __init__(self, vm_id: str, cause: OSError) -> None:
+        why = "the disk is full" if cause.errno == errno.ENOSPC else cause.strerror or str(cause)
+        super().__init__(f"cannot write the state of VM {vm_id}: {why}")
+        self.vm_id = vm_id
 
 
 def private_dir(path: Path) -> Path:
@@ -108,6 +119,7 @@ class StateFiles:
         self._dirty_event = asyncio.Event()
         self._write_lock = asyncio.Lock()
         self._failures = 0  # failed writes since the last pass that wrote everything
+        self._unwritten: dict[str, OSError] = {}  # VMs whose last write failed, and why
 
     def load(self) -> list[VmState]:
         """The VMs a previous run left behind; bad files are moved aside."""
@@ -132,9 +144,18 @@ class StateFiles:
         """Write the VM now (a change about to be acknowledged), with every other
         change waiting: concurrent plugs share one pass and one folder fsync.
 
-        A failure is logged and the VM stays marked, so the background writer
-        tries again: a full disk delays the file, never the host.
+        :class:`StateNotWritten` when the pass that wrote the VM failed for it: the
+        caller refuses the change and undoes it. The VM stays marked, so the
+        background writer writes whatever it holds once it can.
         """
+        await self.persist_or_retry(vm_id)
+        failed = self._unwritten.get(vm_id)
+        if failed is not None:
+            raise StateNotWritten(vm_id, failed)
+
+    async def persist_or_retry(self, vm_id: str) -> None:
+        """As :meth:`persist`, for a change that cannot be refused (a VM the hypervisor
+        reports, one destroyed): a failure is logged and retried, not raised."""
         self.mark(vm_id)
         await self.flush()
 
@@ -147,6 +168,8 @@ class StateFiles:
                 return
             batch = [(vm_id, self._content(vm_id)) for vm_id in sorted(dirty)]
             failed = await asyncio.to_thread(_write_files, self.folder, batch)
+        for vm_id in dirty:
+            self._unwritten.pop(vm_id, None)
         for vm_id, exc in failed:
             self._write_failed(vm_id, exc)
         if not failed and self._failures:
@@ -169,6 +192,7 @@ class StateFiles:
 
     def _write_failed(self, vm_id: str, exc: OSError) -> None:
         self._failures += 1
+        self._unwritten[vm_id] = exc
         self.mark(vm_id)
         level = logging.ERROR if self._failures == 1 else logging.DEBUG
         why = "the disk is full" if exc.errno == errno.ENOSPC else exc.strerror

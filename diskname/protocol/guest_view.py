@@ -28,7 +28,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .names import MAX_NAME_CHARS, valid_device_path, valid_windows_mountpoint
+from .names import MAX_NAME_CHARS, is_windows_name, valid_device_path, valid_windows_mountpoint
 
 BY_ID = "/dev/disk/by-id/"
 BY_PATH = "/dev/disk/by-path/"
@@ -175,9 +175,22 @@ def guest_view(entry: Mapping[str, Any]) -> tuple[View, Counter[str]]:
     ``in_use`` is always there.
     """
     cleaned, dropped = clean_entry({k: entry[k] for k in VIEW_FIELDS if k in entry})
+    if is_windows_name(entry.get("name")) and "mountpoints" in cleaned:
+        _windows_mountpoints_only(cleaned, dropped)
     view: View = dict(cleaned)
     view["in_use"] = bool(cleaned.get("mountpoints") or cleaned.get("holders"))
     return view, dropped
+
+
+def _windows_mountpoints_only(cleaned: dict[str, Any], dropped: Counter[str]) -> None:
+    """A Windows disk's mountpoints are drive letter, folder or volume paths (SPEC §20)."""
+    kept = [p for p in cleaned["mountpoints"] if valid_windows_mountpoint(p)]
+    if len(kept) < len(cleaned["mountpoints"]):
+        dropped["bad_mountpoint"] += len(cleaned["mountpoints"]) - len(kept)
+    if kept:
+        cleaned["mountpoints"] = kept
+    else:
+        del cleaned["mountpoints"]
 
 
 def in_use_of(view: Mapping[str, Any] | None) -> bool:

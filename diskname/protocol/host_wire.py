@@ -55,6 +55,8 @@ class Code(IntEnum):
     UNAUTHORIZED = -32004
     CONFLICT = -32005
     VM_TOO_LARGE = -32006  # a getVMFullList entry's, never a call's
+    # The host could not write the VM's state file: the change was refused and undone.
+    STATE_NOT_WRITTEN = -32007
 
 
 VM_STATUS_PREFIX = "|virt|VM_status|"

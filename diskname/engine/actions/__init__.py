@@ -6,7 +6,8 @@ its own format into the arguments here and writes the values returned
 (:class:`HostRow`, :class:`VmRow`, :class:`Attachment`, :class:`Disk`) in its own
 format. One module per resource: :mod:`.hosts`, :mod:`.vms`,
 :mod:`.attachments` (plugs and unplugs), :mod:`.catalog` (disks, clusters,
-history); :mod:`.base` what they share. Failures are
+history), :mod:`.storage` (storage domains, floating disks); :mod:`.base` what
+they share. Failures are
 :mod:`diskname.engine.errors`; the edges map them.
 
 May import: :mod:`..core`, :mod:`..db`, :mod:`..hosts` and the engine's
@@ -18,10 +19,11 @@ from __future__ import annotations
 from .attachments import AttachmentActions, AttachRequest
 from .catalog import CatalogActions
 from .hosts import HostActions
+from .storage import StorageActions
 from .vms import VmActions
 
 __all__ = ["Actions", "AttachRequest"]
 
 
-class Actions(HostActions, VmActions, AttachmentActions, CatalogActions):
+class Actions(HostActions, VmActions, AttachmentActions, CatalogActions, StorageActions):
     """Hosts, VMs, attachments, disks, clusters and history, as both edges see them."""

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...protocol.disks import disk_serial
+from .. import crashpoints
 from ..core.models import (
     DISK_NAME_MAX,
     INTERFACES,
@@ -57,7 +58,7 @@ class AttachRequest:
 
     def __post_init__(self) -> None:
         if self.new_disk is not None:
-            _check_new_disk(self.new_disk)
+            check_new_disk(self.new_disk)
         if self.interface not in INTERFACES:
             raise Invalid(f"interface must be one of {sorted(INTERFACES)}, not {self.interface!r}")
         if self.disk_id is not None and self.new_disk is not None:
@@ -68,7 +69,7 @@ class AttachRequest:
             )
 
 
-def _check_new_disk(disk: DiskSpec) -> None:
+def check_new_disk(disk: DiskSpec) -> None:
     # The JSON API's rule for names, which its OpenAPI document states.
     if len(disk.name) > DISK_NAME_MAX or not valid_object_name(disk.name):
         raise Invalid(f"a disk's name must be 1-{DISK_NAME_MAX} printable characters")
@@ -149,8 +150,14 @@ class AttachmentActions(ActionBase):
         vm = await self.vm(vm_id)
         disk_id, lun_serial = request.disk_id, request.lun_serial
         spec = None if disk_id is not None else request.new_disk or await self._default_disk(vm)
+        # What the host is told of the image: a floating disk's domain, a new disk's size.
+        image = await self._image_fields(vm, disk_id) if disk_id else {}
+        if spec is not None:
+            image = {"size": spec.provisioned_size}
         if request.active and lun_serial is None:
-            return await self._attach_plugged(vm, disk_id, request.interface, spec, requested_at)
+            return await self._attach_plugged(
+                vm, disk_id, request.interface, spec, requested_at, image
+            )
         if spec is not None and lun_serial is not None:
             spec = dataclasses.replace(spec, lun_serial=lun_serial)
         disk_id = disk_id or str(uuid.uuid4())
@@ -166,7 +173,7 @@ class AttachmentActions(ActionBase):
             await self._store.attach(att, serial, spec, plug=request.active)
             if request.active:
                 try:
-                    await self._plug(monitor, att, serial, requested_at)
+                    await self._plug(monitor, att, serial, requested_at, image)
                 except Exception:
                     await self._store.detach(vm_id, disk_id)
                     if spec:
@@ -181,18 +188,29 @@ class AttachmentActions(ActionBase):
         interface: str,
         spec: DiskSpec | None,
         requested_at: float,
+        image: Mapping[str, Any],
     ) -> Attachment:
         """Attach and hot-plug: claim, call the host, record the outcome (each batched)."""
         monitor = self._monitor(vm.host_id)
         disk_id = disk_id or str(uuid.uuid4())
-        new = (disk_serial(disk_id), spec.name, spec.provisioned_size) if spec else None
-        claim = Claim(vm.id, disk_id, str(uuid.uuid4()), interface, *(new or (None, None, 0)))
+        claim = Claim(
+            vm.id,
+            disk_id,
+            str(uuid.uuid4()),
+            interface,
+            disk_serial(disk_id) if spec else None,
+            spec.name if spec else None,
+            spec.provisioned_size if spec else 0,
+            engine_pid=self._monitors.engine_pid,
+        )
         async with monitor.vm_action(vm.id, plug=True):
             serial = await self._claims.submit(claim)  # or Conflict, NotFound, MissingReference
             att = new_attachment(vm.id, disk_id, interface)
             att = dataclasses.replace(att, device_id=claim.device_id)
             undo = functools.partial(self._outcomes.submit, Outcome(claim, failed=True))
-            device_id, address = await self._hotplug(monitor, att, serial, requested_at, undo)
+            device_id, address = await self._hotplug(
+                monitor, att, serial, requested_at, undo, image
+            )
             done = await self._outcomes.submit(Outcome(claim, device_id, address))  # or NotFound
         assert done is not None  # only a failed outcome settles to None
         return done
@@ -212,7 +230,8 @@ class AttachmentActions(ActionBase):
                 if active:
                     serial = await self._store.disk_serial(disk_id) or disk_serial(disk_id)
                     fresh = dataclasses.replace(att, device_id=str(uuid.uuid4()))
-                    await self._plug(monitor, fresh, serial, requested_at)
+                    image = await self._image_fields(vm, disk_id)
+                    await self._plug(monitor, fresh, serial, requested_at, image)
                 else:
                     await self._unplug(monitor, att)
                     self._published(await self._store.mark_unplugged(vm_id, disk_id))
@@ -239,18 +258,27 @@ class AttachmentActions(ActionBase):
                 async with self._unless_forced(force, f"disk {disk_id} detached"):
                     await self._unplug(monitor, att, discard=True)
             self._published(await self._store.detach(vm_id, disk_id))
+        placed = await self._storage.placement(disk_id) if remove_disk else None
         if remove_disk and not await self._store.remove_disk(disk_id):
             raise Conflict(f"disk {disk_id} was detached, but attached elsewhere meanwhile")
+        if placed is not None:  # a floating disk's image goes with it
+            await self._drop_image(placed[0], disk_id)
 
     # -- the host calls ------------------------------------------------------------
 
     async def _plug(
-        self, monitor: HostMonitor, att: Attachment, serial: str, requested_at: float
+        self,
+        monitor: HostMonitor,
+        att: Attachment,
+        serial: str,
+        requested_at: float,
+        image: Mapping[str, Any],
     ) -> None:
         """Plug an attached disk, one at a time: claim, call the host, record."""
-        await self._store.claim_plug(att.vm_id, att.disk_id, att.device_id)  # or Conflict
+        pid = self._monitors.engine_pid
+        await self._store.claim_plug(att.vm_id, att.disk_id, att.device_id, pid)  # or Conflict
         undo = functools.partial(self._store.release_plug, att.vm_id, att.disk_id)
-        device_id, address = await self._hotplug(monitor, att, serial, requested_at, undo)
+        device_id, address = await self._hotplug(monitor, att, serial, requested_at, undo, image)
         await self._store.mark_plugged(att.vm_id, att.disk_id, device_id, address)
 
     async def _hotplug(
@@ -260,26 +288,39 @@ class AttachmentActions(ActionBase):
         serial: str,
         requested_at: float,
         undo: Callable[[], Awaitable[object]],
+        image: Mapping[str, Any],
     ) -> tuple[str, str | None]:
         """Ask the host to plug a claimed disk; ``undo`` the claim if it did not.
 
-        Returns the device id and address the host gave the disk.
+        Returns the device id and address the host gave the disk. The claim is an
+        intent until its outcome is written: an engine killed in between leaves it
+        for the host's owner to resolve (:mod:`..db.intents`).
         """
         self._metrics.plug_requested(att.vm_id, att.disk_id, requested_at)
-        params = {"vmId": att.vm_id, "drive": drive(att, serial)}
+        params = {"vmId": att.vm_id, "drive": drive(att, serial) | dict(image)}
+        await crashpoints.reached("plug.claimed")
         try:
             result = await monitor.call("VM.hotplugDisk", params)
         except Exception:
             self._metrics.plug_abandoned(att.vm_id, att.disk_id)
             await undo()
             raise
+        await crashpoints.reached("plug.called")
         return _returned_device(result, att.device_id)
 
     async def _unplug(self, monitor: HostMonitor, att: Attachment, discard: bool = False) -> None:
+        """Ask the host to unplug; an intent until the caller writes the outcome."""
         self._metrics.plug_abandoned(att.vm_id, att.disk_id)
         params: dict[str, Any] = {"vmId": att.vm_id, "diskId": att.disk_id}
         if discard:  # detached for good: the host may remove the disk's image
             params["discard"] = True
-        # A host that no longer has the device: it is as unplugged as it gets.
-        with contextlib.suppress(DeviceNotOnVm):
-            await monitor.call("VM.hotunplugDisk", params)
+        await self._store.intend_unplug(att.vm_id, att.disk_id, self._monitors.engine_pid)
+        await crashpoints.reached("unplug.intended")
+        try:
+            # A host that no longer has the device: it is as unplugged as it gets.
+            with contextlib.suppress(DeviceNotOnVm):
+                await monitor.call("VM.hotunplugDisk", params)
+        except Exception:
+            await self._store.drop_intent(att.vm_id, att.disk_id)
+            raise
+        await crashpoints.reached("unplug.called")

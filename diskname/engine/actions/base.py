@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
-from ..core.models import Attachment, NameChange, VmRow
+from ..core.models import Attachment, NameChange, StorageDomain, VmRow
 from ..db.batching import Coalescer
 from ..db.catalog import Catalog
+from ..db.storage import StorageTables
 from ..db.store import Store
 from ..errors import (
+    Conflict,
+    EngineError,
     HostCallFailed,
     HostNotConnected,
     HostRefused,
@@ -32,6 +37,8 @@ class ActionBase:
     def __init__(self, store: Store, monitors: Monitors, metrics: Metrics, hub: EventHub) -> None:
         self._store, self._monitors, self._metrics, self._hub = store, monitors, metrics, hub
         self._catalog = Catalog(store.pool, metrics)
+        self._storage = StorageTables(store.pool, metrics)
+        self._image_tasks: set[asyncio.Task[None]] = set()  # floating disks' images being made
         # Requests that arrive together look their VMs up in one query.
         self._vms: Coalescer[str, VmRow] = Coalescer(store.get_vms)
 
@@ -44,6 +51,30 @@ class ActionBase:
         if att is None:
             raise NotFound(f"disk {disk_id} is not attached to VM {vm_id}")
         return att
+
+    async def _image_fields(self, vm: VmRow, disk_id: str) -> dict[str, Any]:
+        """What a plug of an existing disk tells the host of its image: for a floating
+        disk its domain and size (:class:`Conflict` if that image cannot be plugged)."""
+        placed = await self._storage.placement(disk_id)
+        if placed is None:
+            return {}
+        domain, disk = placed
+        if domain.host_id != vm.host_id:
+            raise Conflict(
+                f"disk {disk_id}'s image is in storage domain {domain.name!r} of host "
+                f"{domain.host_id}: it can only be plugged into that host's VMs"
+            )
+        if disk["status"] != "ok":
+            raise Conflict(f"disk {disk_id} is {disk['status']}: its image is not ready")
+        return {"size": disk["size"], "storageDomain": domain.name}
+
+    async def _drop_image(self, domain: StorageDomain, disk_id: str) -> None:
+        """Ask the domain's host to remove a removed disk's image (logged if it cannot)."""
+        params = {"storageDomain": domain.name, "diskId": disk_id}
+        try:
+            await self._monitor(domain.host_id).call("Image.delete", params)
+        except EngineError as exc:  # the disk is gone; its image is left behind
+            log.warning("disk %s removed, its image in %s stays: %s", disk_id, domain.name, exc)
 
     def _monitor(self, host_id: str) -> HostMonitor:
         monitor = self._monitors.get(host_id)

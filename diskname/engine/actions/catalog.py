@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from ..core.models import Disk, NameChange
-from ..core.search import NameFilter
+from ..core.search import Search
 from ..db.catalog import ClusterRow, DiskRow
 from ..errors import NotFound
 from .base import ActionBase
@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 class CatalogActions(ActionBase):
     # -- disks -------------------------------------------------------------------
 
-    async def disks(self, names: NameFilter | None = None, limit: int | None = None) -> list[Disk]:
+    async def disks(self, names: Search | None = None, limit: int | None = None) -> list[Disk]:
         return await self._store.list_disks(names, limit)
 
     async def disk(self, disk_id: str) -> Disk:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from ..core.models import HostRow
+from ..core.search import Search
 from ..errors import NotFound
 from .base import ActionBase
 
 
 class HostActions(ActionBase):
-    async def hosts(self) -> list[HostRow]:
-        return await self._store.list_hosts()
+    async def hosts(self, search: Search | None = None, limit: int | None = None) -> list[HostRow]:
+        return await self._store.list_hosts(search, limit)
 
     async def host(self, host_id: str) -> HostRow:
         host = await self._store.get_host(host_id)

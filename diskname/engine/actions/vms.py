@@ -8,7 +8,7 @@ from typing import Any
 
 from ...protocol.disks import disk_serial
 from ..core.models import DISK_NAME_MAX, Attachment, DiskSpec, VmRow
-from ..core.search import NameFilter
+from ..core.search import Search
 from ..errors import MissingReference, VmNotOnHost
 from .base import ActionBase
 
@@ -39,7 +39,7 @@ def new_attachment(vm_id: str, disk_id: str, interface: str) -> Attachment:
 
 
 class VmActions(ActionBase):
-    async def vms(self, names: NameFilter | None = None, limit: int | None = None) -> list[VmRow]:
+    async def vms(self, names: Search | None = None, limit: int | None = None) -> list[VmRow]:
         return await self._store.list_vms(names, limit)
 
     async def create_vm(self, name: str, host_id: str, vm_id: str | None = None) -> VmRow:
@@ -50,7 +50,8 @@ class VmActions(ActionBase):
         disk_id = str(uuid.uuid4())
         root = new_attachment(vm.id, disk_id, ROOT_INTERFACE)
         root_disk = DiskSpec(default_disk_name(name, set()))
-        await self._store.create_vm(vm, root, disk_serial(disk_id), root_disk)
+        pid = self._monitors.engine_pid
+        await self._store.create_vm(vm, root, disk_serial(disk_id), root_disk, pid)
         async with monitor.vm_action(vm.id):
             device = drive(root, disk_serial(disk_id)) | {"type": "disk"}
             params = {"vmId": vm.id, "name": name, "devices": [device]}

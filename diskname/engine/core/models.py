@@ -114,6 +114,12 @@ class Disk:
     lun_serial: str | None = None
     # The serial the guest sees: the LUN's, or the id's first 20 characters (when read).
     serial: str | None = None
+    # Set for a floating disk (POST /api/disks): the domain its image is in.
+    storage_domain: StorageRef | None = None
+    format: str = "cow"
+    sparse: bool = True
+    # Why the disk is "illegal" (its image could not be made).
+    status_reason: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -127,7 +133,45 @@ class Disk:
         if self.lun_serial is not None:
             out["storage_type"] = "lun"
             out["lun_storage"] = {"serial": self.lun_serial}
+        if self.storage_domain is not None:
+            out["storage_domains"] = [self.storage_domain.to_json()]
+            out["format"], out["sparse"] = self.format, self.sparse
+        if self.status_reason is not None:
+            out["status_reason"] = self.status_reason
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class StorageRef:
+    """A storage domain as a disk names it."""
+
+    id: str
+    name: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name}
+
+
+@dataclass(frozen=True, slots=True)
+class StorageDomain:
+    """Where a host creates images: a libvirt pool, a directory, or memory (sim)."""
+
+    id: str
+    host_id: str
+    name: str
+    kind: str
+    available: int
+    used: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "host": {"id": self.host_id},
+            "kind": self.kind,
+            "available": self.available,
+            "used": self.used,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +182,10 @@ class DiskSpec:
     provisioned_size: int = DEFAULT_DISK_SIZE
     # A direct LUN keeps the LUN's own serial instead of its id's first 20 characters.
     lun_serial: str | None = None
+    # A floating disk: its image's domain (an id, or a name to look up), format, sparseness.
+    storage_domain: str | None = None
+    format: str = "cow"
+    sparse: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,7 +316,7 @@ class HostDevice:
     plugged: bool = True
 
     def as_vm_disk(self) -> VmDisk:
-        return VmDisk(self.disk_id, self.serial, self.plugged, self.address)
+        return VmDisk(self.disk_id, self.serial, self.plugged, self.address, self.iface)
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,6 +345,14 @@ def valid_object_name(value: object) -> bool:
         and len(value) <= NAME_MAX
         and re.fullmatch(NAME_PATTERN, value) is not None
     )
+
+
+# Storage domain ids are derived from their host's id and their name: every engine agrees.
+STORAGE_NAMESPACE = uuid.UUID("5f0d7e3a-5b1e-4c1a-9d43-7d2a8c1e0b22")
+
+
+def storage_domain_id(host_id: str, name: str) -> str:
+    return str(uuid.uuid5(STORAGE_NAMESPACE, f"{host_id}/{name}"))
 
 
 def canonical_uuid(value: Any, *, hyphenated: bool = False) -> str:

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from ...protocol.hashing import canonical_json
+from ...protocol.names import name_key
 from .matching import MatchResult
 from .models import GuestChange, NameChange, VmReport
 
@@ -67,6 +68,8 @@ def _target(
     guest: str | None = None,
 ) -> DeviceRow:
     old_name = old.logical_name if old else None
+    if name != old_name and name and old_name and name_key(name) == name_key(old_name):
+        name = old_name  # \\.\PhysicalDrive1 is \\.\PHYSICALDRIVE1: not a change (SPEC §20)
     if name == old_name and old is not None:
         seen_at = old.logical_name_seen_at
     else:

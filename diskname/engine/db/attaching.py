@@ -15,7 +15,7 @@ import asyncpg
 
 from ..core.models import Attachment, DiskSpec, NameChange, VmRow
 from ..errors import Conflict, NotFound
-from . import plugs
+from . import intents, plugs
 from .reports import insert_history
 from .rows import Tables
 
@@ -23,8 +23,15 @@ from .rows import Tables
 class Attaching(Tables):
     # -- VMs --------------------------------------------------------------
 
-    async def create_vm(self, vm: VmRow, root: Attachment, serial: str, disk: DiskSpec) -> None:
-        """The VM with its root disk attached (not yet plugged)."""
+    async def create_vm(
+        self,
+        vm: VmRow,
+        root: Attachment,
+        serial: str,
+        disk: DiskSpec,
+        engine_pid: int | None = None,
+    ) -> None:
+        """The VM with its root disk attached (not yet plugged: its plug is an intent)."""
         sql = "INSERT INTO vms (id, name, host_id, status) VALUES ($1, $2, $3, $4)"
         async with self._pool.acquire() as conn, conn.transaction():
             try:
@@ -32,6 +39,8 @@ class Attaching(Tables):
             except asyncpg.UniqueViolationError:
                 raise Conflict(f"VM {vm.id} exists") from None
             await self._insert_attachment(conn, root, serial, disk, plug=True)
+            args = (root.vm_id, root.disk_id, intents.PLUG, engine_pid)
+            await self._exec(conn, intents.RECORD_SQL, *args)
 
     async def delete_vm(self, vm_id: str) -> None:
         async with self._pool.acquire() as conn:
@@ -62,8 +71,11 @@ class Attaching(Tables):
         async with self._pool.acquire() as conn, conn.transaction():
             await self._insert_attachment(conn, att, serial, new_disk, plug=plug)
 
-    async def claim_plug(self, vm_id: str, disk_id: str, device_id: str) -> None:
-        """Mark the attachment plugged *before* the host is asked to plug it.
+    async def claim_plug(
+        self, vm_id: str, disk_id: str, device_id: str, engine_pid: int | None = None
+    ) -> None:
+        """Mark the attachment plugged *before* the host is asked to plug it, and
+        record the intent (:mod:`.intents`) in the same transaction.
 
         The partial unique index on plugged disks makes this the one place where
         two requests to plug one disk into two VMs are told apart: the second is
@@ -71,17 +83,32 @@ class Attaching(Tables):
         """
         sql = """UPDATE vm_device SET is_plugged = true, device_id = $3
                  WHERE vm_id = $1 AND disk_id = $2"""
-        async with self._pool.acquire() as conn:
+        async with self._pool.acquire() as conn, conn.transaction():
             try:
-                await self._exec(conn, sql, vm_id, disk_id, device_id)
+                claimed = await self._exec(conn, sql, vm_id, disk_id, device_id)
             except asyncpg.UniqueViolationError:
                 raise Conflict(f"disk {disk_id} is plugged into another VM") from None
+            if claimed:
+                args = (vm_id, disk_id, intents.PLUG, engine_pid)
+                await self._exec(conn, intents.RECORD_SQL, *args)
 
     async def release_plug(self, vm_id: str, disk_id: str) -> None:
         """The host did not plug it after all: undo :meth:`claim_plug`."""
         sql = "UPDATE vm_device SET is_plugged = false WHERE vm_id = $1 AND disk_id = $2"
-        async with self._pool.acquire() as conn:
+        async with self._pool.acquire() as conn, conn.transaction():
             await self._exec(conn, sql, vm_id, disk_id)
+            await self._exec(conn, intents.DROP_SQL, vm_id, disk_id)
+
+    async def intend_unplug(self, vm_id: str, disk_id: str, engine_pid: int | None) -> None:
+        """Record that the host is about to be asked to unplug the disk (:mod:`.intents`)."""
+        async with self._pool.acquire() as conn:
+            args = (vm_id, disk_id, intents.UNPLUG, engine_pid)
+            await self._exec(conn, intents.RECORD_SQL, *args)
+
+    async def drop_intent(self, vm_id: str, disk_id: str) -> None:
+        """The host refused: nothing changed, the intent is over."""
+        async with self._pool.acquire() as conn:
+            await self._exec(conn, intents.DROP_SQL, vm_id, disk_id)
 
     async def mark_plugged(
         self, vm_id: str, disk_id: str, device_id: str, address: str | None
@@ -94,11 +121,14 @@ class Attaching(Tables):
         async with self._pool.acquire() as conn, conn.transaction():
             await self._exec(conn, sql, vm_id, disk_id, device_id, address)
             await self._exec(conn, ready, disk_id)
+            await self._exec(conn, intents.DROP_SQL, vm_id, disk_id)
             await self._forget(conn, vm_id)
 
     async def mark_unplugged(self, vm_id: str, disk_id: str) -> NameChange | None:
-        """The host unplugged the disk: its name is gone at once (with history)."""
-        sql = """UPDATE vm_device SET is_plugged = false, logical_name = NULL,
+        """The host unplugged the disk: its name is gone at once (with history), and
+        the intent with it (one statement)."""
+        sql = """WITH intent AS (DELETE FROM plug_intents WHERE vm_id = $1 AND disk_id = $2)
+                 UPDATE vm_device SET is_plugged = false, logical_name = NULL,
                      logical_name_source = NULL, logical_name_seen_at = NULL, guest = NULL,
                      name_conflict = NULL
                  WHERE vm_id = $1 AND disk_id = $2"""

@@ -182,10 +182,12 @@ class Catalog(Tables):
         self, vm_id: str, name: str | None, disk_id: str | None, limit: int
     ) -> list[NameChange]:
         """The VM's name changes, newest first: those that gave ``name`` (a former name's
-        disk, SPEC §17), of ``disk_id``, or all; whether the disk is attached or not."""
+        disk, SPEC §17; a Windows name in any case, §20), of ``disk_id``, or all; whether
+        the disk is attached or not."""
         rows = await self._pool.fetch(
             f"""SELECT {_HISTORY_COLUMNS} FROM logical_name_history
-                WHERE vm_id = $1 AND ($2::text IS NULL OR new_name = $2)
+                WHERE vm_id = $1 AND ($2::text IS NULL OR new_name = $2
+                       OR (left($2, 1) = '\\' AND upper(new_name) = upper($2)))
                   AND ($3::uuid IS NULL OR disk_id = $3) ORDER BY id DESC LIMIT $4""",
             vm_id,
             name,

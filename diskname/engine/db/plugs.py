@@ -23,7 +23,7 @@ from typing import Any
 from ..core.models import Attachment
 from ..errors import Conflict, MissingReference, NotFound
 from .reports import Exec
-from .rows import attachment
+from .rows import DISK_STORAGE_COLUMNS, attachment
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +37,9 @@ class Claim:
     serial: str | None  # given for a new disk, created with this name and size
     name: str | None = None
     provisioned_size: int = 0
+    # The backend pid of this engine's lease connection, kept with the intent
+    # (:mod:`.intents`): while it lives, the plug may still be in flight.
+    engine_pid: int | None = None
 
     @property
     def new_disk(self) -> bool:
@@ -64,7 +67,16 @@ async def claim(conn: Any, execute: Exec, claims: Sequence[Claim]) -> list[Claim
     """
     columns = zip(
         *(
-            (c.vm_id, c.disk_id, c.device_id, c.interface, c.serial, c.name, c.provisioned_size)
+            (
+                c.vm_id,
+                c.disk_id,
+                c.device_id,
+                c.interface,
+                c.serial,
+                c.name,
+                c.provisioned_size,
+                c.engine_pid,
+            )
             for c in claims
         ),
         strict=True,
@@ -123,12 +135,14 @@ _DROP_DISKS_SQL = "DELETE FROM disks WHERE id = ANY($1::uuid[])"
 # all see the tables as they were before it: "attached" is about rows that existed
 # already. With no conflict target, the primary key (already attached) and the
 # partial unique index on plugged disks (plugged elsewhere) both just leave the
-# row out, and so does a second claim of one disk in the same batch.
+# row out, and so does a second claim of one disk in the same batch. Each claim
+# made is also an intent (:mod:`.intents`), in the same statement: no extra trip.
 _CLAIM_SQL = """
 WITH input AS (
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[],
-                         $6::text[], $7::bigint[])
-        WITH ORDINALITY AS u(vm_id, disk_id, device_id, interface, new_serial, name, size, n)
+                         $6::text[], $7::bigint[], $8::int[])
+        WITH ORDINALITY AS u(vm_id, disk_id, device_id, interface, new_serial, name, size,
+                             engine_pid, n)
 ), known AS (
     SELECT i.n, COALESCE(i.new_serial, d.serial) AS serial
     FROM input i LEFT JOIN disks d ON d.id = i.disk_id AND i.new_serial IS NULL
@@ -142,6 +156,12 @@ WITH input AS (
     FROM input i JOIN known k USING (n) WHERE k.serial IS NOT NULL
     ON CONFLICT DO NOTHING
     RETURNING vm_id, disk_id
+), intended AS (
+    INSERT INTO plug_intents (vm_id, disk_id, kind, engine_pid)
+    SELECT c.vm_id, c.disk_id, 'plug', i.engine_pid
+    FROM claimed c JOIN input i ON i.vm_id = c.vm_id AND i.disk_id = c.disk_id
+    ON CONFLICT (vm_id, disk_id) DO UPDATE SET
+        kind = 'plug', engine_pid = EXCLUDED.engine_pid, created_at = now()
 )
 SELECT k.serial, c.vm_id IS NOT NULL AS claimed,
        EXISTS (SELECT 1 FROM vm_device v WHERE v.vm_id = i.vm_id AND v.disk_id = i.disk_id)
@@ -152,7 +172,8 @@ ORDER BY i.n
 """
 # A failed claim of a new disk goes with its disk (the attachment cascades); of an
 # existing disk, with its attachment row. Every VM's hash is forgotten: fetch it.
-_SETTLE_SQL = """
+# The claims' intents are over either way.
+_SETTLE_SQL = f"""
 WITH input AS (
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::bool[], $6::bool[])
         AS u(vm_id, disk_id, device_id, address, failed, new_disk)
@@ -172,9 +193,11 @@ WITH input AS (
     WHERE d.id = u.disk_id AND NOT u.failed AND d.status <> 'ok'
 ), forgotten AS (
     UPDATE vms SET hash = NULL WHERE id IN (SELECT vm_id FROM input) AND hash IS NOT NULL
+), intent_done AS (
+    DELETE FROM plug_intents i USING input u WHERE i.vm_id = u.vm_id AND i.disk_id = u.disk_id
 )
 -- The disk as it is once this statement is done: its status is "ok" now.
 SELECT p.*, d.name, d.provisioned_size, 'ok',
-       CASE WHEN d.storage_type = 'lun' THEN d.serial END, d.serial
+       CASE WHEN d.storage_type = 'lun' THEN d.serial END, d.serial, {DISK_STORAGE_COLUMNS}
 FROM plugged p JOIN disks d ON d.id = p.disk_id::uuid
 """

@@ -5,17 +5,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..core.models import Attachment, Disk, HostRow, VmRow
-from ..core.search import NameFilter
+from ..core.search import Search
 from ..errors import NotFound
-from .rows import ATTACHMENTS, DISKS, HOST_COLUMNS, VMS, Tables, attachment, filtered
+from .rows import ATTACHMENTS, DISKS, HOST_COLUMNS, VMS, Tables, attachment, disk, filtered
 
 
 class Queries(Tables):
     # -- hosts ------------------------------------------------------------
 
-    async def list_hosts(self) -> list[HostRow]:
-        rows = await self._pool.fetch(f"SELECT {HOST_COLUMNS} FROM hosts ORDER BY name")
-        return [HostRow(*r.values()) for r in rows]
+    async def list_hosts(
+        self, search: Search | None = None, limit: int | None = None
+    ) -> list[HostRow]:
+        sql, args = filtered(f"SELECT {HOST_COLUMNS} FROM hosts", search, limit, "name", "hosts")
+        return [HostRow(*r.values()) for r in await self._pool.fetch(sql, *args)]
 
     async def get_host(self, host_id: str) -> HostRow | None:
         row = await self._pool.fetchrow(f"SELECT {HOST_COLUMNS} FROM hosts WHERE id = $1", host_id)
@@ -23,9 +25,7 @@ class Queries(Tables):
 
     # -- VMs --------------------------------------------------------------
 
-    async def list_vms(
-        self, names: NameFilter | None = None, limit: int | None = None
-    ) -> list[VmRow]:
+    async def list_vms(self, names: Search | None = None, limit: int | None = None) -> list[VmRow]:
         sql, args = filtered(VMS, names, limit, "name, id")
         return [VmRow(*r.values()) for r in await self._pool.fetch(sql, *args)]
 
@@ -87,15 +87,13 @@ class Queries(Tables):
 
     # -- disks ----------------------------------------------------------------
 
-    async def list_disks(
-        self, names: NameFilter | None = None, limit: int | None = None
-    ) -> list[Disk]:
-        sql, args = filtered(DISKS, names, limit, "name, id")
-        return [Disk(*r.values()) for r in await self._pool.fetch(sql, *args)]
+    async def list_disks(self, names: Search | None = None, limit: int | None = None) -> list[Disk]:
+        sql, args = filtered(DISKS, names, limit, "d.name, d.id", "disks")
+        return [disk(r[0], list(r.values())[1:]) for r in await self._pool.fetch(sql, *args)]
 
     async def get_disk(self, disk_id: str) -> Disk | None:
         row = await self._pool.fetchrow(f"{DISKS} WHERE id = $1", disk_id)
-        return Disk(*row.values()) if row else None
+        return disk(row[0], list(row.values())[1:]) if row else None
 
     async def disk_users(self, disk_id: str) -> list[str]:
         """The VMs the disk is attached to."""

@@ -20,7 +20,9 @@ rules a host cannot break:
   rule; this keeps one host from making a batch fail forever);
 - an adopted VM's name is checked as user input is; a bad one is not stored
   (the VM is named by its id) and is counted;
-- each host's cluster's compatibility version decides whether its names are kept.
+- each host's cluster's compatibility version decides whether its names are kept;
+- a stored VM's plug and unplug intents left by a dead engine are over: the
+  report says what the host did (:mod:`.intents`, SPEC §19 "Crashes").
 
 Every name change stored (here, or by an unplug or a detach) is also sent on the
 :data:`NAMES_CHANNEL` NOTIFY channel, by the history's own INSERT: PostgreSQL
@@ -42,6 +44,7 @@ from ..core.claims import BAD_VM_NAME, Held, Verdict, judge
 from ..core.matching import MatchResult
 from ..core.models import GuestChange, NameChange, VmReport, valid_object_name
 from ..core.planning import DeviceRow, UpdatePlan, compat_keeps_names, guest_text, plan_update
+from . import intents
 from .agents import HASH_SQL, hash_columns
 
 HISTORY_PER_DISK = 100  # rows kept per disk; the oldest go first
@@ -215,6 +218,9 @@ async def _store(
         await execute(conn, _NEW_DISKS_SQL, *zip(*batch.new_disks.items(), strict=True))
     if batch.rows:
         await execute(conn, _UPSERT_SQL, *zip(*batch.rows, strict=True))
+    stored_vms = set(vm_ids)
+    stale = [(vm, disk) for vm, disk in intents.stale_pairs(guard) if vm in stored_vms]
+    await intents.resolve(conn, execute, stale)  # (none: no statement)
     stamped = {(c.vm_id, c.disk_id): c for c in await insert_history(conn, execute, batch.changes)}
     for stored in outcomes.values():  # each change with its history row id (the event id)
         if isinstance(stored, Stored):
@@ -297,8 +303,9 @@ async def insert_history(
 # One round trip for every rule the plan must respect (see the module docstring):
 # $1/$2 each VM and the host reporting it, $3 the disks reported plugged, $4 the
 # hosts, $5/$6/$7 the fences (host, lock class, lease backend), $8 the serials of
-# the disks reported plugged.
-_GUARD_SQL = """
+# the disks reported plugged. The VMs' stale intents come last (:mod:`.intents`).
+_GUARD_SQL = (
+    """
 SELECT
   (SELECT array_agg(v.id::text) FROM vms v
     JOIN unnest($1::uuid[], $2::uuid[]) AS u(id, host_id) ON v.id = u.id
@@ -315,8 +322,11 @@ SELECT
       SELECT 1 FROM pg_locks
       WHERE locktype = 'advisory' AND granted AND pid = f.pid AND objsubid = 2
         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-        AND classid = f.lock_class::oid AND objid = hashtext(f.host_id)::oid)) AS unfenced
-"""
+        AND classid = f.lock_class::oid AND objid = hashtext(f.host_id)::oid)) AS unfenced,
+  """
+    + intents.GUARD_COLUMN
+)
+
 _UPSERT_VMS_SQL = """
 INSERT INTO vms (id, name, host_id, status)
 SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[])

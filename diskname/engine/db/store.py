@@ -24,7 +24,7 @@ from ..core.models import HostRow, VmReport
 from ..core.sync.freshness import AgentChange
 from ..errors import Conflict, DatabaseRefused, Unavailable
 from ..metrics import Metrics
-from . import agents
+from . import agents, intents
 from . import reports as writes
 from .attaching import Attaching
 from .batching import Coalescer
@@ -103,14 +103,17 @@ class Store(Queries, Attaching):
     async def _vm_states_many(
         self, host_ids: Sequence[str]
     ) -> list[dict[str, tuple[str | None, str]]]:
-        rows = await self._pool.fetch(
-            "SELECT host_id::text, id::text, hash, status FROM vms WHERE host_id = ANY($1::uuid[])",
-            sorted(set(host_ids)),
-        )
+        # A VM with a plug or unplug intent is fetched whatever its hash (:mod:`.intents`).
+        rows = await self._pool.fetch(intents.VM_STATES_SQL, sorted(set(host_ids)))
         states: dict[str, dict[str, tuple[str | None, str]]] = {h: {} for h in host_ids}
         for r in rows:
             states[r["host_id"]][r["id"]] = (r["hash"], r["status"])
         return [states[h] for h in host_ids]
+
+    async def stale_intents(self) -> list[tuple[str, str]]:
+        """(host, VM) of every VM with an intent its engine left behind (:mod:`.intents`)."""
+        rows = await self._pool.fetch(intents.STALE_VMS_SQL)
+        return [(r["host_id"], r["vm_id"]) for r in rows]
 
     async def set_vm_status(self, vm_id: str, status: str) -> None:
         sql = "UPDATE vms SET status = $2 WHERE id = $1 AND status IS DISTINCT FROM $2"

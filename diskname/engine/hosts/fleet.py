@@ -11,6 +11,7 @@ reach this engine's hub through the lease connection's NOTIFY
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import uuid
 from collections.abc import Coroutine
@@ -27,6 +28,7 @@ from ..metrics import Metrics
 from .connect import HostConnector, client_tls
 from .leases import Leases, LeasesLost
 from .monitor import HostMonitor
+from .restore import restore_vms
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +90,7 @@ class Monitors:
             self._leases.announce_action,
             self._connector,
             self._leases.fence,
+            functools.partial(restore_vms, self._store),
         )
         self._by_host[host.id] = monitor
         self._task_of[host.id] = self._spawn(monitor.run(), f"monitor-{host.name}")
@@ -112,6 +115,11 @@ class Monitors:
                 monitor.invalidate_all()
             else:
                 await self._leases.announce_action(HOST_PREFIX + host_id)
+
+    @property
+    def engine_pid(self) -> int | None:
+        """The backend pid of the lease connection: what an intent names its engine by."""
+        return self._leases.pid
 
     def get(self, host_id: str) -> HostMonitor | None:
         return self._by_host.get(host_id)
@@ -145,6 +153,22 @@ class Monitors:
         while True:
             await asyncio.sleep(self._period)
             await self.rebalance()
+            await self.sweep_intents()
+
+    async def sweep_intents(self) -> None:
+        """Fetch again the VMs of our hosts with an intent a dead engine left (SPEC §19).
+
+        A restarted engine finds its own when it loads a host (:mod:`..db.intents`);
+        this finds those of another engine that died while this one owned the host.
+        """
+        try:
+            stale = await self._store.stale_intents()
+        except Unavailable:
+            return
+        for host_id, vm_id in stale:
+            monitor = self._by_host.get(host_id)
+            if monitor is not None and monitor.owned:
+                monitor.invalidate(vm_id)
 
     def _on_foreign_action(self, payload: str) -> None:
         if payload.startswith(HOST_PREFIX):

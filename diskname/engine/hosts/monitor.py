@@ -59,6 +59,8 @@ MAX_BATCH = 500  # VMs stored per transaction
 POLL_TIMEOUTS_BEFORE_RECONNECT = 3
 
 FenceSource = Callable[[str], Fence | None]
+# Gives the host back VMs it no longer knows (:mod:`.restore`).
+Restore = Callable[["HostMonitor", list[str]], Awaitable[int]]
 
 
 class HostMonitor:
@@ -74,12 +76,13 @@ class HostMonitor:
         announce: Callable[[str], Awaitable[None]] | None = None,
         connector: HostConnector | None = None,
         fence: FenceSource | None = None,
+        restore: Restore | None = None,
     ) -> None:
         self.host = host
         self._store, self._metrics, self._hub, self._config = store, metrics, hub, config
         self._announce = announce
         self._connector = connector or HostConnector()
-        self._fence = fence
+        self._fence, self._restore = fence, restore
         # Whether this engine owns the host (diskname.engine.hosts.leases) is the sync
         # state's to say: only the owner polls, fetches and stores; any engine may call.
         self.sync = HostSync(hash_gate=config.hash_gate, events=config.events)
@@ -242,6 +245,9 @@ class HostMonitor:
         for vm_id, status in changes:
             await self._store.set_vm_status(vm_id, status)
         await store_agent_changes(self._store, self._hub, self.sync, self.host.id)
+        missing = self.sync.take_missing()
+        if missing and self._restore is not None:
+            await self._restore(self, missing)
         if self.sync.wants_fetch:
             self._wake.set()
 
@@ -310,6 +316,7 @@ class HostMonitor:
                     continue
                 match = match_names([d.as_vm_disk() for d in report.devices], report.mapping)
                 self._metrics.rejected.update(match.rejected)
+                self._metrics.names_refused.update(match.refused)
                 items.append((report, match))
             if self.owned:  # no longer ours to store otherwise
                 changes = await self._store_items(items)

@@ -20,6 +20,7 @@ from ..errors import (
     HostCallFailed,
     HostConflict,
     HostRefused,
+    HostStateNotWritten,
     HostTimeout,
     HostUnauthorized,
     HypervisorFailed,
@@ -34,6 +35,7 @@ REFUSALS: Mapping[int, type[EngineError]] = {
     Code.HYPERVISOR_ERROR: HypervisorFailed,
     Code.UNAUTHORIZED: HostUnauthorized,
     Code.CONFLICT: HostConflict,
+    Code.STATE_NOT_WRITTEN: HostStateNotWritten,
 }
 
 

@@ -21,7 +21,7 @@ from aiohttp import web
 from .. import ovirt
 from ..errors import EngineError, Unavailable
 from ..ovirt import sso
-from . import attachments, auth, catalog, events, hosts, inputs, pages, vms
+from . import attachments, auth, catalog, events, hosts, inputs, pages, storage, vms
 from .context import CTX, EngineContext, actions
 from .errors import REST, error_response
 
@@ -105,6 +105,7 @@ def make_app(ctx: EngineContext) -> web.Application:
             *vms.routes(),
             *attachments.routes(),
             *catalog.routes(),
+            *storage.routes(),
             *sso.routes(_auth),
             *ovirt.routes(actions),
         ]

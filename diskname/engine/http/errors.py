@@ -25,6 +25,7 @@ from ..errors import (
     Forbidden,
     HostCallFailed,
     HostRefused,
+    HostStateNotWritten,
     HostStateRefused,
     HostTimeout,
     Invalid,
@@ -96,6 +97,9 @@ REST: ByClass[Answer] = ByClass(
         DatabaseRefused: Answer(500),
         HostRefused: Answer(502),  # the hypervisor failed: the upstream's fault
         HostStateRefused: Answer(409),  # about the state of things, as a Conflict
+        # RFC 4918's "Insufficient Storage": the host cannot keep the change, so
+        # it refused and undid it; retrying once it has room works.
+        HostStateNotWritten: Answer(507),
         HostCallFailed: Answer(502),
         Unavailable: Answer(503),
         HostTimeout: Answer(504),

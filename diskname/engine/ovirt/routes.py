@@ -18,17 +18,14 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from ..actions import Actions
-from ..core.models import canonical_uuid
-from ..core.search import NameFilter, parse_search
 from ..core.waiting import wait_timeout
-from ..errors import Invalid, NotFound
+from ..errors import Invalid
+from . import query as q
 from . import xmlin, xmlout
+from .inventory import Inventory
 from .xmlout import CONTENT_TYPE, PREFIX
 
 GetActions = Callable[[web.Request], Actions]
-
-FOLLOWS = frozenset({"disk_attachments", "disk_attachments.disk"})
-_BOOLEANS = {"true": True, "false": False}
 
 
 def xml_response(
@@ -43,57 +40,6 @@ def xml_response(
     )
 
 
-# -- the query -----------------------------------------------------------------
-
-
-def _path_id(request: web.Request, name: str, what: str) -> str:
-    """A path id; one that is no UUID names nothing here, as in oVirt: 404."""
-    value = request.match_info[name]
-    try:
-        return canonical_uuid(value)
-    except ValueError:
-        raise NotFound(f"no {what} {value!r}") from None
-
-
-def _flag(request: web.Request, name: str, default: bool) -> bool:
-    value = request.query.get(name)
-    if value is None:
-        return default
-    if value.lower() not in _BOOLEANS:
-        raise Invalid(f"{name} must be true or false, not {value!r}")
-    return _BOOLEANS[value.lower()]
-
-
-def _names(request: web.Request) -> NameFilter | None:
-    return parse_search(
-        request.query.get("search"), case_sensitive=_flag(request, "case_sensitive", True)
-    )
-
-
-def _max(request: web.Request) -> int | None:
-    """``max``: a count, or -1 for no limit (oVirt's own meaning)."""
-    value = request.query.get("max")
-    if value is None or value.strip() == "-1":
-        return None
-    if not value.strip().isdigit() or len(value) > 9:
-        raise Invalid(f"max must be a whole number (or -1), not {value!r}")
-    return int(value)
-
-
-def _follow(request: web.Request) -> set[str]:
-    wanted = {f.strip() for f in request.query.get("follow", "").split(",") if f.strip()}
-    unknown = wanted - FOLLOWS
-    if unknown:
-        raise Invalid(f"cannot follow {sorted(unknown)}: only {sorted(FOLLOWS)} are served")
-    return wanted
-
-
-def _check_version(request: web.Request) -> None:
-    version = request.headers.get("Version")
-    if version is not None and version.strip() != "4":
-        raise Invalid(f"only version 4 of oVirt's API is served, not {version!r}")
-
-
 # -- the handlers ----------------------------------------------------------------
 
 
@@ -101,36 +47,36 @@ class _Handlers:
     def __init__(self, get: GetActions) -> None:
         self._get = get
 
-    def _res(self, request: web.Request) -> Actions:
-        _check_version(request)
+    def res(self, request: web.Request) -> Actions:
+        q.check_version(request)
         return self._get(request)
 
     async def api(self, request: web.Request) -> web.Response:
-        self._res(request)
+        self.res(request)
         return xml_response(xmlout.api(datetime.now(UTC)))
 
     async def vms(self, request: web.Request) -> web.Response:
-        res, follow = self._res(request), _follow(request)
-        rows = await res.vms(_names(request), _max(request))
+        res, follow = self.res(request), q.follow(request)
+        rows = await res.vms(*q.listing(request, "vms"))
         atts = await res.attachments_of(rows) if follow else None
         disks = "disk_attachments.disk" in follow
         return xml_response(xmlout.vm_list(rows, atts, disks=disks))
 
     async def vm(self, request: web.Request) -> web.Response:
-        res, follow = self._res(request), _follow(request)
-        row = await res.vm(_path_id(request, "vm_id", "VM"))
+        res, follow = self.res(request), q.follow(request)
+        row = await res.vm(q.path_id(request, "vm_id", "VM"))
         atts = await res.attachments(row.id) if follow else None
         disks = "disk_attachments.disk" in follow
         return xml_response(xmlout.vm(row, atts, disks=disks))
 
     async def attachments(self, request: web.Request) -> web.Response:
-        vm_id = _path_id(request, "vm_id", "VM")
-        atts = await self._res(request).attachments(vm_id)
+        vm_id = q.path_id(request, "vm_id", "VM")
+        atts = await self.res(request).attachments(vm_id)
         return xml_response(xmlout.attachment_list(vm_id, atts))
 
     async def attachment(self, request: web.Request) -> web.Response:
-        vm_id, disk_id = _path_id(request, "vm_id", "VM"), _path_id(request, "disk_id", "disk")
-        res = self._res(request)
+        vm_id, disk_id = q.path_id(request, "vm_id", "VM"), q.path_id(request, "disk_id", "disk")
+        res = self.res(request)
         wait = wait_timeout(request.query.get("wait"), request.query.get("timeout"))
         if wait is None:
             att = await res.attachment(vm_id, disk_id)
@@ -140,15 +86,15 @@ class _Handlers:
 
     async def attach(self, request: web.Request) -> web.Response:
         requested_at = time.monotonic()
-        res, vm_id = self._res(request), _path_id(request, "vm_id", "VM")
+        res, vm_id = self.res(request), q.path_id(request, "vm_id", "VM")
         att = await res.attach(vm_id, xmlin.attach_request(await request.read()), requested_at)
         href = xmlout.attachment_href(att.vm_id, att.disk_id)
         return xml_response(xmlout.attachment(att), 201, {"Location": href})
 
     async def update(self, request: web.Request) -> web.Response:
         requested_at = time.monotonic()
-        res = self._res(request)
-        vm_id, disk_id = _path_id(request, "vm_id", "VM"), _path_id(request, "disk_id", "disk")
+        res = self.res(request)
+        vm_id, disk_id = q.path_id(request, "vm_id", "VM"), q.path_id(request, "disk_id", "disk")
         change = xmlin.attachment_update(await request.read())
         att = await res.attachment(vm_id, disk_id)
         if change.interface not in (None, att.interface):
@@ -160,19 +106,29 @@ class _Handlers:
         return xml_response(xmlout.attachment(att))
 
     async def detach(self, request: web.Request) -> web.Response:
-        res = self._res(request)
-        vm_id, disk_id = _path_id(request, "vm_id", "VM"), _path_id(request, "disk_id", "disk")
-        remove = not _flag(request, "detach_only", True)
-        await res.detach(vm_id, disk_id, remove_disk=remove, force=_flag(request, "force", False))
+        res = self.res(request)
+        vm_id, disk_id = q.path_id(request, "vm_id", "VM"), q.path_id(request, "disk_id", "disk")
+        remove = not q.flag(request, "detach_only", True)
+        await res.detach(vm_id, disk_id, remove_disk=remove, force=q.flag(request, "force", False))
         return xml_response(xmlout.action_done())  # 200: the SDK takes a 204 for an error
 
     async def disks(self, request: web.Request) -> web.Response:
-        rows = await self._res(request).disks(_names(request), _max(request))
+        rows = await self.res(request).disks(*q.listing(request, "disks"))
         return xml_response(xmlout.disk_list(rows))
 
     async def disk(self, request: web.Request) -> web.Response:
-        row = await self._res(request).disk(_path_id(request, "disk_id", "disk"))
+        row = await self.res(request).disk(q.path_id(request, "disk_id", "disk"))
         return xml_response(xmlout.disk(row))
+
+    async def add_disk(self, request: web.Request) -> web.Response:
+        """A floating disk, "locked" until its host made its image (oVirt's 201)."""
+        row = await self.res(request).create_disk(xmlin.disk_request(await request.read()))
+        headers = {"Location": xmlout.disk_href(row.id)}
+        return xml_response(xmlout.disk(row), 201, headers)
+
+    async def remove_disk(self, request: web.Request) -> web.Response:
+        await self.res(request).delete_disk(q.path_id(request, "disk_id", "disk"))
+        return xml_response(xmlout.action_done())
 
 
 def routes(get: GetActions) -> list[web.RouteDef]:
@@ -188,5 +144,8 @@ def routes(get: GetActions) -> list[web.RouteDef]:
         web.put(atts + "/{disk_id}", h.update),
         web.delete(atts + "/{disk_id}", h.detach),
         web.get(f"{PREFIX}/disks", h.disks),
+        web.post(f"{PREFIX}/disks", h.add_disk),
         web.get(f"{PREFIX}/disks/{{disk_id}}", h.disk),
+        web.delete(f"{PREFIX}/disks/{{disk_id}}", h.remove_disk),
+        *Inventory(h.res, xml_response, q.listing).routes(),
     ]

@@ -123,6 +123,37 @@ def _new_disk(disk: ET.Element) -> DiskSpec | None:
     return DiskSpec(name, DEFAULT_DISK_SIZE if size is None else size)
 
 
+def disk_request(data: bytes) -> DiskSpec:
+    """``POST /disks``: a floating disk's name, size, format and storage domain."""
+    root = parse(data, "disk")
+    if root.find("lun_storage") is not None:
+        raise Invalid("a direct-LUN disk is made by attaching it: POST .../diskattachments")
+    content = _text(root, "content_type")
+    if content not in (None, "data"):
+        raise Invalid(f"content_type {content!r} is not served: only data disks are")
+    name = _text(root, "name") or _text(root, "alias")
+    size = _int(root, "provisioned_size")
+    if not name or size is None:
+        raise Invalid("a new disk needs <name> and <provisioned_size>")
+    fmt = _text(root, "format") or "cow"
+    if fmt not in ("cow", "raw"):
+        raise Invalid(f"format must be cow or raw, not {fmt!r}")
+    sparse = _bool(root, "sparse")
+    domains = root.findall("storage_domains/storage_domain")
+    if len(domains) != 1:
+        raise Invalid("a new disk needs one <storage_domains><storage_domain> (its id or name)")
+    domain = domains[0].get("id") or _text(domains[0], "id") or _text(domains[0], "name")
+    if not domain:
+        raise Invalid("<storage_domain> needs an id or a <name>")
+    return DiskSpec(
+        name,
+        size,
+        storage_domain=domain,
+        format=fmt,
+        sparse=fmt == "cow" if sparse is None else sparse,
+    )
+
+
 def _text(parent: ET.Element, tag: str) -> str | None:
     child = parent.find(tag)
     if child is None or child.text is None:

@@ -89,7 +89,7 @@ def _link(parent: ET.Element, rel: str, href: str) -> None:
 def api(now: datetime) -> ET.Element:
     """``GET /ovirt-engine/api``: links to what is served, and who serves it."""
     root = ET.Element("api")
-    for rel in ("disks", "vms"):
+    for rel in ("clusters", "datacenters", "disks", "hosts", "storagedomains", "vms"):
         _link(root, rel, f"{PREFIX}/{rel}")
         _link(root, f"{rel}/search", f"{PREFIX}/{rel}?search={{query}}")
     info = ET.SubElement(root, "product_info")
@@ -159,9 +159,17 @@ def disk(row: Disk) -> ET.Element:
     root = ET.Element("disk", {"href": disk_href(row.id), "id": row.id})
     _text(root, "alias", row.name)
     _text(root, "name", row.name)
+    _text(root, "content_type", "data")
+    _text(root, "format", row.format)
     _text(root, "provisioned_size", row.provisioned_size)
+    _text(root, "sparse", row.sparse)
     _text(root, "status", row.status)
     _text(root, "storage_type", "image")
+    # oVirt's clients iterate a disk's domains: a disk made by a hot-plug has none.
+    domains = ET.SubElement(root, "storage_domains")
+    if row.storage_domain is not None:
+        sd = row.storage_domain.id
+        _ref(domains, "storage_domain", sd, f"{PREFIX}/storagedomains/{sd}")
     return root
 
 

@@ -6,9 +6,10 @@ an optional dependency, and a sim host should not pay for either.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import TYPE_CHECKING, Literal, cast, get_args
 
 from ...config import ConfigError
+from ..storage import DirectoryDomain, Domains, MemoryDomain
 from .base import Hypervisor
 from .sim import SimHypervisor
 
@@ -35,6 +36,16 @@ def make_hypervisor(config: HostConfig) -> Hypervisor:
         return _libvirt_hypervisor(config)
     names = ", ".join(get_args(HypervisorName))
     raise ConfigError(f"hypervisor {config.hypervisor!r} is not available (use {names})")
+
+
+def make_storage(config: HostConfig, hypervisor: Hypervisor) -> Domains:
+    """Where the host creates floating disks' images (:mod:`..storage`)."""
+    pools = getattr(hypervisor, "pool_domains", None)  # libvirt: its storage pools
+    if pools is not None:
+        return cast(Domains, pools)
+    if config.hypervisor == "qemu":
+        return DirectoryDomain(config.storage_domain, config.state_dir / "images")
+    return MemoryDomain(config.storage_domain)
 
 
 def _libvirt_hypervisor(config: HostConfig) -> Hypervisor:

@@ -33,13 +33,14 @@ from typing import Any
 
 import libvirt
 
+from ...protocol.disks import DEFAULT_DISK_SIZE
 from ..devices import Device
 from ..vm import AGENT, QEMU_GA, VmState
 from . import libvirt_model as model
 from .base import HypervisorError, Inventory
 from .libvirt_calls import Calls, LibvirtError, register_event_loop
 from .libvirt_guest import GuestInfoPoller
-from .libvirt_storage import FileImages, Images, PoolImages
+from .libvirt_storage import FileImages, Images, PoolDomains, PoolImages
 from .libvirt_xml import BUSES, BadDomainXml, Domain, disk_xml, free_target, parse_domain
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,7 @@ class LibvirtHypervisor:
         self.images: Images = (
             PoolImages(pool, self.call, self._require) if pool else FileImages(images_dir)
         )
+        self.pool_domains = PoolDomains(self.call, self._require)  # floating disks' images
         self._conn: Any = None
         self._callbacks: list[int] = []
         self._inventory: Inventory | None = None
@@ -119,14 +121,17 @@ class LibvirtHypervisor:
         alias = f"ua-{device.disk_id}"
         async with self._locks.setdefault(vm.id, asyncio.Lock()):
             handle, domain = await self._live(vm.id)
-            image, created = await self.images.ensure(device.disk_id)
+            images: Images = (
+                self.pool_domains.images(device.domain) if device.domain else self.images
+            )
+            image, created = await images.ensure(device.disk_id, device.size or DEFAULT_DISK_SIZE)
             target = free_target(bus, domain.targets)
             xml = disk_xml(target=target, bus=bus, serial=device.serial, alias=alias, image=image)
             try:
                 await self.call(handle.attachDeviceFlags, xml, libvirt.VIR_DOMAIN_AFFECT_LIVE)
             except LibvirtError as exc:
                 if created:
-                    await self.images.remove(device.disk_id)
+                    await images.remove(device.disk_id)
                 raise LibvirtError(f"libvirt refused to plug the disk: {exc}", exc.code) from None
             log.info("VM %s: plugged %s as %s (%s)", vm.id, device.disk_id, target, bus)
             _, domain = await self._live(vm.id)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ...protocol.disks import DEFAULT_DISK_SIZE
+from ...protocol.storage_wire import ImageRequest, StorageDomainInfo
 from .base import HypervisorError
 from .images import StorageError, ensure_qcow2
 from .libvirt_xml import FileImage, PoolVolume, volume_xml
@@ -33,10 +34,10 @@ class FileImages:
     def path(self, disk_id: str) -> Path:
         return self.folder / f"{disk_id}.qcow2"
 
-    async def ensure(self, disk_id: str) -> tuple[FileImage, bool]:
+    async def ensure(self, disk_id: str, size: int = DEFAULT_DISK_SIZE) -> tuple[FileImage, bool]:
         """The disk's image, and whether it was created just now."""
         path = self.path(disk_id)
-        created = await ensure_qcow2(path)
+        created = await ensure_qcow2(path, size)
         return FileImage(path), created
 
     async def remove(self, disk_id: str) -> bool:
@@ -67,13 +68,13 @@ class PoolImages:
         except HypervisorError as exc:
             raise StorageError(f"libvirt storage pool {self.pool!r}: {exc}") from exc
 
-    async def ensure(self, disk_id: str) -> tuple[PoolVolume, bool]:
+    async def ensure(self, disk_id: str, size: int = DEFAULT_DISK_SIZE) -> tuple[PoolVolume, bool]:
         pool, name = await self._pool(), self.volume(disk_id)
         with contextlib.suppress(HypervisorError):
             await self._call(pool.storageVolLookupByName, name)
             return PoolVolume(self.pool, name), False
         try:
-            await self._call(pool.createXML, volume_xml(name, DEFAULT_DISK_SIZE), 0)
+            await self._call(pool.createXML, volume_xml(name, size), 0)
         except HypervisorError as exc:
             raise StorageError(f"cannot create volume {name} in pool {self.pool!r}: {exc}") from exc
         return PoolVolume(self.pool, name), True
@@ -92,3 +93,32 @@ class PoolImages:
 
 
 Images = FileImages | PoolImages
+
+
+class PoolDomains:
+    """Every active libvirt storage pool as a storage domain (SPEC §18).
+
+    A floating disk's image is the volume ``diskname-<diskId>.qcow2`` in its
+    pool: the one a plug of that disk (its device names the pool) attaches.
+    """
+
+    def __init__(self, call: Call, conn: Callable[[], Any]) -> None:
+        self._call, self._conn = call, conn
+
+    def images(self, pool: str) -> PoolImages:
+        return PoolImages(pool, self._call, self._conn)
+
+    async def list(self) -> list[StorageDomainInfo]:
+        found = []
+        for pool in await self._call(self._conn().listAllStoragePools, 0):
+            if not await self._call(pool.isActive):
+                continue
+            _state, _capacity, allocation, available = await self._call(pool.info)
+            found.append(StorageDomainInfo(pool.name(), "pool", available, allocation))
+        return found
+
+    async def create(self, request: ImageRequest) -> None:
+        await self.images(request.domain).ensure(request.disk_id, request.size)
+
+    async def delete(self, domain: str, disk_id: str) -> bool:
+        return await self.images(domain).remove(disk_id)

@@ -24,6 +24,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from ...protocol.disks import DEFAULT_DISK_SIZE
 from ..devices import Device
 from ..qmp_client import QmpClient, QmpCommandError, QmpError
 from ..vm import VmState
@@ -139,7 +140,7 @@ class QemuHypervisor(StaticInventory):
         iface = device.iface
         if iface not in DRIVERS:
             raise QemuError(f"no QEMU device for interface {iface!r}")
-        image = await self._create_image(device.disk_id)
+        image = await self._create_image(device.disk_id, device.size or DEFAULT_DISK_SIZE)
         client = await self._client(vm_id)
         node = node_name(device)
         blockdev = {
@@ -208,8 +209,9 @@ class QemuHypervisor(StaticInventory):
             await self._execute(client, "blockdev-del", {"node-name": node_name(device)})
         log.info("VM %s: unplugged %s", vm_id, device.disk_id)
 
-    async def _create_image(self, disk_id: str) -> Path:
-        """The disk's image, created on first plug and kept for re-plugs."""
+    async def _create_image(self, disk_id: str, size: int) -> Path:
+        """The disk's image, created on first plug (or in its storage domain, this
+        same folder, before) and kept for re-plugs."""
         path = self.image_path(disk_id)
-        await ensure_qcow2(path)
+        await ensure_qcow2(path, size)
         return path

@@ -15,6 +15,7 @@ wake. The rules live in small trackers, each changed only through its methods:
   changed is fetched (the guest's report after a hot-plug).
 - :mod:`.queue`: a VM is never in two fetches at once; fetches are damped;
   reminders come due.
+- :mod:`.missing`: VMs the host no longer knows after a (re)connect, to give back.
 """
 
 from .host import FOLLOW_UP_DELAYS, MAX_FETCH, SETTLE, Batch, HostSync, Reply

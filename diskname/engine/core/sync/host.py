@@ -20,6 +20,7 @@ from .actions import Actions, After
 from .digest import StatsDigest
 from .freshness import AgentChange, GuestAgents
 from .known import Known
+from .missing import Missing
 from .ownership import Event, Ownership, Phase
 from .queue import FetchQueue
 
@@ -63,6 +64,7 @@ class HostSync:
         self._digest = StatsDigest()
         self._actions = Actions()
         self._queue = FetchQueue(fetch_rate, fetch_burst)
+        self._missing = Missing()
         self.agents = GuestAgents()
         self.counters: Counter[str] = Counter()
 
@@ -96,6 +98,7 @@ class HostSync:
         self._queue.clear()
         self._actions.forget_waits()
         self._digest.forget()
+        self._missing.arm()
         self.agents.forget()
         self._own.on(Event.LOADED)
 
@@ -150,9 +153,14 @@ class HostSync:
             if self.mark(entry.vm_id, entry.hash):
                 behind.add(entry.vm_id)
         self._digest.took(reply.digest, reported, behind)
+        self._missing.on_list(self._known.registered(), reported, whole=not reply.skipped)
         registered = {vm for vm in reported if self._known.is_registered(vm)}
         self.agents.took(reply.vms, registered, now or datetime.now(UTC))
         return changed
+
+    def take_missing(self) -> list[str]:
+        """VMs registered on the host that it no longer knows (:mod:`.missing`), once."""
+        return self._missing.take() if self.owned else []
 
     def take_agent_changes(self) -> list[AgentChange]:
         """Guest agents whose status moved since written (SPEC §17): write them."""

@@ -18,6 +18,7 @@ library and Python 3.9 only.
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -44,12 +45,38 @@ def hidden(value: Any) -> str:
     return "***"
 
 
-def password_hidden(url: Any) -> Any:
-    """``scheme://user:***@host``: a URL shown without its password."""
-    scheme, _, rest = str(url).partition("://")
-    userinfo, at, host = rest.rpartition("@")
+# The secrets a libpq connection string may carry, in a URL's query or as key=value.
+DSN_SECRETS = ("password", "sslpassword")
+_SECRET_NAMES = "|".join(DSN_SECRETS)
+_URL_SECRET = re.compile(r"([?&](?:" + _SECRET_NAMES + r")=)[^&#]*", re.IGNORECASE)
+_KEYWORD_SECRET = re.compile(
+    r"((?:^|\s)(?:" + _SECRET_NAMES + r")\s*=\s*)('(?:[^'\\]|\\.)*'|\S*)", re.IGNORECASE
+)
+
+
+def password_hidden(dsn: Any) -> Any:
+    """A connection string shown with every secret as ``***``: the password of a URL's
+    user (``scheme://user:***@host``), ``?password=`` and ``?sslpassword=`` in its
+    query, and ``password=`` in the key=value form (``host=a password=***``)."""
+    text = str(dsn)
+    if "://" not in text:
+        return _KEYWORD_SECRET.sub(r"\1***", text)
+    scheme, _, rest = text.partition("://")
+    authority, tail = _split_authority(rest)
+    userinfo, at, hosts = authority.rpartition("@")
     user, has_password, _ = userinfo.partition(":")
-    return f"{scheme}://{user}:***@{host}" if at and has_password else url
+    if at and has_password:
+        authority = user + ":***@" + hosts
+    return scheme + "://" + authority + _URL_SECRET.sub(r"\1***", tail)
+
+
+def _split_authority(rest: str) -> tuple[str, str]:
+    """``user:pw@h1,h2`` and what follows it (from the first ``/``, ``?`` or ``#``
+    after the last ``@``: a password may hold any of them)."""
+    start = rest.rfind("@") + 1
+    ends = [i for i in (rest.find(mark, start) for mark in "/?#") if i != -1]
+    end = min(ends, default=len(rest))
+    return rest[:end], rest[end:]
 
 
 @dataclasses.dataclass(frozen=True, **SLOTS)

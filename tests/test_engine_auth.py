@@ -254,8 +254,11 @@ async def test_anonymous_admin_acts_as_admin_yet_checks_given_credentials(pg_dsn
     ("settings", "users", "refused"),
     [
         ({"http_host": "0.0.0.0"}, False, "no user and no api_token"),
-        ({"http_host": "0.0.0.0"}, True, None),
-        ({"http_host": "0.0.0.0", "api_token": "t"}, False, None),
+        ({"http_host": "0.0.0.0"}, True, "over plain HTTP"),
+        ({"http_host": "0.0.0.0", "api_token": "t"}, False, "over plain HTTP"),
+        ({"http_host": "0.0.0.0", "insecure_http": True}, True, None),
+        ({"http_host": "0.0.0.0", "api_token": "t", "insecure_http": True}, False, None),
+        ({"http_host": "0.0.0.0", "https_cert": "c", "https_key": "k"}, True, None),
         ({"http_host": "0.0.0.0", "insecure_no_auth": True}, False, None),
         ({"http_host": "127.0.0.1"}, False, None),
         ({"http_host": "::1"}, False, None),

@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from diskname.connguard.failures import FailureThrottle
 from diskname.engine.errors import Unauthenticated
 from diskname.engine.http.auth import _basic, media_types
 from diskname.engine.http.passwords import dummy_hash, hash_password, verify_password
-from diskname.engine.http.throttle import LoginThrottle
 
 
 def test_a_password_hash_verifies_its_password_only() -> None:
@@ -79,7 +79,7 @@ def test_media_types_of_writes() -> None:
 
 
 def test_a_key_fails_freely_then_waits_twice_as_long_each_time_up_to_the_cap() -> None:
-    t = LoginThrottle(free=3, base=1.0, cap=4.0)
+    t = FailureThrottle(free=3, base=1.0, cap=4.0)
     for now in (0.0, 1.0, 2.0):
         assert t.wait("alice", now) == 0.0
         t.failed("alice", now)
@@ -94,7 +94,7 @@ def test_a_key_fails_freely_then_waits_twice_as_long_each_time_up_to_the_cap() -
 
 
 def test_success_clears_and_old_failures_are_forgotten() -> None:
-    t = LoginThrottle(free=1, base=10.0, forget=100.0)
+    t = FailureThrottle(free=1, base=10.0, forget=100.0)
     t.failed("alice", 0.0)
     assert t.wait("alice", 1.0) == 9.0
     t.succeeded("alice")
@@ -104,7 +104,7 @@ def test_success_clears_and_old_failures_are_forgotten() -> None:
 
 
 def test_the_throttle_remembers_a_bounded_number_of_keys() -> None:
-    t = LoginThrottle(free=1, max_keys=100)
+    t = FailureThrottle(free=1, max_keys=100)
     for i in range(10_000):
         t.failed(f"addr-{i}", float(i) / 1000)
     assert len(t) == 100

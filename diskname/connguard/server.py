@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import cast
 
+from .failures import FailureThrottle
 from .rules import EXHAUSTED, GuardLimits, HeadScanner, Ledger, Throttle, Verdict, connection_budget
 
 log = logging.getLogger(__name__)
@@ -99,8 +100,12 @@ class GuardedServer(asyncio.AbstractServer):
         head_end: tuple[bytes, ...],
         ssl_context: ssl.SSLContext | None = None,
         name: str = "connections",
+        failures: FailureThrottle | None = None,
     ) -> None:
         self.loop = asyncio.get_running_loop()
+        # Set: failed TLS handshakes (and what the protocol reports with failed())
+        # hold an address back, and its new connections are closed at once.
+        self.failures = failures
         self.head_end, self.name = head_end, name
         self.limits = limits
         self.stats: Counter[str] = Counter()
@@ -226,7 +231,27 @@ class GuardedServer(asyncio.AbstractServer):
         if self._serving:
             self.loop.add_reader(listener.fileno(), self._readable, listener)
 
+    def failed(self, address: str, what: str) -> None:
+        """A client at ``address`` failed to prove who it is (``what``): logged, and
+        with ``failures`` set counted against the address."""
+        self.stats["failed_clients"] += 1
+        if self.failures is not None:
+            self.failures.failed(address, self.loop.time())
+        self._say("failed", "%s: %s from %s", self.name, what, address)
+
+    def held_back(self, address: str) -> float:
+        """Seconds until ``address`` may try again after its failures (0.0: now)."""
+        return 0.0 if self.failures is None else self.failures.wait(address, self.loop.time())
+
     def _admit(self, sock: socket.socket, address: str) -> None:
+        if self.held_back(address) > 0:
+            sock.close()
+            self.stats["refused_failing"] += 1
+            self._say(
+                "failing", "%s: refusing connections from %s for %.0f s after its failures",
+                self.name, address, self.held_back(address),
+            )  # fmt: skip
+            return
         verdict = self._ledger.verdict(address)
         if verdict == "full":
             victim = self._ledger.oldest_owing()
@@ -259,8 +284,11 @@ class GuardedServer(asyncio.AbstractServer):
                 ssl=self._ssl,
                 ssl_handshake_timeout=handshake,
             )
-        except (OSError, asyncio.CancelledError):
-            pass  # a failed or abandoned TLS handshake; asyncio closed the socket
+        except asyncio.CancelledError:
+            pass  # an abandoned TLS handshake; asyncio closed the socket
+        except OSError as exc:  # a failed TLS handshake; asyncio closed the socket
+            if self._ssl is not None:
+                self.failed(conn.address, f"TLS handshake failed ({_reason(exc)})")
         finally:
             if conn.transport is None:
                 self.forget(conn)
@@ -306,6 +334,13 @@ class GuardedServer(asyncio.AbstractServer):
             return
         more = f" ({held} more since the last such line)" if held else ""
         log.warning(message + more, *args)
+
+
+def _reason(exc: OSError) -> str:
+    """A failed handshake's reason, short (``CERTIFICATE_VERIFY_FAILED``...)."""
+    if isinstance(exc, ssl.SSLError) and exc.reason:
+        return str(exc.reason)
+    return exc.strerror or type(exc).__name__
 
 
 def _listener(

@@ -62,6 +62,9 @@ class EngineConfig:
     insecure_no_auth: bool = setting(
         False, "serve a non-loopback address with no user and no api token"
     )
+    insecure_http: bool = setting(
+        False, "serve users or an api token on a non-loopback address over plain HTTP"
+    )
     anonymous_admin: bool = setting(
         False, "loopback only: requests without credentials act as admin"
     )

@@ -25,15 +25,22 @@ class Subscription:
     def __init__(self) -> None:
         self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(QUEUE_LIMIT)
         self.closed = False
+        self.ended: str | None = None  # why the engine ended it (signed out...), if it did
 
     def put(self, event: dict[str, Any]) -> None:
         if self._queue.full():
             self._queue.get_nowait()
         self._queue.put_nowait(event)
 
+    def end(self, reason: str) -> None:
+        """End the subscription: :meth:`next` raises EOFError from now on."""
+        self.ended = reason
+        self.closed = True
+        self.put(_CLOSED)
+
     async def next(self, timeout: float | None = None) -> dict[str, Any] | None:
         """The next event; None when ``timeout`` passed first. Raises EOFError once closed."""
-        if self.closed and self._queue.empty():
+        if self.ended is not None or (self.closed and self._queue.empty()):
             raise EOFError
         try:
             async with asyncio.timeout(timeout):

@@ -17,7 +17,11 @@ client for ``idle_timeout`` (the engine polls every few seconds).
 Optionally TLS (with client certificates required when a CA is given) and a
 shared token: with a token set, a connection must first call
 ``Host.authenticate {"token": ...}``; until then every other call is answered
-with ``UNAUTHORIZED`` and no notifications are sent to it.
+with ``UNAUTHORIZED`` and no notifications are sent to it. Failed TLS handshakes
+and wrong tokens are logged (at most a line a minute, with a count) and counted
+per address: past ``FREE_FAILURES`` the address is held back, a second doubling
+to a minute, during which its connections are closed at once and its tokens not
+even compared.
 """
 
 from __future__ import annotations
@@ -25,13 +29,14 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import math
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError
-from ..connguard import LINE_END, GuardedServer, GuardLimits
+from ..connguard import LINE_END, FailureThrottle, GuardedServer, GuardLimits
 from ..connguard.rules import IDLE_TIMEOUT
 from ..protocol import jsonrpc
 from ..protocol.host_wire import Code
@@ -44,6 +49,9 @@ log = logging.getLogger(__name__)
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 MAX_UNREAD = 4 * 1024 * 1024
 MAX_IN_FLIGHT = 64
+# Failed TLS handshakes and wrong tokens an address may make before it is held back
+# (a second, doubling to a minute; connguard/failures.py).
+FREE_FAILURES = 5
 AUTHENTICATE = "Host.authenticate"
 
 
@@ -104,7 +112,12 @@ class RpcServer:
 
     async def start(self, host: str, port: int) -> int:
         self._server = GuardedServer(
-            self._protocol, self._limits, head_end=LINE_END, ssl_context=self._ssl, name="JSON-RPC"
+            self._protocol,
+            self._limits,
+            head_end=LINE_END,
+            ssl_context=self._ssl,
+            name="JSON-RPC",
+            failures=FailureThrottle(free=FREE_FAILURES),
         )
         self.port = await self._server.start(host, port)
         return self.port
@@ -178,7 +191,14 @@ class RpcServer:
     ) -> jsonrpc.Frame:
         given = request.params.get("token") if isinstance(request.params, dict) else None
         if self._token is not None:
+            address, guard = _peer(writer), self._server
+            wait = 0.0 if guard is None else guard.held_back(address)
+            if wait > 0:  # not even compared: guessing is slowed down
+                message = f"too many failures from {address}: try again in {math.ceil(wait)} s"
+                return jsonrpc.ErrorResponse(request.id, Code.UNAUTHORIZED, message)
             if not isinstance(given, str) or not hmac.compare_digest(given.encode(), self._token):
+                if guard is not None:
+                    guard.failed(address, "wrong token")
                 return jsonrpc.ErrorResponse(request.id, Code.UNAUTHORIZED, "wrong token")
             self._authenticated.add(writer)
         return jsonrpc.Response(request.id, True)
@@ -218,6 +238,11 @@ class RpcServer:
         except Exception:
             log.exception("JSON-RPC method %s failed", request.method)
             return jsonrpc.ErrorResponse(request.id, jsonrpc.INTERNAL_ERROR, "internal error")
+
+
+def _peer(writer: asyncio.StreamWriter) -> str:
+    peer = writer.get_extra_info("peername")
+    return str(peer[0]) if isinstance(peer, tuple) and peer else "?"
 
 
 async def _write(writer: asyncio.StreamWriter, frame: jsonrpc.Frame) -> None:

@@ -13,7 +13,7 @@ import contextlib
 import hashlib
 import re
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -131,6 +131,22 @@ class UserStore:
             token_digest(token),
         )
         return User(*row.values()) if row else None
+
+    async def live_tokens(self, digests: Sequence[bytes]) -> set[bytes]:
+        """Which of these token digests are still live (unexpired, unrevoked, user there)."""
+        rows = await self._db.fetch(
+            "SELECT token_sha256 FROM user_tokens"
+            " WHERE token_sha256 = ANY($1::bytea[]) AND expires_at > now()",
+            digests,
+        )
+        return {bytes(r[0]) for r in rows}
+
+    async def password_hashes(self, names: Sequence[str]) -> dict[str, str]:
+        """The stored password hash of each of these users that still exists."""
+        rows = await self._db.fetch(
+            "SELECT name, password_hash FROM users WHERE name = ANY($1::text[])", names
+        )
+        return {r[0]: r[1] for r in rows}
 
     async def revoke(self, token: str) -> bool:
         status = await self._db.execute(

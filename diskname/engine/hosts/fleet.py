@@ -69,7 +69,11 @@ class Monitors:
     def _spawn(self, coro: Coroutine[object, object, None], name: str) -> asyncio.Task[None]:
         if self._tg is None:
             raise RuntimeError("monitors are not started")
-        task = self._tg.create_task(coro, name=name)
+        try:
+            task = self._tg.create_task(coro, name=name)
+        except RuntimeError:  # the group is shutting down (Python 3.11 leaves coro unclosed)
+            coro.close()
+            raise
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task

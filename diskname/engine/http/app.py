@@ -10,7 +10,10 @@ API, with the status of that edge's table (:data:`.errors.REST`,
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
@@ -18,7 +21,7 @@ from aiohttp import web
 from .. import ovirt
 from ..errors import EngineError, Unavailable
 from ..ovirt import sso
-from . import attachments, auth, catalog, events, hosts, pages, storage, vms
+from . import attachments, auth, catalog, events, hosts, inputs, pages, storage, vms
 from .context import CTX, EngineContext, actions
 from .errors import REST, error_response
 
@@ -70,14 +73,30 @@ def _auth(request: web.Request) -> auth.Authenticator:
     return request.app[CTX].auth
 
 
+async def _nosniff(request: web.Request, response: web.StreamResponse) -> None:
+    """No response is ever to be read as another type than it says (SPEC §19)."""
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+
+
 async def _close_events(app: web.Application) -> None:
     app[CTX].hub.close()
 
 
+async def _watch_sessions(app: web.Application) -> AsyncIterator[None]:
+    """End the event streams of sign-ins that ended (:mod:`.sessions`) while serving."""
+    task = asyncio.create_task(app[CTX].auth.sessions.run(), name="event stream sessions")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 def make_app(ctx: EngineContext) -> web.Application:
-    app = web.Application(middlewares=[errors_middleware, auth.guard(_auth)])
+    app = web.Application(middlewares=[errors_middleware, inputs.clean, auth.guard(_auth)])
     app[CTX] = ctx
     app.on_shutdown.append(_close_events)
+    app.on_response_prepare.append(_nosniff)
+    app.cleanup_ctx.append(_watch_sessions)
     app.add_routes(
         [
             *pages.routes(),

@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hmac
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,14 +37,17 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from ...config import ConfigError
+from ...connguard.failures import FailureThrottle
 from ...netaddr import is_loopback
 from ..config import EngineConfig
 from ..db.batching import Coalescer
+from ..db.users import NAME as USER_NAME
 from ..db.users import User, UserStore
 from ..errors import Forbidden, TooManyRequests, Unauthenticated, UnsupportedMediaType
 from ..metrics import Metrics
+from .fairness import FairSlots, Full
 from .passwords import dummy_hash, verify_password
-from .throttle import LoginThrottle
+from .sessions import Credential, Sessions
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +59,10 @@ FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 EVENTS = "/api/events"
 # Password hashes computed at once: each takes 32 MiB and a core for ~0.3 s.
 HASHING_AT_ONCE = 2
-# Failed sign-ins let through before the throttle steps in (engine/http/throttle.py).
-NAME_FAILURES, ADDRESS_FAILURES = 5, 20
+# Failed sign-ins let through before the throttle steps in (connguard/failures.py).
+PAIR_FAILURES, ADDRESS_FAILURES = 5, 20
+# Sign-ins one address may have waiting for a hashing slot (engine/http/fairness.py).
+MAX_WAITING = 8
 MAX_NAME = 128  # as users.NAME
 
 
@@ -67,6 +73,7 @@ class Principal:
     name: str
     role: str  # "admin" | "viewer"
     via: str  # "token", "password", "api_token", "anonymous"
+    credential: Credential | None = None  # what its event streams end with (.sessions)
 
     @property
     def may_write(self) -> bool:
@@ -124,20 +131,31 @@ def caller(request: web.Request) -> Principal:
 
 
 def check_exposure(config: EngineConfig, has_users: bool) -> None:
-    """Refuse (:class:`ConfigError`) to serve in a way that leaves the API open to a network."""
+    """Refuse (:class:`ConfigError`) to serve in a way that leaves the API open to a network:
+    no credentials at all, or credentials crossing it in clear text (SPEC §11, §19)."""
     loopback = is_loopback(config.http_host)
+    where = f"{config.http_host}:{config.http_port}"
     if config.anonymous_admin and not loopback:
         raise ConfigError(
             f"anonymous_admin is for loopback only, not {config.http_host}: "
             "sign in with users instead (diskname user add)"
         )
-    if loopback or config.insecure_no_auth or config.api_token or has_users:
+    if loopback:
         return
-    raise ConfigError(
-        f"refusing to serve the REST API on {config.http_host}:{config.http_port} with no user "
-        "and no api_token: add one with `diskname user add NAME --role admin --password-stdin`, "
-        "set api_token, or pass --insecure-no-auth"
-    )
+    credentials = bool(config.api_token) or has_users
+    if not (config.insecure_no_auth or credentials):
+        raise ConfigError(
+            f"refusing to serve the REST API on {where} with no user and no api_token: add "
+            "one with `diskname user add NAME --role admin --password-stdin`, set api_token, "
+            "or pass --insecure-no-auth"
+        )
+    https = config.https_cert is not None and config.https_key is not None
+    if credentials and not https and not config.insecure_http:
+        raise ConfigError(
+            f"refusing to serve the REST API on {where} over plain HTTP: passwords and tokens "
+            "would cross the network in clear text; set https_cert and https_key, or pass "
+            "--insecure-http"
+        )
 
 
 def guard(get_auth: Callable[[web.Request], Authenticator]) -> Middleware:
@@ -171,10 +189,12 @@ class Authenticator:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._config, self.users, self._metrics, self._clock = config, users, metrics, clock
-        # Many people may share an address (NAT): it gets more free failures than a name.
-        self.name_throttle = LoginThrottle(free=NAME_FAILURES)
-        self.address_throttle = LoginThrottle(free=ADDRESS_FAILURES)
-        self._hashing = asyncio.Semaphore(HASHING_AT_ONCE)
+        # Many people may share an address (NAT): it gets more free failures than a
+        # (user, address) pair. Nothing is keyed by the user alone (SPEC §19).
+        self.pair_throttle = FailureThrottle(free=PAIR_FAILURES)
+        self.address_throttle = FailureThrottle(free=ADDRESS_FAILURES)
+        self._hashing = FairSlots(HASHING_AT_ONCE, MAX_WAITING, self._address_failures)
+        self.sessions = Sessions(users)
         # "Is there any user yet?" for open (loopback, no token) engines: requests that
         # arrive together share one query instead of taking a pool connection each.
         self._any_user: Coalescer[None, bool] = Coalescer(self._any_users)
@@ -202,7 +222,8 @@ class Authenticator:
         if scheme.lower() == "basic":
             name, password = _basic(value)
             user = await self.sign_in(name, password, request.remote)
-            return Principal(user.name, user.role, "password")
+            credential = Credential.password(user.name, user.password_hash)
+            return Principal(user.name, user.role, "password", credential)
         raise Unauthenticated("the Authorization header must be Bearer or Basic")
 
     async def from_token(self, token: str) -> Principal:
@@ -214,7 +235,10 @@ class Authenticator:
         if user is None:
             self._metrics.login_failures["token"] += 1
             raise Unauthenticated("the token is unknown, expired or revoked: sign in again")
-        return Principal(user.name, user.role, "token")
+        return Principal(user.name, user.role, "token", Credential.token(token))
+
+    def _address_failures(self, address: str) -> int:
+        return self.address_throttle.failures(address, self._clock())
 
     async def _anonymous_allowed(self, request: web.Request) -> bool:
         loopback_request = is_loopback(request.url.host or "")
@@ -230,30 +254,45 @@ class Authenticator:
     async def sign_in(self, name: str, password: str, client: str | None) -> User:
         """The user whose name and password these are; slowed down after failures.
 
-        The throttle is asked once a hashing slot is free, so tries sent in
-        parallel still see each other's failures.
+        The throttle is asked again once a hashing slot is free, so tries sent in
+        parallel still see each other's failures. Slots go to addresses in turn,
+        those failing least first (:mod:`.fairness`).
         """
-        key, address = name[:MAX_NAME], client or "?"  # throttle keys stay small
-        self._check_throttle(key, address)  # cheap refusal before queueing
-        user = await self.users.get(name) if len(name) <= MAX_NAME else None
-        async with self._hashing:
-            self._check_throttle(key, address)
+        address = client or "?"
+        pair = f"{name[:MAX_NAME]}\n{address}"  # throttle keys stay small
+        self._check_throttle(pair, address)  # cheap refusal before queueing
+        # A name that cannot exist costs no query (and a NUL would be PostgreSQL's error).
+        user = await self.users.get(name) if USER_NAME.fullmatch(name) else None
+        async with self._hashing_slot(address):
+            self._check_throttle(pair, address)
             encoded = user.password_hash if user else dummy_hash()
             good = await asyncio.to_thread(verify_password, password, encoded)
             if user is None or not good:
                 now = self._clock()
-                self.name_throttle.failed(key, now)
+                self.pair_throttle.failed(pair, now)
                 self.address_throttle.failed(address, now)
         if user is None or not good:
             self._metrics.login_failures["password"] += 1
-            log.info("failed sign-in as %r from %s", key, address)
+            log.info("failed sign-in as %r from %s", name[:MAX_NAME], address)
             raise Unauthenticated("wrong user name or password")
-        self.name_throttle.succeeded(key)
+        self.pair_throttle.succeeded(pair)
         return user
 
-    def _check_throttle(self, name: str, address: str) -> None:
+    @contextlib.asynccontextmanager
+    async def _hashing_slot(self, address: str) -> AsyncIterator[None]:
+        try:
+            async with self._hashing.slot(address):
+                yield
+        except Full:
+            self._metrics.login_failures["throttled"] += 1
+            raise TooManyRequests(
+                f"{MAX_WAITING} sign-ins from {address} are already waiting: try again in a second",
+                retry_after=1.0,
+            ) from None
+
+    def _check_throttle(self, pair: str, address: str) -> None:
         now = self._clock()
-        wait = max(self.name_throttle.wait(name, now), self.address_throttle.wait(address, now))
+        wait = max(self.pair_throttle.wait(pair, now), self.address_throttle.wait(address, now))
         if wait > 0:
             self._metrics.login_failures["throttled"] += 1
             raise TooManyRequests(
@@ -267,6 +306,7 @@ class Authenticator:
 
     async def sign_out(self, token: str) -> None:
         await self.users.revoke(token)
+        self.sessions.signed_out(token)
 
 
 def _same(given: str, expected: str) -> bool:

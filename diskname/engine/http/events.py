@@ -72,6 +72,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CTX]
     resume_from = last_event_id(request)
     owner = stream_owner(request)
+    credential = auth.caller(request).credential
     cap = ctx.config.max_event_streams_per_user
     if ctx.hub.held_by(owner) >= cap:
         raise TooManyRequests(
@@ -79,7 +80,10 @@ async def events(request: web.Request) -> web.StreamResponse:
             retry_after=RETRY_MS / 1000,
         )
     # Subscribe before reading the history, so nothing falls between the two.
-    with ctx.hub.subscription(owner) as subscription:
+    with (
+        ctx.hub.subscription(owner) as subscription,
+        ctx.auth.sessions.holding(credential, subscription),
+    ):
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )
@@ -121,8 +125,10 @@ async def _live(
     while True:
         try:
             event = await subscription.next(keepalive)
-        except EOFError:
-            return  # the engine is stopping
+        except EOFError:  # the engine is stopping, or the sign-in ended (.sessions)
+            if subscription.ended is not None:
+                await response.write(encode({"reason": subscription.ended}, "end"))
+            return
         if event is None:
             await response.write(b": keepalive\n\n")
             continue

@@ -19,6 +19,7 @@ from ..core.models import DISK_NAME_MAX, DiskSpec, canonical_uuid
 from ..core.models import NAME_MAX as NAME_MAX  # the document's, as the rest below
 from ..core.models import NAME_PATTERN as NAME_PATTERN
 from ..errors import Invalid
+from .inputs import check_text
 
 TOKEN_MAX = 4096
 # A host's address: a DNS name or an IPv4/IPv6 literal (no brackets, no spaces).
@@ -65,6 +66,8 @@ def field(body: dict[str, Any], name: str, kind: type, *, required: bool = True)
         value = int(value)  # JSON has one number type: 8779.0 is the integer 8779
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise Invalid(f"field {name!r} must be {_KIND_NAMES.get(kind, kind.__name__)}")
+    if isinstance(value, str):
+        check_text(value, f"field {name!r}")
     return value
 
 

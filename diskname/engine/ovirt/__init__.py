@@ -7,7 +7,7 @@ bodies (safely), :mod:`.xmlout` writes the engine's values, :mod:`.routes`
 joins them to the actions, :mod:`.faults` answers the engine's errors, and
 :mod:`.sso` serves oVirt's sign-in.
 
-May import: :mod:`..actions`, :mod:`..core`, :mod:`..http` (auth, parsing) and the
+May import: :mod:`..actions`, :mod:`..core`, :mod:`..http` (auth, parsing, inputs) and the
 engine's top-level modules. Runs no SQL itself.
 """
 

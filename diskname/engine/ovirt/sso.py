@@ -30,8 +30,10 @@ from ..errors import (
 )
 from ..http.auth import SSO_LOGOUT, SSO_TOKEN, Authenticator, caller, check_media_type
 from ..http.errors import ByClass, Headers, retry_after
+from ..http.inputs import check_text
 
 GetAuth = Callable[[web.Request], Authenticator]
+FORM_FIELDS = frozenset({"grant_type", "username", "password", "scope", "token"})
 
 
 class UnsupportedGrant(Invalid):
@@ -104,7 +106,10 @@ async def _form(request: web.Request) -> dict[str, str]:
         form = await request.post()
     except ValueError:
         raise Invalid("the form could not be read") from None
-    return {k: v for k, v in form.items() if isinstance(v, str)}
+    fields = {k: v for k, v in form.items() if isinstance(v, str)}
+    for name in FORM_FIELDS & fields.keys():  # the others are ignored, never stored
+        check_text(fields[name], f"form field {name!r}")
+    return fields
 
 
 def _required(form: dict[str, str], name: str) -> str:

@@ -19,6 +19,7 @@ from ...protocol.disks import DEFAULT_DISK_SIZE
 from ..actions import AttachRequest
 from ..core.models import INTERFACES, DiskSpec, canonical_uuid
 from ..errors import Invalid
+from ..http.inputs import check_text
 
 # oVirt's DiskInterface values the engine does not serve (those it serves are its own).
 UNSERVED_INTERFACES = {
@@ -157,7 +158,9 @@ def _text(parent: ET.Element, tag: str) -> str | None:
     child = parent.find(tag)
     if child is None or child.text is None:
         return None
-    return child.text.strip()
+    value = child.text.strip()
+    check_text(value, f"<{tag}>")
+    return value
 
 
 def _required_text(parent: ET.Element, tag: str) -> str:

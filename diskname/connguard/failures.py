@@ -1,18 +1,23 @@
-"""Failed sign-ins slow down further tries, per user name and per client address.
+"""Failures slow down further tries: sign-ins, TLS handshakes, host tokens (SPEC §19).
 
-Sans-IO: the caller passes the time; the engine keeps one throttle for user
-names and one, more lenient, for client addresses. A key may fail ``free`` times; after that
-it must wait ``base`` seconds, doubling with every further failure up to ``cap``,
-before it may try again. Until then the engine refuses (``TooManyRequests``, with
-the wait) at once, without checking the password: a refusal costs no hashing, holds no
-connection open (as a growing delay would), and tells a person or a script
-plainly what is going on. Failures are forgotten ``forget`` seconds after the
-last one, and at most ``max_keys`` keys are remembered (the oldest go first), so
-a flood of names or addresses cannot grow memory.
+Sans-IO: the caller passes the time. The engine keeps one throttle of sign-ins
+keyed by a user name and the client's address together, and one, more lenient,
+by address alone; none is keyed by the name alone: failures from one address
+must never keep a user out from another. The host keeps one by address for
+failed TLS handshakes and wrong tokens (:class:`.server.GuardedServer`).
 
-The engine clears a user name's count when it signs in, but never an
-address's: someone with an account of their own must not be able to reset the
-count of the address they guess other users' passwords from.
+A key may fail ``free`` times; after that it must wait ``base`` seconds,
+doubling with every further failure up to ``cap``, before it may try again.
+Until then the server refuses at once (the engine with ``TooManyRequests`` and
+the wait), without checking the password or token: a refusal costs no hashing,
+holds no connection open (as a growing delay would), and tells a person or a
+script plainly what is going on. Failures are forgotten ``forget`` seconds after
+the last one, and at most ``max_keys`` keys are remembered (the oldest go
+first), so a flood of names or addresses cannot grow memory.
+
+The engine clears a (user, address) count when that user signs in from there,
+but never an address's: someone with an account of their own must not be able
+to reset the count of the address they guess other users' passwords from.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ class _Record:
     last: float
 
 
-class LoginThrottle:
+class FailureThrottle:
     def __init__(
         self,
         *,
@@ -47,6 +52,11 @@ class LoginThrottle:
             return 0.0
         delay = min(self.cap, self.base * 2.0 ** (record.failures - self.free))
         return max(0.0, record.last + delay - now)
+
+    def failures(self, key: str, now: float) -> int:
+        """The failures remembered for ``key``."""
+        record = self._live(key, now)
+        return 0 if record is None else record.failures
 
     def failed(self, key: str, now: float) -> None:
         record = self._live(key, now)

@@ -135,3 +135,10 @@ async def test_a_refused_statement_and_a_lost_connection_through_the_pool(pg_dsn
     finally:
         await killer.close()
         await pool.close()
+
+
+def test_a_connection_left_half_way_through_a_reply_is_unavailable_not_a_crash() -> None:
+    """asyncpg refuses a statement on a connection whose server vanished mid-reply (a
+    failover); that is the database being away, retried, never an engine crash."""
+    with pytest.raises(Unavailable), translated():
+        raise asyncpg.exceptions.InternalClientError("another operation is in progress")

@@ -59,6 +59,9 @@ async def host_view(port: int) -> tuple[list[Any], list[Any]]:
     async with await JsonRpcClient.connect("127.0.0.1", port) as c:
         stats = await c.call("Host.getAllVmStats")
         full = await c.call("Host.getVMFullList")
+    # The guest agent's part says when its sources came or went: a restart starts it anew.
+    stats = [{k: v for k, v in vm.items() if k != "agent"} for vm in stats]
+    full = [{k: v for k, v in vm.items() if k != "agent"} for vm in full]
     return sorted(stats, key=lambda v: v["vmId"]), sorted(full, key=lambda v: v["vmId"])
 
 

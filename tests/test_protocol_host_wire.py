@@ -221,5 +221,6 @@ def test_request_params_and_the_codes_are_pinned() -> None:
         "UNAUTHORIZED": -32004,
         "CONFLICT": -32005,
         "VM_TOO_LARGE": -32006,
+        "STATE_NOT_WRITTEN": -32007,
     }
     assert orjson.dumps({"code": wire.Code.VM_TOO_LARGE}) == b'{"code":-32006}'

@@ -44,6 +44,9 @@ _CONNECTION_ERRORS: tuple[type[Exception], ...] = (
     asyncpg.InterfaceError,
     asyncpg.PostgresConnectionError,
     asyncpg.exceptions.OperatorInterventionError,
+    # A connection that lost its server in the middle of a reply (a failover):
+    # asyncpg then refuses the next statement on it.
+    asyncpg.exceptions.InternalClientError,
 )
 
 
@@ -97,24 +100,30 @@ class Pool:
         """A connection (asyncpg's own: a store catches what it expects inside the block)."""
         with translated():
             async with self._pool.acquire() as conn:
-                yield conn
+                try:
+                    yield conn
+                except _CONNECTION_ERRORS:
+                    # Never back into the pool: it may be half-way through a reply
+                    # (released as it is, without asyncpg's reset query).
+                    conn.terminate()
+                    raise
 
     async def fetch(self, sql: str, *args: Any) -> list[Any]:
-        with translated():
-            rows: list[Any] = await self._pool.fetch(sql, *args)
+        async with self.acquire() as conn:
+            rows: list[Any] = await conn.fetch(sql, *args)
             return rows
 
     async def fetchrow(self, sql: str, *args: Any) -> Any:
-        with translated():
-            return await self._pool.fetchrow(sql, *args)
+        async with self.acquire() as conn:
+            return await conn.fetchrow(sql, *args)
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
-        with translated():
-            return await self._pool.fetchval(sql, *args)
+        async with self.acquire() as conn:
+            return await conn.fetchval(sql, *args)
 
     async def execute(self, sql: str, *args: Any) -> str:
-        with translated():
-            status: str = await self._pool.execute(sql, *args)
+        async with self.acquire() as conn:
+            status: str = await conn.execute(sql, *args)
             return status
 
     async def close(self) -> None:

@@ -125,7 +125,13 @@ class Leases:
         try:
             async with asyncio.timeout(COMMAND_TIMEOUT * 2):
                 return await run(await self._connection())
-        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except (
+            TimeoutError,
+            OSError,
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+            asyncpg.exceptions.InternalClientError,
+        ) as exc:
             await self._drop(close=False)
             raise LeasesLost(str(exc) or type(exc).__name__) from exc
 

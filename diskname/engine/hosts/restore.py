@@ -56,7 +56,11 @@ async def _restore(store: Store, monitor: HostMonitor, vm_id: str) -> bool:
         vm = await store.get_vm(vm_id)  # under the lock: a VM removed meanwhile stays so
         if vm is None or vm.host_id != monitor.host.id:
             return False
-        devices = [device(a) for a in await store.attachments_of([vm_id]) if a.active]
+        plugged = [a for a in await store.attachments_of([vm_id]) if a.active]
+        # In the order the host gave them addresses (it allocates in plug order): the
+        # VM enumerates its disks as before, so its guest names them as before.
+        plugged.sort(key=lambda a: (a.address is None, a.address or "", a.disk_id))
+        devices = [device(a) for a in plugged]
         params = {"vmId": vm_id, "name": vm.name, "devices": devices}
         try:
             await monitor.call("VM.create", params)

@@ -157,7 +157,7 @@ async def lab(pg_cluster: str) -> AsyncIterator[PoolLab]:
         try:
             await wait_until(lambda: lab_parts.healthy(lab.rest), timeout=60, interval=0.1)
             lab.host = await lab_parts.register(lab.rest, "libvirt-host", rpc)
-            lab.pool_dir = tmp / "pool"
+            lab.pool_dir = tmp / "volumes"
             lab.pool = await stack.enter_async_context(_pool(lab.pool_dir))
             loop = asyncio.get_running_loop()
             started = loop.time()

@@ -1,6 +1,9 @@
 """Image intents against a real PostgreSQL (SPEC §18, §19): a creation is left only
 once its engine's lease connection is gone; one engine claims it; settling tells a
-disk deleted meanwhile; a legacy locked disk is resumed after the migration."""
+disk deleted meanwhile (whose image is then removed again); a failed creation is
+illegal, let go or kept as its failure says; a legacy locked disk is resumed after
+the migration. The host is a stand-in recording calls: the host's side of a
+creation is tested on real hosts in test_image_crash_recovery."""
 
 from __future__ import annotations
 
@@ -10,13 +13,15 @@ from typing import Any
 import asyncpg
 import pytest
 
+from diskname.engine.actions.images import Images
 from diskname.engine.core.models import DiskSpec
 from diskname.engine.db.images import ImageIntents
 from diskname.engine.db.intents import ENGINE_APPLICATION
 from diskname.engine.db.migrate import migration_files
 from diskname.engine.db.storage import StorageTables
 from diskname.engine.db.store import Store
-from diskname.protocol.storage_wire import StorageDomainInfo
+from diskname.engine.errors import HostNotConnected, HostRefused, HostTimeout
+from diskname.protocol.storage_wire import ImageRequest, StorageDomainInfo
 
 pytestmark = pytest.mark.timeout(30)
 GIB = 1 << 30
@@ -104,3 +109,65 @@ async def test_a_disk_locked_before_the_migration_is_left_at_once(pg_dsn: str) -
         assert [(r["disk_id"], r["engine_pid"]) for r in rows] == [(disk_id, None)]
     finally:
         await conn.close()
+
+
+class FakeHost:
+    """Stands in for a host's monitor: records the engine's calls, fails with ``error``."""
+
+    def __init__(self, error: Exception | None = None) -> None:
+        self.calls: list[str] = []
+        self.error = error
+
+    async def call(self, method: str, params: Any = None) -> bool:
+        self.calls.append(method)
+        if self.error is not None and method == "Image.create":
+            raise self.error
+        return True
+
+
+class NoLease:
+    engine_pid = None
+
+
+def request(disk_id: str) -> ImageRequest:
+    return ImageRequest("data", disk_id, GIB)
+
+
+async def test_an_image_made_for_a_disk_deleted_meanwhile_is_removed_again(store: Store) -> None:
+    """Another engine settled the disk and it was deleted while this one made its image."""
+    images = Images(ImageIntents(store.pool, store.metrics), NoLease())  # type: ignore[arg-type]
+    _, disk_id = await floating_disk(store, None)
+    await store.pool.execute("UPDATE disks SET status = 'ok' WHERE id = $1", disk_id)
+    assert await store.remove_disk(disk_id)
+    host = FakeHost()
+    await images.make(host, request(disk_id), None)
+    assert host.calls == ["Image.create", "Image.delete"]
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (HostRefused("host h0 refused Image.create: no room"), ("illegal", 0)),
+        (HostNotConnected("host h0 is not connected"), ("locked", 1)),  # let go: pid NULL
+        (HostTimeout("host h0: no answer"), ("locked", 1)),  # kept: the host may finish
+    ],
+)
+async def test_a_failed_creation_settles_lets_go_or_keeps_its_intent(
+    store: Store, error: Exception, expected: tuple[str, int]
+) -> None:
+    images = Images(ImageIntents(store.pool, store.metrics), NoLease())  # type: ignore[arg-type]
+    _, disk_id = await floating_disk(store, 4242)
+    await images.make(FakeHost(error), request(disk_id), 4242)
+    row = await store.pool.fetchrow(
+        """SELECT d.status, d.status_reason, count(i.disk_id) AS intents, min(i.engine_pid) AS pid
+           FROM disks d LEFT JOIN image_intents i ON i.disk_id = d.id
+           WHERE d.id = $1 GROUP BY d.id""",
+        disk_id,
+    )
+    assert (row["status"], row["intents"]) == expected
+    if expected[0] == "illegal":
+        assert row["status_reason"] == str(error)
+    elif isinstance(error, HostNotConnected):
+        assert row["pid"] is None  # resumed by the host's owner once it is connected
+    else:
+        assert row["pid"] == 4242

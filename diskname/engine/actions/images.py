@@ -43,14 +43,17 @@ class Images:
         self.sweeps = 0
         self.resumed = 0
 
-    def start(self, monitor: Any, request: ImageRequest) -> None:
-        """Make a new disk's image in the background (its intent is written)."""
-        task = asyncio.create_task(self.make(monitor, request), name=f"image-{request.disk_id}")
+    def start(self, monitor: Any, request: ImageRequest, pid: int | None) -> None:
+        """Make a new disk's image in the background (its intent is written, naming ``pid``)."""
+        task = asyncio.create_task(
+            self.make(monitor, request, pid), name=f"image-{request.disk_id}"
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def make(self, monitor: Any, request: ImageRequest) -> None:
-        """Ask the host for the image, then settle the disk as the outcome says."""
+    async def make(self, monitor: Any, request: ImageRequest, pid: int | None) -> None:
+        """Ask the host for the image, then settle the disk as the outcome says;
+        ``pid``: the engine its intent names (this one's, when written or claimed)."""
         self._busy.add(request.disk_id)
         try:
             await crashpoints.reached("image.intended")
@@ -61,13 +64,15 @@ class Images:
                 failure = exc
             else:
                 await crashpoints.reached("image.called")
-            await self._settle(monitor, request, failure)
+            await self._settle(monitor, request, failure, pid)
         except EngineError as exc:  # the database's: the intent stays, resumed once left
             log.warning("disk %s: outcome of its image not stored: %s", request.disk_id, exc)
         finally:
             self._busy.discard(request.disk_id)
 
-    async def _settle(self, monitor: Any, request: ImageRequest, exc: EngineError | None) -> None:
+    async def _settle(
+        self, monitor: Any, request: ImageRequest, exc: EngineError | None, pid: int | None
+    ) -> None:
         disk_id, verdict = request.disk_id, outcome(exc)
         if verdict is Outcome.OK:
             settled = await self._intents.settle(disk_id, "ok")
@@ -78,7 +83,7 @@ class Images:
         if verdict is Outcome.ILLEGAL:
             await self._intents.settle(disk_id, "illegal", str(exc)[:MAX_REASON])
         elif verdict is Outcome.RELEASE:
-            await self._intents.release(disk_id, self._monitors.engine_pid)
+            await self._intents.release(disk_id, pid)
         # Outcome.HOLD: the host may still be making it; the intent is left when too old.
 
     # -- resuming what a gone engine left ------------------------------------------
@@ -103,7 +108,7 @@ class Images:
             if step is Step.WAIT or left.disk_id in self._busy:
                 continue
             if await self._intents.claim(left.disk_id, pid):
-                jobs.append(self._resolve(left, step))
+                jobs.append(self._resolve(left, step, pid))
         self.sweeps += 1
         await asyncio.gather(*jobs)
 
@@ -111,7 +116,7 @@ class Images:
         monitor = self._monitors.get(host_id)
         return monitor is not None and monitor.owned and monitor.connected.is_set()
 
-    async def _resolve(self, left: LeftImage, step: Step) -> None:
+    async def _resolve(self, left: LeftImage, step: Step, pid: int) -> None:
         log.warning("disk %s: resuming its image creation (%s)", left.disk_id, step.value)
         self.resumed += 1
         if step is Step.FORGET:
@@ -119,9 +124,9 @@ class Images:
         elif step is Step.ILLEGAL:
             await self._intents.settle(left.disk_id, "illegal", DOMAIN_GONE)
         else:
-            await self._recreate(left)
+            await self._recreate(left, pid)
 
-    async def _recreate(self, left: LeftImage) -> None:
+    async def _recreate(self, left: LeftImage, pid: int) -> None:
         assert left.host_id is not None and left.domain is not None  # plan() said CREATE
         try:
             request = ImageRequest(left.domain, left.disk_id, left.size, left.format, left.sparse)
@@ -130,9 +135,9 @@ class Images:
             return
         monitor = self._monitors.get(left.host_id)
         if monitor is None:  # its host was removed just now: the next sweep sees it gone
-            await self._intents.release(left.disk_id, self._monitors.engine_pid)
+            await self._intents.release(left.disk_id, pid)
             return
-        await self.make(monitor, request)
+        await self.make(monitor, request, pid)
 
 
 async def _drop(monitor: Any, request: ImageRequest) -> None:

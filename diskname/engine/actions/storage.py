@@ -98,7 +98,7 @@ class StorageActions(ActionBase):
         request = ImageRequest(
             domain.name, disk_id, spec.provisioned_size, spec.format, spec.sparse
         )
-        self._images.start(monitor, request)
+        self._images.start(monitor, request, pid)
         return await self._disk(disk_id)
 
     async def delete_disk(self, disk_id: str) -> None:

@@ -40,8 +40,6 @@ class Images:
         self._intents, self._monitors = intents, monitors
         self._busy: set[str] = set()  # disks whose image this engine is making now
         self._tasks: set[asyncio.Task[None]] = set()
-        self.sweeps = 0
-        self.resumed = 0
 
     def start(self, monitor: Any, request: ImageRequest, pid: int | None) -> None:
         """Make a new disk's image in the background (its intent is written, naming ``pid``)."""
@@ -109,7 +107,6 @@ class Images:
                 continue
             if await self._intents.claim(left.disk_id, pid):
                 jobs.append(self._resolve(left, step, pid))
-        self.sweeps += 1
         await asyncio.gather(*jobs)
 
     def _ready(self, host_id: str) -> bool:
@@ -118,7 +115,6 @@ class Images:
 
     async def _resolve(self, left: LeftImage, step: Step, pid: int) -> None:
         log.warning("disk %s: resuming its image creation (%s)", left.disk_id, step.value)
-        self.resumed += 1
         if step is Step.FORGET:
             await self._intents.forget(left.disk_id)
         elif step is Step.ILLEGAL:

@@ -69,6 +69,9 @@ class EngineService:
             )
             async with asyncio.TaskGroup() as tg:
                 await monitors.start(tg)
+                # Disks a killed engine left locked: resumed as the balancing round runs.
+                period = self.config.refresh_interval / 2
+                tg.create_task(actions.resume_images(period), name="image-recovery")
                 try:
                     async with self._http(make_app(ctx)):
                         if ready is not None:

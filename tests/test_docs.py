@@ -112,3 +112,31 @@ def test_the_path_of_one_name_names_real_functions() -> None:
         candidates = [ROOT / "diskname" / path, ROOT / "diskname" / "engine" / path]
         source = next(p for p in candidates if p.exists()).read_text()
         assert re.search(rf"\bdef {name.split('.')[-1]}\(", source), (path, name)
+
+
+AUTOMATING = (ROOT / "docs" / "automating.md").read_text()
+EXAMPLES = sorted((ROOT / "docs" / "examples").iterdir())
+
+
+def fenced_blocks(text: str) -> list[str]:
+    """The contents of every fenced code block of a Markdown text."""
+    return re.findall(r"^```\w*\n(.*?)^```$", text, re.S | re.M)
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_automating_shows_each_example_file_as_it_is(example: Path) -> None:
+    """docs/automating.md's playbooks and scripts are the files the tests run, verbatim."""
+    assert example.read_text() in fenced_blocks(AUTOMATING), f"{example.name} differs"
+
+
+def test_automating_is_linked_and_its_examples_are_run() -> None:
+    assert "docs/automating.md" in README
+    run_by = {
+        "attach-disk.yml": "ansible_run.py",
+        "remove-disk.yml": "ansible_run.py",
+        "attach_disk.py": "test_ovirt_sdk.py",
+        "format-disk.sh": "test_libvirt_pool_vm.py",
+    }
+    assert sorted(run_by) == sorted(p.name for p in EXAMPLES)
+    for name, test in run_by.items():
+        assert name in (ROOT / "tests" / test).read_text(), (name, test)

@@ -34,19 +34,19 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
 import pytest
 import pytest_asyncio
 
 from diskname.bench.procs import Child
 from diskname.bench.run import free_port
-from diskname.streams import ConnectionLost, JsonRpcClient
+from diskname.streams import JsonRpcClient
 
-from .conftest import _with_database, wait_until
+from .conftest import wait_until
 from .rest import Rest
+from .vm import lab as lab_parts
 from .vm import libvirt as lv
 from .vm.guest import GuestSpec, booted
-from .vm.image import Image, agent_share, cache_root, ensure_image, missing_tools, recipe_hash
+from .vm.image import agent_share, ensure_image
 from .vm.view import prove_guest_view
 
 pytestmark = [
@@ -62,17 +62,7 @@ HOTPLUGS = 10  # per bus and backend
 BUSES = ("virtio", "virtio_scsi")
 
 
-def _skip_reason() -> str | None:
-    if not Image(cache_root() / recipe_hash()).exists() and os.geteuid() != 0:
-        return "building the guest image (debootstrap) needs root"
-    needed = missing_tools() if not Image(cache_root() / recipe_hash()).exists() else []
-    needed += [t for t in missing_tools() if t.startswith("qemu") and t not in needed]
-    if needed:
-        return f"missing {', '.join(needed)} (apt: qemu-system-x86 qemu-utils debootstrap)"
-    return lv.skip_reason()
-
-
-SKIP = _skip_reason()
+SKIP = lab_parts.skip_reason()
 if SKIP:
     pytestmark.append(pytest.mark.skip(reason=SKIP))
 
@@ -111,24 +101,6 @@ class Lab:
         return any(e["name"] == name and e.get("source") != "qemu-ga" for e in entries)
 
 
-@contextlib.asynccontextmanager
-async def database(cluster_dsn: str) -> AsyncIterator[str]:
-    name = f"libvirt_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(cluster_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    try:
-        yield _with_database(cluster_dsn, name)
-    finally:
-        admin = await asyncpg.connect(cluster_dsn)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
-
-
 async def _processes(tmp: Path, dsn: str) -> tuple[list[Child], int, int, int]:
     http, libvirt_rpc, qemu_rpc = free_port(), free_port(), free_port()
     engine = await Child.start(
@@ -150,16 +122,6 @@ async def _processes(tmp: Path, dsn: str) -> tuple[list[Child], int, int, int]:
     return [engine, libvirt_host, qemu_host], http, libvirt_rpc, qemu_rpc
 
 
-async def _register(rest: Rest, name: str, port: int) -> str:
-    async def registered() -> dict[str, Any] | None:
-        status, data = await rest.call(
-            "POST", "/api/hosts", {"name": name, "address": "127.0.0.1", "port": port}
-        )
-        return data if status == 201 else None
-
-    return str((await wait_until(registered, timeout=30, interval=0.2))["id"])
-
-
 async def _create_vm(rest: Rest, host: str) -> str:
     """A VM on the QEMU host, once the engine is connected to it (409 until then)."""
     body = {"name": "qemu-guest", "host": {"id": host}}
@@ -172,34 +134,28 @@ async def _create_vm(rest: Rest, host: str) -> str:
     return str(await wait_until(created, timeout=30, interval=0.2))
 
 
-def _spec(tmp: Path, name: str, *, agent: bool) -> lv.DomainSpec:
-    work = tmp / name
-    work.mkdir()
-    serial = uuid.uuid4().hex[:20]
-    return lv.DomainSpec(str(uuid.uuid4()), f"dn-{name}-{serial[:6]}", serial, work, agent=agent)
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def lab(pg_cluster: str) -> AsyncIterator[Lab]:
     image, built = ensure_image()
     FIGURES["image_build_s"] = round(built, 1) if built else "cached"
     tmp = Path(tempfile.mkdtemp(prefix="dnlv"))
     async with contextlib.AsyncExitStack() as stack:
-        dsn = await stack.enter_async_context(database(pg_cluster))
+        dsn = await stack.enter_async_context(lab_parts.database(pg_cluster))
         children, http, libvirt_rpc, qemu_rpc = await _processes(tmp, dsn)
-        stack.push_async_callback(_stop_all, children)
+        stack.push_async_callback(lab_parts.stop_all, children)
         session = await stack.enter_async_context(
             aiohttp.ClientSession(base_url=f"http://127.0.0.1:{http}")
         )
         rest = Rest(session)
         lab = Lab(
             rest, tmp, "", "", libvirt_rpc, qemu_rpc,
-            _spec(tmp, "agent", agent=True), _spec(tmp, "qga", agent=False), children=children,
+            lab_parts.domain_spec(tmp, "agent", agent=True),
+            lab_parts.domain_spec(tmp, "qga", agent=False), children=children,
         )  # fmt: skip
         try:
-            await wait_until(lambda: _healthy(rest), timeout=60, interval=0.1)
-            lab.libvirt_host = await _register(rest, "libvirt-host", libvirt_rpc)
-            lab.qemu_host = await _register(rest, "qemu-host", qemu_rpc)
+            await wait_until(lambda: lab_parts.healthy(rest), timeout=60, interval=0.1)
+            lab.libvirt_host = await lab_parts.register(rest, "libvirt-host", libvirt_rpc)
+            lab.qemu_host = await lab_parts.register(rest, "qemu-host", qemu_rpc)
             lab.qemu_vm = await _create_vm(rest, lab.qemu_host)
             (root,) = (await rest.ok("GET", f"/api/vms/{lab.qemu_vm}/diskattachments"))[
                 "disk_attachment"
@@ -232,18 +188,6 @@ def _workdir(tmp: Path, name: str) -> Path:
     return path
 
 
-async def _healthy(rest: Rest) -> bool:
-    try:
-        return (await rest.call("GET", "/healthz"))[0] == 200
-    except aiohttp.ClientError:
-        return False
-
-
-async def _stop_all(children: list[Child]) -> None:
-    codes = [await child.stop() for child in children]
-    assert codes == [0, 0, 0], codes
-
-
 def _report() -> None:
     FIGURES.pop("boot_started_at", None)
     text = json.dumps(FIGURES, indent=2, sort_keys=True)
@@ -251,19 +195,6 @@ def _report() -> None:
     out = os.environ.get("DISKNAME_LIBVIRT_REPORT")
     if out:
         Path(out).write_text(text + "\n")
-
-
-async def _attachments(rest: Rest, vm: str) -> list[dict[str, Any]]:
-    status, data = await rest.call("GET", f"/api/vms/{vm}/diskattachments")
-    return list(data["disk_attachment"]) if status == 200 else []
-
-
-async def _root_named(lab: Lab, vm: str) -> str:
-    async def named() -> str | None:
-        found = await _attachments(lab.rest, vm)
-        return next((a["logical_name"] for a in found if a.get("logical_name")), None)
-
-    return str(await wait_until(named, timeout=BOOT_TIMEOUT, interval=0.2))
 
 
 async def timed_plug(rest: Rest, vm: str, iface: str) -> tuple[str, str, float]:
@@ -307,7 +238,7 @@ async def test_domains_appear_in_rest_without_registering_them(lab: Lab) -> None
     started, loop = FIGURES["boot_started_at"], asyncio.get_running_loop()
 
     async def booted_and_named(vm: str, label: str, agent_on: int | None) -> str:
-        name = await _root_named(lab, vm)
+        name = await lab_parts.root_named(lab.rest, vm, BOOT_TIMEOUT)
         FIGURES[f"boot_to_root_name_s[{label}]"] = round(loop.time() - started, 1)
         if agent_on is not None:  # and the diskname agent is up (qemu-ga may name it first)
             await wait_until(lambda: lab.agent_named(vm, "/dev/vda", agent_on), BOOT_TIMEOUT, 0.2)
@@ -358,7 +289,7 @@ async def test_qemu_ga_through_libvirt_names_hot_plugs_without_the_agent(lab: La
 
 async def test_a_virsh_attach_disk_with_a_serial_shows_up_named(lab: Lab) -> None:
     rest, vm, serial = lab.rest, lab.agent.uuid, "virsh-" + uuid.uuid4().hex[:12]
-    before = {a["id"] for a in await _attachments(rest, vm)}
+    before = {a["id"] for a in await lab_parts.attachments(rest, vm)}
     image = lab.agent.workdir / "virsh-disk.qcow2"
     proc = await asyncio.create_subprocess_exec("qemu-img", "create", "-q", "-f", "qcow2",
                                                 str(image), "64M")  # fmt: skip
@@ -370,7 +301,7 @@ async def test_a_virsh_attach_disk_with_a_serial_shows_up_named(lab: Lab) -> Non
     assert attach.returncode == 0, attach.stderr
 
     async def new_and_named() -> dict[str, Any] | None:
-        found = [a for a in await _attachments(rest, vm) if a["id"] not in before]
+        found = [a for a in await lab_parts.attachments(rest, vm) if a["id"] not in before]
         return found[0] if found and found[0].get("logical_name") else None
 
     attachment = await wait_until(new_and_named, timeout=NAME_TIMEOUT, interval=0.05)
@@ -392,7 +323,7 @@ async def test_a_virsh_attach_disk_with_a_serial_shows_up_named(lab: Lab) -> Non
 async def test_a_defined_domain_is_a_vm_down_and_undefining_it_clears_its_disks(
     lab: Lab,
 ) -> None:
-    spec = _spec(lab.tmp, "defined", agent=True)  # never started: no boot, no CPU
+    spec = lab_parts.domain_spec(lab.tmp, "defined", agent=True)  # never started: no boot, no CPU
     xml = spec.workdir / "domain.xml"
     xml.write_text(lv.domain_xml(ensure_image()[0], spec))
     defined = await asyncio.to_thread(lv.virsh, "define", str(xml))
@@ -401,7 +332,7 @@ async def test_a_defined_domain_is_a_vm_down_and_undefining_it_clears_its_disks(
 
         async def adopted() -> list[dict[str, Any]] | None:
             status, vm = await lab.rest.call("GET", f"/api/vms/{spec.uuid}")
-            found = await _attachments(lab.rest, spec.uuid) if status == 200 else []
+            found = await lab_parts.attachments(lab.rest, spec.uuid) if status == 200 else []
             return found if found and vm["status"] == "Down" else None
 
         (root,) = await wait_until(adopted, timeout=NAME_TIMEOUT, interval=0.05)
@@ -411,7 +342,7 @@ async def test_a_defined_domain_is_a_vm_down_and_undefining_it_clears_its_disks(
     assert undefined.returncode == 0, undefined.stderr
 
     async def cleared() -> bool:
-        return not any(a["active"] for a in await _attachments(lab.rest, spec.uuid))
+        return not any(a["active"] for a in await lab_parts.attachments(lab.rest, spec.uuid))
 
     await wait_until(cleared, timeout=NAME_TIMEOUT, interval=0.05)
 
@@ -449,7 +380,7 @@ async def test_with_a_storage_pool_images_are_its_volumes(lab: Lab) -> None:
         "--state-dir", str(lab.tmp / "pool-host"), "--channels-dir", str(lab.tmp / "pch"),
     )  # fmt: skip
     try:
-        rpc = await wait_until(lambda: _rpc(port), timeout=30, interval=0.1)
+        rpc = await wait_until(lambda: lab_parts.rpc(port), timeout=30, interval=0.1)
         async with rpc:
             await wait_until(lambda: _lists(rpc, lab.qga.uuid), timeout=30, interval=0.1)
             drive = {"diskId": disk, "iface": "virtio"}
@@ -464,13 +395,6 @@ async def test_with_a_storage_pool_images_are_its_volumes(lab: Lab) -> None:
         print(host.tail())
         assert await host.stop() == 0
         await asyncio.to_thread(lv.virsh, "pool-destroy", name, check=False)
-
-
-async def _rpc(port: int) -> JsonRpcClient | None:
-    try:
-        return await JsonRpcClient.connect("127.0.0.1", port)
-    except ConnectionLost:  # not listening yet
-        return None
 
 
 async def _lists(rpc: JsonRpcClient, vm: str) -> bool:

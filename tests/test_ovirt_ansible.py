@@ -1,7 +1,8 @@
 """oVirt's Ansible collection, unmodified, against a real diskname (SPEC §18, acceptance 1).
 
 ``ansible-playbook`` (ansible 10.x from PyPI: ``ovirt.ovirt`` 3.2 and ``ovirtsdk4``)
-runs tests/ansible/disks.yml as a subprocess against an engine, a sim host and
+runs tests/ansible/disks.yml, and docs/automating.md's two playbooks
+(docs/examples/attach-disk.yml, remove-disk.yml), as subprocesses against an engine, a sim host and
 an agent, all processes (tests/ovirt_cluster.py). Every task's result is read from
 Ansible's JSON callback: floating disks made in the host's storage domain,
 attached (virtio and virtio_scsi) and named by the guest, the same task run
@@ -11,10 +12,6 @@ again changing nothing, the info modules, a detach and the sign-out.
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -23,11 +20,11 @@ from typing import Any
 import asyncpg
 import pytest
 
+from .ansible_run import ANSIBLE, ATTACH, REMOVE, play
 from .ovirt_cluster import PASSWORD, Cluster, running_cluster
 from .test_ovirt_sdk import _database
 
 PLAYBOOK = Path(__file__).parent / "ansible" / "disks.yml"
-ANSIBLE = Path(sys.executable).parent / "ansible-playbook"
 
 pytestmark = [
     pytest.mark.slow,
@@ -45,39 +42,9 @@ def engine(pg_cluster: str) -> Iterator[tuple[Cluster, str]]:
 
 
 def _play(cluster: Cluster, tmp: Path) -> dict[str, dict[str, Any]]:
-    """Run the playbook; each task's result (and its end time) by task name."""
-    env = {
-        **os.environ,
-        "ANSIBLE_STDOUT_CALLBACK": "json",
-        "ANSIBLE_LOCALHOST_WARNING": "false",
-        "ANSIBLE_INVENTORY_UNPARSED_WARNING": "false",
-        "ANSIBLE_LOCAL_TEMP": str(tmp / "local"),
-        "ANSIBLE_HOME": str(tmp / "home"),
-        "ANSIBLE_NOCOLOR": "1",
-    }
-    extra = {
-        "url": cluster.url,
-        "password": PASSWORD,
-        "ca_file": str(cluster.ca_file),
-        "vm": "vm",
-        "host": "h1",
-        "ansible_python_interpreter": sys.executable,
-    }
-    done = subprocess.run(
-        [str(ANSIBLE), "-i", "localhost,", str(PLAYBOOK), "-e", json.dumps(extra)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=240,
-    )
-    assert done.returncode == 0, (done.stdout[-6000:], done.stderr[-3000:])
-    report = json.loads(done.stdout)
-    results = {}
-    for task in report["plays"][0]["tasks"]:
-        result = task["hosts"]["localhost"]
-        result["ended"] = datetime.fromisoformat(task["task"]["duration"]["end"])
-        results[task["task"]["name"]] = result
-    return results
+    extra = {"url": cluster.url, "password": PASSWORD, "ca_file": str(cluster.ca_file),
+             "vm": "vm", "host": "h1"}  # fmt: skip
+    return play(PLAYBOOK, extra, tmp)
 
 
 def _named_at(dsn: str, disk_id: str, name: str) -> datetime:
@@ -153,3 +120,22 @@ def test_the_disk_playbook(engine: tuple[Cluster, str], tmp_path: Path) -> None:
     assert data["used"] == 2 << 30
     status, _ = cluster.rest("DELETE", f"/api/disks/{scsi['id']}")
     assert status == 409  # still attached
+
+
+def test_the_docs_playbooks(engine: tuple[Cluster, str], tmp_path: Path) -> None:
+    """docs/automating.md's playbooks, as a reader runs them: attach and name, then remove."""
+    cluster, _ = engine
+    extra = {"url": cluster.url, "password": PASSWORD, "ca_file": str(cluster.ca_file),
+             "vm": "vm", "domain": "data"}  # fmt: skip
+    tasks = play(ATTACH, extra, tmp_path)
+    disk_id = tasks["Create the disk in the storage domain and attach it to the VM"]["id"]
+    facts = tasks["The guest's name for the disk, and its serial"]["ansible_facts"]
+    assert facts["device"] == cluster.named("vm", disk_id)
+    disk = cluster.attachment("vm", disk_id)["disk"]
+    assert facts["serial"] == disk["serial"] and disk["provisioned_size"] == 1 << 30
+    assert disk["name"] == "vm_data" and disk["storage_domains"][0]["name"] == "data"
+
+    removed = play(REMOVE, extra, tmp_path)
+    assert removed["Detach the disk"]["changed"] is True
+    assert removed["Delete the disk and its image"]["changed"] is True
+    assert cluster.ok("GET", f"/api/disks?id={disk_id}")["disk"] == []

@@ -11,7 +11,10 @@ published examples run with only their connection settings changed (acceptance 2
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -225,3 +228,33 @@ def test_the_readme_example(cluster: Cluster, tmp_path: Path) -> None:
     done = ovirt_examples.run(source, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "myvm_Disk1 virtio /dev/vda" in done.stdout.splitlines()  # the root disk
+
+
+# -- docs/automating.md's SDK example, the file itself ----------------------------------
+
+DOCS_EXAMPLE = Path(__file__).parent.parent / "docs" / "examples" / "attach_disk.py"
+
+
+def test_the_docs_attach_disk_example(cluster: Cluster) -> None:
+    """docs/examples/attach_disk.py, unmodified: a floating disk made, attached, named."""
+    env = {"OVIRT_URL": cluster.url, "OVIRT_PASSWORD": PASSWORD,
+           "OVIRT_CA_FILE": str(cluster.ca_file)}  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, str(DOCS_EXAMPLE), "sdkvm", "data", "--size-gib", "2"],
+        capture_output=True, text=True, timeout=120, env={**os.environ, **env},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    line = re.fullmatch(r"disk (\S+) is (/dev/\w+) in sdkvm, serial (\S+)\n", done.stdout)
+    assert line is not None, done.stdout
+    disk_id, name, serial = line.groups()
+    attachment = cluster.attachment("sdkvm", disk_id)
+    assert attachment["logical_name"] == name and attachment["interface"] == "virtio"
+    disk = attachment["disk"]
+    assert (disk["name"], disk["serial"], disk["provisioned_size"]) == (
+        "sdkvm_data",
+        serial,
+        2 << 30,
+    )
+    vm = cluster.vms["sdkvm"]
+    cluster.ok("DELETE", f"/api/vms/{vm}/diskattachments/{disk_id}", status=204)
+    cluster.ok("DELETE", f"/api/disks/{disk_id}", status=204)

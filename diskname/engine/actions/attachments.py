@@ -252,16 +252,18 @@ class AttachmentActions(ActionBase):
             if others:
                 raise Conflict(f"disk {disk_id} is also attached to VM {others[0]}")
         vm = await self.vm(vm_id)
+        # A floating disk's image is in a storage domain: it stays while the disk does
+        # (the host must not discard it at the unplug) and goes with it (Image.delete).
+        placed = await self._storage.placement(disk_id)
         async with self._on_host(vm.host_id, vm_id, force) as monitor:
             att = await self._attachment(vm_id, disk_id)
             if att.active and monitor is not None:
                 async with self._unless_forced(force, f"disk {disk_id} detached"):
-                    await self._unplug(monitor, att, discard=True)
+                    await self._unplug(monitor, att, discard=placed is None)
             self._published(await self._store.detach(vm_id, disk_id))
-        placed = await self._storage.placement(disk_id) if remove_disk else None
         if remove_disk and not await self._store.remove_disk(disk_id):
             raise Conflict(f"disk {disk_id} was detached, but attached elsewhere meanwhile")
-        if placed is not None:  # a floating disk's image goes with it
+        if remove_disk and placed is not None:
             await self._drop_image(placed[0], disk_id)
 
     # -- the host calls ------------------------------------------------------------

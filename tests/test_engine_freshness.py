@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from diskname.engine.core.models import Attachment, GuestAgent
-from diskname.engine.core.sync.freshness import GuestAgents
+from diskname.engine.core.sync.freshness import GuestAgents, agent_key
 from diskname.protocol.guest_wire import AgentInfo, Confirmed, wall_time
 from diskname.protocol.host_wire import StatsEntry
 
@@ -86,3 +86,10 @@ def test_confirmations_keep_the_newest_time_per_source_and_the_cursor() -> None:
     assert stored.confirmed({"agent": T0}).reported_at == later  # never backwards
     assert att.confirmed({"qemu-ga": later}).reported_at is None  # another source's
     assert stored.to_json()["reported_at"] == later.isoformat()
+
+
+def test_an_agent_key_is_the_same_whatever_order_or_iterable_its_sources_come_in() -> None:
+    key = agent_key("up", ("agent", "qemu-ga"))
+    assert agent_key("up", ["qemu-ga", "agent"]) is key
+    assert agent_key("up", iter(["qemu-ga", "agent", "agent"])) is key
+    assert agent_key("up", filter(None, ["agent", "", "qemu-ga"])) == key

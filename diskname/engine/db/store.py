@@ -23,7 +23,7 @@ import asyncpg
 from ..core.matching import MatchResult
 from ..core.models import HostRow, VmReport
 from ..core.sync import StoredVm
-from ..core.sync.freshness import AgentChange
+from ..core.sync.freshness import AgentChange, AgentKey, agent_key
 from ..errors import Conflict, DatabaseRefused, Unavailable
 from ..metrics import Metrics
 from . import agents, intents
@@ -106,8 +106,12 @@ class Store(Queries, Attaching):
         # A VM with a plug or unplug intent is fetched whatever its hash (:mod:`.intents`).
         rows = await self._pool.fetch(intents.VM_STATES_SQL, sorted(set(host_ids)))
         states: dict[str, dict[str, StoredVm]] = {h: {} for h in host_ids}
-        for host_id, vm_id, vm_hash, status, agent, sources in rows:
-            key = None if agent is None else (agent, tuple(sources or ()))
+        keys: dict[str | None, AgentKey | None] = {None: None}  # "status:a,b" -> shared
+        for host_id, vm_id, vm_hash, status, agent in rows:
+            key = keys.get(agent)
+            if key is None and agent is not None:
+                state, _, sources = agent.partition(":")
+                key = keys[agent] = agent_key(state, filter(None, sources.split(",")))
             states[host_id][sys.intern(vm_id)] = StoredVm(vm_hash, status, key)  # as the wire's
         return [states[h] for h in host_ids]
 

@@ -40,11 +40,12 @@ _MAX_KEYS = 64  # statuses x source sets from the wire are a dozen; the rest is 
 
 def agent_key(status: str, sources: Iterable[str]) -> AgentKey:
     """The shared key of an agent state (sources sorted, once each)."""
-    listed = (status, sources if isinstance(sources, tuple) else tuple(sources))
+    given = sources if isinstance(sources, tuple) else tuple(sources)
+    listed = (status, given)
     shared = _KEYS.get(listed)  # the wire's order, seen before
     if shared is not None:
         return shared
-    key = (status, tuple(sorted(set(sources))))
+    key = (status, tuple(sorted(set(given))))
     shared = _KEYS.get(key, key)
     if len(_KEYS) < _MAX_KEYS:
         _KEYS[key] = _KEYS[listed] = shared

@@ -40,7 +40,7 @@ _MAX_KEYS = 64  # statuses x source sets from the wire are a dozen; the rest is 
 
 def agent_key(status: str, sources: Iterable[str]) -> AgentKey:
     """The shared key of an agent state (sources sorted, once each)."""
-    given = sources if isinstance(sources, tuple) else tuple(sources)
+    given: tuple[str, ...] = sources if isinstance(sources, tuple) else tuple(sources)
     listed = (status, given)
     shared = _KEYS.get(listed)  # the wire's order, seen before
     if shared is not None:

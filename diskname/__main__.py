@@ -54,7 +54,11 @@ def _engine_tier() -> Tier:
     from .engine import service as m
     from .engine.config import EngineConfig
 
-    return Tier(lambda: EngineConfig, lambda cfg: m.EngineService(cfg).run)
+    def service(cfg: EngineConfig) -> ServiceMain:
+        m.tune_gc()  # the engine's own process (not dev mode's, nor a test's)
+        return m.EngineService(cfg).run
+
+    return Tier(lambda: EngineConfig, service)
 
 
 def _bench_tier() -> Tier:

@@ -8,7 +8,9 @@ once (a hot-plug is a device change and then, moments later, a mapping change:
 both are sent without delay), after that at most ``rate`` per second. A change
 held back is not lost: when the VM's next token is due, its *latest* hash goes
 out, so the settled state is announced at most ``1 / rate`` seconds after the
-guest goes quiet.
+guest goes quiet. A bucket that is full again and holds nothing is the same as
+none, so buckets are swept every :data:`SWEEP_EVERY` seconds: a fleet keeps one
+only for the VMs that changed lately, not one per VM it ever heard from.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 
 DEFAULT_RATE = 4.0
 DEFAULT_BURST = 4.0
+SWEEP_EVERY = 10.0  # seconds between sweeps of the idle buckets
 
 
 @dataclass(slots=True)
@@ -34,7 +37,12 @@ class Damper:
         self.rate, self.burst = rate, burst
         self._buckets: dict[str, _Bucket] = {}
         self._timers: list[tuple[float, str]] = []  # (when, vm id), a heap
+        self._next_sweep: float | None = None
         self.held_back = 0
+
+    def __len__(self) -> int:
+        """VMs with a bucket (a change lately)."""
+        return len(self._buckets)
 
     def _refill(self, bucket: _Bucket, now: float) -> None:
         bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.stamp) * self.rate)
@@ -42,6 +50,7 @@ class Damper:
 
     def offer(self, vm_id: str, vm_hash: str, now: float) -> bool:
         """True: send ``vm_hash`` now. False: it is held and comes out of :meth:`due`."""
+        self.sweep(now)
         bucket = self._buckets.get(vm_id)
         if bucket is None:
             bucket = self._buckets[vm_id] = _Bucket(self.burst, now)
@@ -58,6 +67,10 @@ class Damper:
     def next_due(self) -> float | None:
         """When :meth:`due` next has something, or None."""
         return self._timers[0][0] if self._timers else None
+
+    def next_sweep(self) -> float | None:
+        """When :meth:`sweep` next has work, or None (no bucket)."""
+        return self._next_sweep if self._buckets else None
 
     def due(self, now: float) -> list[tuple[str, str]]:
         """(VM id, latest hash) of every held change whose token has come."""
@@ -76,6 +89,12 @@ class Damper:
     def forget(self, vm_id: str) -> None:
         """The VM is gone: drop its bucket (a stale timer finds nothing)."""
         self._buckets.pop(vm_id, None)
+
+    def sweep(self, now: float) -> None:
+        """:meth:`idle`, if :data:`SWEEP_EVERY` seconds have passed since the last."""
+        if self._next_sweep is None or now >= self._next_sweep:
+            self.idle(now)
+            self._next_sweep = now + SWEEP_EVERY
 
     def idle(self, now: float) -> None:
         """Drop the buckets that are full and hold nothing (they would be new ones)."""

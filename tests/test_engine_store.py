@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 import pytest
 
 from diskname.engine.core.matching import match_names
-from diskname.engine.core.models import HostDevice, VmReport
+from diskname.engine.core.models import GuestAgent, HostDevice, VmReport
+from diskname.engine.core.sync.freshness import AgentChange
 from diskname.engine.db.catalog import Catalog
 from diskname.engine.db.migrate import apply_migrations
 from diskname.engine.db.reports import (
@@ -84,7 +86,7 @@ async def test_update_writes_names_history_and_hash(store: Store) -> None:
     assert att.logical_name_source == "serial" and att.logical_name_seen_at is not None
     assert att.address == "0000:00:07.0"
     assert await _history(store, VM, DISK) == [(None, "/dev/vdb")]
-    assert (await store.vm_states(host_id))[VM] == ("h1", "up")
+    assert (await store.vm_states(host_id))[VM] == ("h1", "up", ("none", ()))
 
 
 async def test_same_data_twice_writes_nothing_and_no_second_history(store: Store) -> None:
@@ -369,3 +371,18 @@ async def test_several_hosts_share_a_transaction_and_each_keeps_its_own_outcome(
         assert both[1].foreign == [vm_other] and [c.new for c in both[0].changes] == ["/dev/vde"]
     finally:
         await conn.close()
+
+
+async def test_guest_agents_are_written_once_and_reloaded_with_the_hashes(store: Store) -> None:
+    """SPEC §17: only a change that moved a row is returned (so logged and announced), and
+    the stored agent comes back with the hash, so a restarted engine offers nothing."""
+    host_id = await _host(store)
+    await _apply(store, host_id, _report({}))
+    since = datetime.now(UTC)
+    up = AgentChange(VM, GuestAgent("up", since, ("agent",)), {"agent": since})
+    assert await store.set_guest_agents(host_id, [up]) == [up]
+    assert await store.set_guest_agents(host_id, [up]) == []  # held already: no row moved
+    assert (await store.vm_states(host_id))[VM].agent == ("up", ("agent",))
+    other_host = await _host(store)  # a host that does not hold the VM writes nothing
+    gone = AgentChange(VM, GuestAgent("none", since), {})
+    assert await store.set_guest_agents(other_host, [gone]) == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import uuid
 from typing import Any
@@ -10,12 +11,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from diskname.damping import SWEEP_EVERY, Damper
 from diskname.engine.core.sync import SETTLE, Batch, HostSync
 from diskname.engine.core.sync.actions import Actions, After, after_action
 from diskname.engine.core.sync.digest import StatsDigest
 from diskname.engine.core.sync.known import Known
 from diskname.engine.core.sync.ownership import _NEXT, Event, Ownership, Phase
 from diskname.engine.core.sync.queue import FetchQueue
+from diskname.engine.hosts.locks import VmLocks
 from diskname.protocol import host_wire as wire
 
 A, B, C = (str(uuid.UUID(int=n)) for n in (1, 2, 3))
@@ -284,3 +287,41 @@ def test_a_lossy_host_and_a_restless_engine_still_converge(ops: list[tuple[str, 
     host.poll()  # and a host at rest costs no fetch
     sync.release_due(now + 10.0)
     assert sync.take_batch(now + 10.0) is None
+
+
+def test_the_damper_keeps_buckets_only_for_vms_that_changed_lately() -> None:
+    damper = Damper(rate=4.0, burst=4.0)
+    for vm in (A, B, C):
+        assert damper.offer(vm, "h1", 0.0)
+    assert len(damper) == 3
+    sent = [damper.offer(C, "h2", SWEEP_EVERY) for _ in range(5)]  # C keeps changing
+    assert sent == [True] * 4 + [False]  # its bucket is empty and one change is held
+    assert len(damper) == 1  # A and B were full again: swept
+    assert damper.due(SWEEP_EVERY + 1.0) == [(C, "h2")]  # the held change survives
+
+
+async def test_a_vm_lock_lives_only_while_held_or_awaited() -> None:
+    locks = VmLocks()
+    order: list[str] = []
+
+    async def second() -> None:
+        async with locks.hold(A):
+            order.append("second")
+
+    async with locks.hold(A):
+        waiter = asyncio.create_task(second())
+        await asyncio.sleep(0)  # the waiter queues on the held lock
+        assert len(locks) == 1
+        order.append("first")
+    await waiter
+    assert order == ["first", "second"] and len(locks) == 0
+
+
+def test_a_quiet_host_wakes_once_to_sweep_its_fetch_damper() -> None:
+    queue = FetchQueue(rate=4.0, burst=4.0)
+    queue.want(A, "h")
+    assert queue.take(0.0, 10, never, never) == ({A: "h"}, 0)
+    queue.landed([A])
+    assert queue.next_wakeup() == SWEEP_EVERY
+    queue.release(SWEEP_EVERY)
+    assert queue.next_wakeup() is None  # nothing held, nothing left to sweep

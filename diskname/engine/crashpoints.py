@@ -9,7 +9,9 @@ Unset (always, outside tests), :func:`reached` returns at once.
 
 Points: ``plug.claimed`` (the claim and its intent are written, the host not yet
 called), ``plug.called`` (the host plugged the disk, the outcome is not yet
-written), ``unplug.intended`` and ``unplug.called`` likewise.
+written), ``unplug.intended`` and ``unplug.called`` likewise; ``image.intended`` (a
+floating disk and its image intent are written, the host not yet asked) and
+``image.called`` (the host made the image, the disk is still locked).
 """
 
 from __future__ import annotations
@@ -21,7 +23,16 @@ import os
 log = logging.getLogger(__name__)
 
 ENV = "DISKNAME_TEST_HOLD_AT"
-POINTS = frozenset({"plug.claimed", "plug.called", "unplug.intended", "unplug.called"})
+POINTS = frozenset(
+    {
+        "plug.claimed",
+        "plug.called",
+        "unplug.intended",
+        "unplug.called",
+        "image.intended",
+        "image.called",
+    }
+)
 
 
 async def reached(point: str) -> None:

@@ -28,9 +28,10 @@ from .host_fields import (
     MAX_HASH_CHARS,
     MAX_STATUS_CHARS,
     bad,
-    canonical_uuid,
     check_text,
+    checked,
     is_int,
+    vm_key,
 )
 from .host_fields import BadHostMessage as BadHostMessage
 
@@ -92,19 +93,44 @@ class AgentInfo:
 
 
 def parse_agent(obj: Mapping[str, Any]) -> AgentInfo | None:
-    """The agent's part, if it reads (None: nothing usable; never a reason to drop the VM)."""
-    status: Any = obj.get("status")  # checked by AgentInfo
-    version = obj.get("apiVersion")
-    since = obj.get("since")
-    sources = obj.get("sources")
-    sources = tuple(sources) if isinstance(sources, list) else ()
+    """The agent's part, if it reads (None: nothing usable; never a reason to drop the VM).
+
+    A ``since`` or ``sources`` that does not read is left out with the other.
+    """
+    status: Any = obj.get("status")
     try:
-        return AgentInfo(status, version if is_int(version) else None, since, sources)
+        check_text(status, "agent status", MAX_STATUS_CHARS)
     except BadHostMessage:
-        try:
-            return AgentInfo(status, version if is_int(version) else None)
-        except BadHostMessage:
-            return None
+        return None
+    version = obj.get("apiVersion")
+    version = version if is_int(version) else None
+    since, listed = obj.get("since"), obj.get("sources")
+    sources = _sources(listed) if isinstance(listed, list) else ()
+    if since is None or sources is None:
+        return checked(AgentInfo, _KNOWN.get(status, status), version, None, ())
+    try:
+        parse_time(since, "since")
+    except BadHostMessage:
+        return checked(AgentInfo, _KNOWN.get(status, status), version, None, ())
+    return checked(AgentInfo, _KNOWN.get(status, status), version, since, sources)
+
+
+def _sources(listed: list[Any]) -> tuple[str, ...] | None:
+    """The sources as one shared tuple per combination; None if one is unknown."""
+    try:
+        return _SOURCE_LISTS[tuple(listed)]
+    except (KeyError, TypeError):  # repeated, unknown, or not a string
+        pass
+    if not all(isinstance(s, str) and s in SOURCES for s in listed):
+        return None
+    return tuple(_KNOWN[s] for s in listed)
+
+
+# The words the wire repeats for every VM, so that each is one string in memory.
+_KNOWN = {word: word for word in (*STATUSES, *SOURCES)}
+_SOURCE_LISTS = {
+    listed: listed for listed in ((), *((s,) for s in SOURCES), SOURCES, tuple(reversed(SOURCES)))
+}
 
 
 @dataclass(frozen=True, **SLOTS)
@@ -141,7 +167,7 @@ def parse_confirmed(raw: Any) -> Confirmed | None:
     vms: dict[str, Times] = {}
     for vm_id, times in listing.items():
         try:
-            vms[canonical_uuid(vm_id)] = _times(times)
+            vms[vm_key(vm_id)] = _times(times)
         except BadHostMessage:
             continue
     if not isinstance(cursor, str):
@@ -152,7 +178,7 @@ def parse_confirmed(raw: Any) -> Confirmed | None:
 def _times(raw: Any) -> Times:
     if not isinstance(raw, dict):
         raise bad("bad_confirmed", "a VM's confirmations are {source: time}")
-    return {s: parse_time(t) for s, t in raw.items() if s in SOURCES}
+    return {_KNOWN[s]: parse_time(t) for s, t in raw.items() if s in SOURCES}
 
 
 def asked_cursor(params: Any) -> str | None:

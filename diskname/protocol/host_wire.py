@@ -38,8 +38,10 @@ from .host_fields import (
     bad,
     check_id,
     check_text,
+    checked,
     is_int,
     text_or_none,
+    vm_key,
 )
 from .host_fields import BadHostMessage as BadHostMessage  # readers catch it from here
 from .host_fields import canonical_uuid as canonical_uuid
@@ -145,11 +147,12 @@ def asked_digest(params: Params) -> str | None:
 def parse_stats_entry(raw: Any) -> StatsEntry:
     obj = as_object(raw, "a stats entry")
     agent = obj.get("agent")
-    return StatsEntry(
-        vm_id=canonical_uuid(obj.get("vmId")),
-        status=text_or_none(obj.get("status"), "status", MAX_STATUS_CHARS),
-        hash=text_or_none(obj.get("hash"), "hash", MAX_HASH_CHARS),
-        agent=parse_agent(agent) if isinstance(agent, dict) else None,
+    return checked(  # each value checked here, once
+        StatsEntry,
+        vm_key(obj.get("vmId")),
+        text_or_none(obj.get("status"), "status", MAX_STATUS_CHARS),
+        text_or_none(obj.get("hash"), "hash", MAX_HASH_CHARS),
+        parse_agent(agent) if isinstance(agent, dict) else None,
     )
 
 

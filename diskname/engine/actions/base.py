@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -11,6 +10,7 @@ from typing import Any
 from ..core.models import Attachment, NameChange, StorageDomain, VmRow
 from ..db.batching import Coalescer
 from ..db.catalog import Catalog
+from ..db.images import ImageIntents
 from ..db.storage import StorageTables
 from ..db.store import Store
 from ..errors import (
@@ -26,6 +26,7 @@ from ..events import EventHub
 from ..hosts.fleet import Monitors
 from ..hosts.monitor import HostMonitor
 from ..metrics import Metrics
+from .images import Images
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +39,14 @@ class ActionBase:
         self._store, self._monitors, self._metrics, self._hub = store, monitors, metrics, hub
         self._catalog = Catalog(store.pool, metrics)
         self._storage = StorageTables(store.pool, metrics)
-        self._image_tasks: set[asyncio.Task[None]] = set()  # floating disks' images being made
+        # Floating disks' images being made, and those a gone engine left (SPEC §18).
+        self._images = Images(ImageIntents(store.pool, metrics), monitors)
         # Requests that arrive together look their VMs up in one query.
         self._vms: Coalescer[str, VmRow] = Coalescer(store.get_vms)
+
+    async def resume_images(self, period: float) -> None:
+        """Resolve, every ``period`` seconds, the floating disks gone engines left locked."""
+        await self._images.run(period)
 
     async def vm(self, vm_id: str) -> VmRow:
         """The VM, or :class:`NotFound`."""

@@ -4,7 +4,8 @@ A domain is where one host creates images (a libvirt pool, a directory, memory
 on a sim host); the engine stores the hosts' listings (each refreshed when the
 domains are listed) so disks can name their domain and searches can join it.
 A floating disk is stored "locked", its image is made by the host in the
-background, then the disk is "ok" (or "illegal", with the host's reason).
+background, then the disk is "ok" (or "illegal", with the host's reason); one
+an engine left locked when it died is resumed by another (:mod:`.images`).
 Attaching it (by id, :mod:`.attachments`) plugs that image: only into a VM of
 the same host.
 """
@@ -15,7 +16,6 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from typing import Any
 
 from ...protocol.disks import disk_serial
 from ...protocol.storage_wire import BadHostMessage, ImageRequest, parse_domains
@@ -93,23 +93,13 @@ class StorageActions(ActionBase):
         domain = await self._domain_for(spec.storage_domain)
         monitor = self._monitor(domain.host_id)  # HostNotConnected before anything is stored
         disk_id = str(uuid.uuid4())
-        await self._storage.add_floating_disk(disk_id, disk_serial(disk_id), spec, domain.id)
+        pid = self._monitors.engine_pid  # the intent names this engine (:mod:`.images`)
+        await self._storage.add_floating_disk(disk_id, disk_serial(disk_id), spec, domain.id, pid)
         request = ImageRequest(
             domain.name, disk_id, spec.provisioned_size, spec.format, spec.sparse
         )
-        task = asyncio.create_task(self._make_image(monitor, request), name=f"image-{disk_id}")
-        self._image_tasks.add(task)
-        task.add_done_callback(self._image_tasks.discard)
+        self._images.start(monitor, request, pid)
         return await self._disk(disk_id)
-
-    async def _make_image(self, monitor: Any, request: ImageRequest) -> None:
-        try:
-            await monitor.call("Image.create", request.to_wire())
-        except EngineError as exc:
-            log.warning("disk %s: no image in %s: %s", request.disk_id, request.domain, exc)
-            await self._storage.set_disk_status(request.disk_id, "illegal", str(exc)[:1000])
-        else:
-            await self._storage.set_disk_status(request.disk_id, "ok", None)
 
     async def delete_disk(self, disk_id: str) -> None:
         """Remove a disk attached to no VM (:class:`Conflict` while attached) and its image."""

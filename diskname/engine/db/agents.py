@@ -56,6 +56,7 @@ FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::text[], $5::text[])
 WHERE vms.id = u.id AND vms.host_id = $6::uuid
   AND (vms.guest_agent_status, vms.guest_agent_sources)
       IS DISTINCT FROM (u.status, string_to_array(u.sources, ','))
+RETURNING vms.id::text AS id
 """
 HASH_SQL = """
 UPDATE vms SET hash = u.hash,

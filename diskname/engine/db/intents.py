@@ -47,7 +47,7 @@ VM_STATES_SQL = """
 SELECT v.host_id::text, v.id::text,
        CASE WHEN EXISTS (SELECT 1 FROM plug_intents i WHERE i.vm_id = v.id)
             THEN NULL ELSE v.hash END AS hash,
-       v.status
+       v.status, v.guest_agent_status || ':' || array_to_string(v.guest_agent_sources, ',')
 FROM vms v WHERE v.host_id = ANY($1::uuid[])
 """
 

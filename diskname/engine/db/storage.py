@@ -11,6 +11,7 @@ from ...protocol.storage_wire import StorageDomainInfo
 from ..core.models import DiskSpec, StorageDomain, storage_domain_id
 from ..core.search import Search
 from ..errors import Conflict, MissingReference
+from . import images
 from .rows import Tables, filtered
 
 _DOMAINS = "SELECT sd.id::text, sd.host_id::text, sd.name, sd.kind, sd.available, sd.used"
@@ -51,25 +52,22 @@ class StorageTables(Tables):
         return [StorageDomain(*r.values()) for r in rows]
 
     async def add_floating_disk(
-        self, disk_id: str, serial: str, spec: DiskSpec, domain_id: str
+        self, disk_id: str, serial: str, spec: DiskSpec, domain_id: str, engine_pid: int | None
     ) -> None:
-        """A new disk attached nowhere, "locked" until its image exists."""
+        """A new disk attached nowhere, "locked" until its image exists, with the intent
+        of the engine making that image (:mod:`.images`), in one transaction."""
         sql = """INSERT INTO disks (id, serial, name, provisioned_size, status,
                                     storage_domain_id, format, sparse)
                  VALUES ($1, $2, $3, $4, 'locked', $5, $6, $7)"""
         args = (spec.name, spec.provisioned_size, domain_id, spec.format, spec.sparse)
-        async with self._pool.acquire() as conn:
+        async with self._pool.acquire() as conn, conn.transaction():
             try:
                 await self._exec(conn, sql, disk_id, serial, *args)
+                await self._exec(conn, images.RECORD_SQL, disk_id, engine_pid)
             except asyncpg.UniqueViolationError:
                 raise Conflict(f"disk {disk_id} exists") from None
             except asyncpg.ForeignKeyViolationError:
                 raise MissingReference(f"storage domain {domain_id}: no such domain") from None
-
-    async def set_disk_status(self, disk_id: str, status: str, reason: str | None) -> None:
-        sql = "UPDATE disks SET status = $2, status_reason = $3 WHERE id = $1"
-        async with self._pool.acquire() as conn:
-            await self._exec(conn, sql, disk_id, status, reason)
 
     async def placement(self, disk_id: str) -> tuple[StorageDomain, Any] | None:
         """The floating disk's domain and its row (status, size); None for other disks."""

@@ -14,6 +14,7 @@ fails, the old hash stays and the next poll fetches again.
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,7 +22,8 @@ import asyncpg
 
 from ..core.matching import MatchResult
 from ..core.models import HostRow, VmReport
-from ..core.sync.freshness import AgentChange
+from ..core.sync import StoredVm
+from ..core.sync.freshness import AgentChange, AgentKey, agent_key
 from ..errors import Conflict, DatabaseRefused, Unavailable
 from ..metrics import Metrics
 from . import agents, intents
@@ -46,7 +48,7 @@ class Store(Queries, Attaching):
         self._reports: Coalescer[writes.HostReports, Stored] = Coalescer(
             self._apply_many, max_batch=REPORT_BATCHES
         )
-        self._states: Coalescer[str, dict[str, tuple[str | None, str]]] = Coalescer(
+        self._states: Coalescer[str, dict[str, StoredVm]] = Coalescer(
             self._vm_states_many, max_batch=100
         )
 
@@ -92,22 +94,25 @@ class Store(Queries, Attaching):
         if changed:
             self.metrics.db_writes += 1
 
-    async def vm_states(self, host_id: str) -> dict[str, tuple[str | None, str]]:
-        """(stored hash, status) of every VM on the host.
+    async def vm_states(self, host_id: str) -> dict[str, StoredVm]:
+        """(stored hash, status, guest agent) of every VM on the host.
 
         Monitors that load at the same time (an engine starting under a fleet of
         500 hosts) share one query.
         """
         return await self._states.submit(host_id)
 
-    async def _vm_states_many(
-        self, host_ids: Sequence[str]
-    ) -> list[dict[str, tuple[str | None, str]]]:
+    async def _vm_states_many(self, host_ids: Sequence[str]) -> list[dict[str, StoredVm]]:
         # A VM with a plug or unplug intent is fetched whatever its hash (:mod:`.intents`).
         rows = await self._pool.fetch(intents.VM_STATES_SQL, sorted(set(host_ids)))
-        states: dict[str, dict[str, tuple[str | None, str]]] = {h: {} for h in host_ids}
-        for r in rows:
-            states[r["host_id"]][r["id"]] = (r["hash"], r["status"])
+        states: dict[str, dict[str, StoredVm]] = {h: {} for h in host_ids}
+        keys: dict[str | None, AgentKey | None] = {None: None}  # "status:a,b" -> shared
+        for host_id, vm_id, vm_hash, status, agent in rows:
+            key = keys.get(agent)
+            if key is None and agent is not None:
+                state, _, sources = agent.partition(":")
+                key = keys[agent] = agent_key(state, filter(None, sources.split(",")))
+            states[host_id][sys.intern(vm_id)] = StoredVm(vm_hash, status, key)  # as the wire's
         return [states[h] for h in host_ids]
 
     async def stale_intents(self) -> list[tuple[str, str]]:
@@ -120,12 +125,18 @@ class Store(Queries, Attaching):
         async with self._pool.acquire() as conn:
             await self._exec(conn, sql, vm_id, status)
 
-    async def set_guest_agents(self, host_id: str, changes: Sequence[AgentChange]) -> None:
-        """Store guest agents whose status moved (SPEC §17), in one statement."""
+    async def set_guest_agents(
+        self, host_id: str, changes: Sequence[AgentChange]
+    ) -> list[AgentChange]:
+        """Store guest agents whose status moved (SPEC §17), in one statement; the
+        changes that moved a row (not one the database held already)."""
         if not changes:
-            return
-        async with self._pool.acquire() as conn:
-            await self._exec(conn, agents.AGENTS_SQL, *agents.agent_columns(changes), host_id)
+            return []
+        rows = await self._pool.fetch(agents.AGENTS_SQL, *agents.agent_columns(changes), host_id)
+        if rows:
+            self.metrics.db_writes += 1
+        moved = {r["id"] for r in rows}
+        return [c for c in changes if c.vm_id in moved]
 
     async def apply_reports(
         self,

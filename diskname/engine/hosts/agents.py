@@ -1,7 +1,8 @@
 """The monitor's part in guest agents' freshness (SPEC §17): write what moved, tell the page.
 
 The sync state (:mod:`..core.sync.freshness`) says which VMs' guest agents came or
-went in the host's last full stats list; they are written in one statement and
+went in the host's last full stats list; they are written in one statement, and
+those that moved a row (not ones another engine wrote first) are logged and
 published on ``/api/events`` as ``event: guest_agent``, so a page or client
 marks the VM's names stale (or fresh again) without asking.
 """
@@ -38,11 +39,11 @@ async def store_agent_changes(store: Store, hub: EventHub, sync: HostSync, host_
     if not changes:
         return
     try:
-        await store.set_guest_agents(host_id, changes)
+        moved = await store.set_guest_agents(host_id, changes)
     except Unavailable:
         sync.agents.not_written(changes)
         raise
-    publish_agent_changes(hub, changes)
+    publish_agent_changes(hub, moved)
 
 
 def publish_agent_changes(hub: EventHub, changes: list[AgentChange]) -> None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -44,6 +43,7 @@ from ..events import EventHub
 from ..metrics import Metrics
 from .agents import publish_agent_changes, store_agent_changes
 from .connect import HostConnector, HostUntrusted
+from .locks import VmLocks
 from .refusals import host_errors
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ class HostMonitor:
         self._ownership_moved = asyncio.Event()  # a wake-up, not a state
         self._client: JsonRpcClient | None = None
         self._wake = asyncio.Event()
-        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._locks = VmLocks()
         self.connected = asyncio.Event()
         # Set once the first connection attempt is over, either way: a call made
         # right after the host was registered waits for it instead of failing.
@@ -310,7 +310,7 @@ class HostMonitor:
                 if self.sync.moved(batch, report.vm_id):
                     self.sync.mark(report.vm_id, None)  # an action began meanwhile: again
                     continue  # (and never wait for an action's lock: it may be slow)
-                await stack.enter_async_context(self._locks[report.vm_id])
+                await stack.enter_async_context(self._locks.hold(report.vm_id))
                 if self.sync.moved(batch, report.vm_id):
                     self.sync.mark(report.vm_id, None)
                     continue
@@ -368,7 +368,7 @@ class HostMonitor:
         """
         self.sync.begin_action(vm_id)
         try:
-            async with self._locks[vm_id]:
+            async with self._locks.hold(vm_id):
                 yield
         finally:
             self.sync.end_action(vm_id, asyncio.get_running_loop().time(), settle=plug)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..core.planning import compat_keeps_names
-from ..db.catalog import ClusterRow
+from ..db.catalog import ClusterRow, DiskRow
 from . import parsing as p
 from .context import actions
-from .responses import json_response
+from .responses import json_list_response, json_response
 
 HISTORY_DEFAULT = 100
 HISTORY_MAX = 1000
@@ -70,7 +70,7 @@ async def list_disks(request: web.Request) -> web.Response:
     disks = await actions(request).disk_uses(
         disk_id=None if disk_id is None else p.uuid_text(disk_id, "id"), serial=serial
     )
-    return json_response({"disk": [d.to_json() for d in disks]})
+    return json_list_response("disk", disks, DiskRow.to_json)
 
 
 def routes() -> list[web.RouteDef]:

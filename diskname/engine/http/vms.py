@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from ..core.models import VmRow
 from . import parsing as p
 from .context import actions
-from .responses import json_response
+from .responses import json_list_response, json_response
 
 
 async def list_vms(request: web.Request) -> web.Response:
     vms = await actions(request).vms()
-    return json_response({"vm": [vm.to_json() for vm in vms]})
+    return json_list_response("vm", vms, VmRow.to_json)
 
 
 async def get_vm(request: web.Request) -> web.Response:

@@ -19,5 +19,6 @@ wake. The rules live in small trackers, each changed only through its methods:
 """
 
 from .host import FOLLOW_UP_DELAYS, MAX_FETCH, SETTLE, Batch, HostSync, Reply
+from .known import StoredVm
 
-__all__ = ["FOLLOW_UP_DELAYS", "MAX_FETCH", "SETTLE", "Batch", "HostSync", "Reply"]
+__all__ = ["FOLLOW_UP_DELAYS", "MAX_FETCH", "SETTLE", "Batch", "HostSync", "Reply", "StoredVm"]

@@ -11,9 +11,14 @@ Both arrive with ``Host.getAllVmStats``, never with a fetch:
   reach the database with the next write the VM gets anyway (its hash or its
   agent's status), and the API serves the newer of the two.
 
-After the stored hashes are reloaded, what was stored of the agents is unknown
-here: the next full list offers every VM again, and the write (guarded by
-``IS DISTINCT FROM``) changes only the rows that differ.
+What was stored of each agent is loaded with the stored hashes, so an engine
+restarting under a fleet writes (and announces) only the agents that moved
+while it was away.
+
+Memory is per VM and the fleet is large, so the state is kept small: what was
+stored is an :data:`AgentKey` shared by every VM in that state (there are at
+most a dozen), a :class:`GuestAgent` is held only for a VM whose agent differs
+from what was stored, and confirmations are one map per source.
 """
 
 from __future__ import annotations
@@ -27,6 +32,28 @@ from ....protocol.host_wire import BadHostMessage, StatsEntry
 from ..models import GuestAgent
 
 Times = Mapping[str, datetime]
+AgentKey = tuple[str, tuple[str, ...]]  # (status, sources): what a write compares
+
+_KEYS: dict[AgentKey, AgentKey] = {}
+_MAX_KEYS = 64  # statuses x source sets from the wire are a dozen; the rest is not shared
+
+
+def agent_key(status: str, sources: Iterable[str]) -> AgentKey:
+    """The shared key of an agent state (sources sorted, once each)."""
+    given: tuple[str, ...] = sources if isinstance(sources, tuple) else tuple(sources)
+    listed = (status, given)
+    shared = _KEYS.get(listed)  # the wire's order, seen before
+    if shared is not None:
+        return shared
+    key = (status, tuple(sorted(set(given))))
+    shared = _KEYS.get(key, key)
+    if len(_KEYS) < _MAX_KEYS:
+        _KEYS[key] = _KEYS[listed] = shared
+    return shared
+
+
+def _wire_key(info: AgentInfo | None) -> AgentKey:
+    return agent_key("none", ()) if info is None else agent_key(info.state, info.sources)
 
 
 def agent_from_wire(info: AgentInfo | None, now: datetime) -> GuestAgent:
@@ -37,7 +64,8 @@ def agent_from_wire(info: AgentInfo | None, now: datetime) -> GuestAgent:
         since = parse_time(info.since) if info.since is not None else now
     except BadHostMessage:
         since = now
-    return GuestAgent(info.state, since, tuple(sorted(set(info.sources))))
+    status, sources = _wire_key(info)
+    return GuestAgent(status, since, sources)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,80 +79,101 @@ class GuestAgents:
     __slots__ = ("_announced", "_confirmed", "_known", "_latest", "_pending", "cursor")
 
     def __init__(self) -> None:
-        self._latest: dict[str, GuestAgent] = {}  # as the last full list said
-        self._known: dict[str, GuestAgent] = {}  # as written (or being written)
+        self._known: dict[str, AgentKey] = {}  # as written (or being written)
+        self._latest: dict[str, GuestAgent] = {}  # as the host said, where not as known
         self._pending: dict[str, GuestAgent] = {}
         self._announced: list[AgentChange] = []  # written with a hash: to tell the page
-        self._confirmed: dict[str, dict[str, datetime]] = {}
+        self._confirmed: dict[str, dict[str, datetime]] = {}  # source -> VM -> newest
         self.cursor = ""  # of the confirmations taken in ("": none yet)
 
-    def forget(self) -> None:
-        """The stored state is unknown again (reloaded): offer every VM of the next list."""
-        self._known.clear()
+    def load(self, stored: Mapping[str, AgentKey | None]) -> None:
+        """What the database holds of the host's VMs' agents (reloaded: the rest is unknown,
+        so the next list offers those VMs again; the write is guarded)."""
+        self._known = {vm: agent_key(*key) for vm, key in stored.items() if key is not None}
+        self._latest.clear()
 
     def took(self, entries: Iterable[StatsEntry], registered: set[str], now: datetime) -> None:
         """A full stats list: each registered VM whose agent moved is to be written."""
+        known, latest = self._known, self._latest
         for entry in entries:
-            self._latest[entry.vm_id] = agent_from_wire(entry.agent, now)
-            if entry.vm_id in registered:  # (else it is written with its first hash)
-                self._offer(entry.vm_id)
+            vm_id = entry.vm_id
+            if known.get(vm_id) == _wire_key(entry.agent):
+                latest.pop(vm_id, None)  # back as stored before it was written: nothing to do
+                self._pending.pop(vm_id, None)
+                continue
+            agent = latest.get(vm_id)
+            if agent is None or _key(agent) != _wire_key(entry.agent):
+                agent = latest[vm_id] = agent_from_wire(entry.agent, now)
+            if vm_id in registered:  # (else it is written with its first hash)
+                self._pending[vm_id] = agent
 
     def stored(self, vm_id: str, agent: GuestAgent | None) -> None:
         """The VM's report was stored with ``agent`` (as known when it was fetched): if the
         host said otherwise since, that is to be written too."""
         if agent is not None:
-            known = self._known.get(vm_id)
-            if known is not None and (known.status, known.sources) != (agent.status, agent.sources):
+            key, known = _key(agent), self._known.get(vm_id)
+            if known is not None and known != key:
                 self._announced.append(AgentChange(vm_id, agent, self.reported_at(vm_id)))
-            self._known[vm_id] = agent
-        self._offer(vm_id)
+            self._known[vm_id] = key
+        latest = self._latest.get(vm_id)
+        if latest is None:
+            return
+        if self._known.get(vm_id) == _key(latest):
+            del self._latest[vm_id]
+        else:
+            self._pending[vm_id] = latest
 
     def take_announced(self) -> list[AgentChange]:
         """Agents that moved and were written with their VM's hash (no write of their own)."""
         announced, self._announced = self._announced, []
         return announced
 
-    def _offer(self, vm_id: str) -> None:
-        agent, known = self._latest.get(vm_id), self._known.get(vm_id)
-        if agent is None:
-            return
-        if known is None or (known.status, known.sources) != (agent.status, agent.sources):
-            self._pending[vm_id] = agent
-
     def confirmed(self, confirmed: Confirmed) -> None:
         """Confirmations since the cursor held: keep the newest time per VM and source."""
         for vm_id, times in confirmed.vms.items():
-            held = self._confirmed.setdefault(vm_id, {})
             for source, at in times.items():
-                if source not in held or at > held[source]:
-                    held[source] = at
+                held = self._confirmed.setdefault(source, {})
+                before = held.get(vm_id)
+                if before is None or at > before:
+                    held[vm_id] = at
         self.cursor = confirmed.cursor
 
     def take_changes(self) -> list[AgentChange]:
         """What to write now; it counts as written until :meth:`not_written`."""
         pending, self._pending = self._pending, {}
-        self._known.update(pending)
+        for vm_id, agent in pending.items():
+            self._known[vm_id] = _key(agent)
+            self._latest.pop(vm_id, None)
         return [AgentChange(vm, a, self.reported_at(vm)) for vm, a in sorted(pending.items())]
 
     def not_written(self, changes: Iterable[AgentChange]) -> None:
         """The write failed: offer them again."""
         for change in changes:
             self._known.pop(change.vm_id, None)
+            self._latest.setdefault(change.vm_id, change.agent)
             self._pending.setdefault(change.vm_id, change.agent)
 
     def fetched(self, vm_id: str, info: AgentInfo | None) -> GuestAgent | None:
         """The agent to store with a fetched VM: as its full entry says (a newer host),
-        else as the last stats list said."""
-        if info is not None:
+        else as the last stats list said; None when that is what is stored already."""
+        if info is not None and self._known.get(vm_id) != _wire_key(info):
             self._latest[vm_id] = agent_from_wire(info, datetime.now(UTC))
+        elif info is not None:
+            self._latest.pop(vm_id, None)
         return self._latest.get(vm_id)
 
     def reported_at(self, vm_id: str) -> Times:
         """Per source, when the VM's guest last confirmed its mapping (as far as heard)."""
-        return dict(self._confirmed.get(vm_id, {}))
+        return {s: held[vm_id] for s, held in self._confirmed.items() if vm_id in held}
 
     def drop(self, vm_ids: Iterable[str]) -> None:
         for vm_id in vm_ids:
-            self._confirmed.pop(vm_id, None)
+            for held in self._confirmed.values():
+                held.pop(vm_id, None)
             self._known.pop(vm_id, None)
             self._latest.pop(vm_id, None)
+            self._pending.pop(vm_id, None)
+
+
+def _key(agent: GuestAgent) -> AgentKey:
+    return agent_key(agent.status, agent.sources)

@@ -19,7 +19,7 @@ from ..models import VmReport, report_from_wire
 from .actions import Actions, After
 from .digest import StatsDigest
 from .freshness import AgentChange, GuestAgents
-from .known import Known
+from .known import Known, StoredVm
 from .missing import Missing
 from .ownership import Event, Ownership, Phase
 from .queue import FetchQueue
@@ -92,14 +92,14 @@ class HostSync:
         """What was loaded can no longer be trusted (a new connection, the database was away)."""
         self._own.on(Event.DISTRUST)
 
-    def load(self, states: Mapping[str, tuple[str | None, str]]) -> None:
-        """(stored hash, status) of every VM registered on this host."""
+    def load(self, states: Mapping[str, StoredVm]) -> None:
+        """(stored hash, status[, guest agent]) of every VM registered on this host."""
         self._known.load(states)
+        self.agents.load({vm: state[2] for vm, state in states.items() if len(state) > 2})
         self._queue.clear()
         self._actions.forget_waits()
         self._digest.forget()
         self._missing.arm()
-        self.agents.forget()
         self._own.on(Event.LOADED)
 
     def forget_hash(self, vm_id: str) -> None:

@@ -8,8 +8,18 @@ for a VM the database registers on another host.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from typing import NamedTuple
 
 _ABSENT = object()
+
+
+class StoredVm(NamedTuple):
+    """What the database holds of a VM: its hash (None: fetch it anyway), status and
+    guest agent (status, sources; None: not known)."""
+
+    hash: str | None
+    status: str
+    agent: tuple[str, tuple[str, ...]] | None = None
 
 
 class Known:
@@ -22,10 +32,10 @@ class Known:
         self._foreign: set[str] = set()
         self._too_large: dict[str, str | None] = {}  # VM id -> the hash too large to fetch
 
-    def load(self, states: Mapping[str, tuple[str | None, str]]) -> None:
-        """(stored hash, status) of every VM registered on this host."""
-        self._hashes = {vm: h for vm, (h, _) in states.items()}
-        self._statuses = {vm: s for vm, (_, s) in states.items()}
+    def load(self, states: Mapping[str, StoredVm]) -> None:
+        """(stored hash, status, ...) of every VM registered on this host."""
+        self._hashes = {vm: state[0] for vm, state in states.items()}
+        self._statuses = {vm: state[1] for vm, state in states.items()}
         self._foreign.clear()
         self._too_large.clear()
 

@@ -50,6 +50,7 @@ class FetchQueue:
 
     def release(self, now: float) -> list[str]:
         """Put back what the damper held whose turn came; the VMs whose reminder is due."""
+        self._damper.sweep(now)
         for vm_id, held in self._damper.due(now):
             self._wanted.setdefault(vm_id, held or None)
             self._cleared.add(vm_id)
@@ -59,7 +60,8 @@ class FetchQueue:
         return due
 
     def next_wakeup(self) -> float | None:
-        times = [t for t in (self._damper.next_due(),) if t is not None]
+        damper = self._damper  # (a held change, or idle buckets to sweep)
+        times = [t for t in (damper.next_due(), damper.next_sweep()) if t is not None]
         if self._reminders:
             times.append(self._reminders[0][0])
         return min(times) if times else None

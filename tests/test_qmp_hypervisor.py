@@ -20,6 +20,7 @@ from diskname.host.devices import Device
 from diskname.host.hypervisors.qemu import bus_is_empty, qdev_id, qmp_path, root_ports
 from diskname.host.qmp_client import QmpClient
 from diskname.host.service import HostConfig, HostService
+from diskname.host.vm import QEMU_GA
 from diskname.protocol.host_wire import Code
 from diskname.streams import JsonRpcClient, RpcError
 
@@ -43,6 +44,7 @@ class Rig:
     inspect: QmpClient
     vm: str
     state: Path
+    host: HostService
 
     async def plug(self, iface: str, disk: str | None = None) -> dict[str, Any]:
         drive = {"diskId": disk or str(uuid.uuid4()), "iface": iface}
@@ -84,7 +86,7 @@ async def rig() -> AsyncIterator[Rig]:
             await QmpClient.connect(inspect_path) as inspect,
         ):
             await rpc.call("VM.create", {"vmId": vm, "name": "bare", "devices": []})
-            yield Rig(rpc, inspect, vm, config.state_dir)
+            yield Rig(rpc, inspect, vm, config.state_dir, host)
 
 
 async def test_virtio_and_nvme_disks_land_on_free_root_ports_with_the_serial(rig: Rig) -> None:
@@ -174,3 +176,17 @@ async def test_unplugging_a_disk_qemu_never_had_succeeds(rig: Rig) -> None:
     await wait_until(gone, timeout=10)
     assert await rig.rpc.call("VM.hotunplugDisk", {"vmId": rig.vm, "diskId": disk}, timeout=30)
     assert await rig.devices() == []
+
+
+async def test_a_guest_reset_qemu_reports_makes_the_vms_names_stale(rig: Rig) -> None:
+    """QMP ``RESET`` (here ``system_reset``; a guest reboot alike): the host drops the
+    VM's guest mappings, keeps the names, and its guest agent is not up (SPEC §17)."""
+    vm = rig.host.registry.get(rig.vm)
+    mapping = {"serialA0123456789012": {"name": "/dev/vdb", "serial": "serialA0123456789012"}}
+    rig.host.guest_mapping(rig.vm, QEMU_GA, mapping)
+    assert vm.agent_status() == "up" and vm.sources == {QEMU_GA: mapping}
+    await rig.inspect.execute("system_reset")
+    await wait_until(lambda: vm.agent_status() == "unresponsive", timeout=10, interval=0.02)
+    assert vm.sources == {} and vm.mapping == mapping  # kept, stale
+    rig.host.guest_mapping(rig.vm, QEMU_GA, mapping)  # the first report of the new boot
+    assert vm.agent_status() == "up"

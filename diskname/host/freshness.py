@@ -10,6 +10,12 @@ for ``timeout`` (three heartbeat intervals). The VM's guest agent is:
 - ``unresponsive`` once every source that ever spoke is gone;
 - ``none`` while no source ever spoke.
 
+A guest *reset* (a reboot, a power-off: the hypervisor says so) makes every
+source go at once, and none counts as up again before it sent a mapping of the
+new boot (:meth:`Freshness.confirm`): a heartbeat proves the agent runs, not
+that the names it sent before the reset still hold (letters can reorder at
+boot).
+
 ``since`` is the wall-clock time the status last changed (the VM's first
 sight for ``none``). Confirmations (each mapping a source sends, even an
 unchanged one) are kept per source as wall-clock times: they are not hashed
@@ -43,14 +49,16 @@ class _Source:
     up: bool
     last: float  # monotonic time of the last thing it said
     heartbeats: bool  # goes after ``timeout`` of silence
+    vouches: bool = True  # False from a reset until it sends a mapping again
 
 
 class Freshness:
-    __slots__ = ("_confirmed", "_sources", "since", "status")
+    __slots__ = ("_confirmed", "_reset", "_sources", "since", "status")
 
     def __init__(self, wall: float) -> None:
         self._sources: dict[str, _Source] = {}
         self._confirmed: dict[str, float] = {}
+        self._reset = False  # a source first heard after a reset must send a mapping
         self.status = NONE
         self.since = wall
 
@@ -68,9 +76,9 @@ class Freshness:
         """``source`` said something (a heartbeat, a mapping, a reply)."""
         state = self._sources.get(source)
         if state is None:
-            state = self._sources[source] = _Source(False, now, heartbeats)
+            state = self._sources[source] = _Source(False, now, heartbeats, not self._reset)
         state.last, state.heartbeats = now, heartbeats
-        if state.up:
+        if state.up or not state.vouches:
             return None
         state.up = True
         return self._moved(source, True, "spoke", wall)
@@ -78,6 +86,7 @@ class Freshness:
     def confirm(self, source: str, now: float, wall: float, *, heartbeats: bool) -> Change | None:
         """``source`` sent its mapping: it is up, and its names are confirmed at ``wall``."""
         self._confirmed[source] = wall
+        self._sources.setdefault(source, _Source(False, now, heartbeats)).vouches = True
         return self.seen(source, now, wall, heartbeats=heartbeats)
 
     def gone(self, source: str, wall: float, why: str = "channel closed") -> Change | None:
@@ -86,6 +95,17 @@ class Freshness:
             return None
         state.up = False
         return self._moved(source, False, why, wall)
+
+    def reset(self, wall: float) -> tuple[tuple[str, ...], str, str]:
+        """The guest reset: every source goes and vouches for nothing until it sends a
+        mapping again. The sources that were up, and the status before and after."""
+        before, went = self.status, self.sources
+        self._reset = True
+        for state in self._sources.values():
+            state.up = state.vouches = False
+        if before == UP:
+            self.status, self.since = UNRESPONSIVE, wall
+        return went, before, self.status
 
     def expire(self, now: float, timeout: float, wall: float) -> list[Change]:
         """Sources that heartbeat and were silent for more than ``timeout`` go."""

@@ -4,7 +4,8 @@
 capabilities; ``await client.execute(name, args)`` returns the command's
 ``return`` value or raises :class:`QmpCommandError` with QEMU's own message.
 Events go to whoever waits for them: take a :meth:`QmpClient.waiter` *before*
-sending the command that causes the event, so it cannot be missed. When the
+sending the command that causes the event, so it cannot be missed;
+:meth:`QmpClient.listen` hears every event for the connection's life. When the
 socket drops, pending and later calls raise :class:`QmpConnectionError`.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,8 +24,11 @@ from ..protocol.errors import RemoteProtocolError
 from ..protocol.lines import NeedData
 from ..streams import close_writer
 
+log = logging.getLogger(__name__)
+
 READ_CHUNK = 65536
 EventFilter = Callable[[qmp.Event], bool]
+EventListener = Callable[[qmp.Event], None]
 
 
 class QmpError(Exception):
@@ -69,6 +74,7 @@ class QmpClient:
         self._ids = itertools.count(1)
         self._pending: dict[qmp.CommandId, asyncio.Future[qmp.Return | qmp.Error]] = {}
         self._waiters: set[EventWaiter] = set()
+        self._listeners: list[EventListener] = []
         self._task: asyncio.Task[None] | None = None
         self.greeting: qmp.Greeting | None = None
         self.closed = asyncio.Event()
@@ -127,6 +133,11 @@ class QmpClient:
 
     def _dispatch(self, message: qmp.QmpMessage) -> None:
         if isinstance(message, qmp.Event):
+            for listener in self._listeners:
+                try:
+                    listener(message)
+                except Exception:
+                    log.exception("a QMP event listener failed")
             for waiter in list(self._waiters):
                 if waiter.match(message) and not waiter.future.done():
                     waiter.future.set_result(message)
@@ -153,6 +164,10 @@ class QmpClient:
         waiter = EventWaiter(self, match)
         self._waiters.add(waiter)
         return waiter
+
+    def listen(self, listener: EventListener) -> None:
+        """Call ``listener(event)`` for every event from now on (it must not raise)."""
+        self._listeners.append(listener)
 
     async def execute(
         self, name: str, arguments: dict[str, Any] | None = None, timeout: float = 10.0

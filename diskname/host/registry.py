@@ -113,6 +113,24 @@ class Registry:
         self._apply(vm, vm.state.with_source(source, mapping))
         return vm.hash != before
 
+    def source_gone(self, vm_id: str, source: str, why: str) -> None:
+        """A guest source went (qemu-ga disconnected, the guest stopped): its mapping no
+        longer counts (SPEC §17); a VM with no source left keeps its names, stale."""
+        vm = self._vms.get(vm_id)
+        if vm is None:
+            return
+        self._apply(vm, vm.state.without_source(source))
+        vm.source_gone(source, why)
+
+    def guest_reset(self, vm_id: str, why: str) -> None:
+        """The guest reset (rebooted, powered off): drop every source's mapping (the names
+        stay, stale) and mark its sources gone until one reports again (SPEC §17)."""
+        vm = self._vms.get(vm_id)
+        if vm is None:
+            return
+        self._apply(vm, vm.state.reset())
+        vm.sources_reset(why)
+
     def _apply(self, vm: Vm, state: VmState) -> Vm:
         old = vm._swap(state)
         if state != old:

@@ -292,8 +292,7 @@ class HostService:
     ) -> None:
         """Every mapping a guest source sends, changed or not, confirms its names (SPEC §17);
         every source's entries pass the view's grammar here, in one place."""
-        vm = self.registry.find(vm_id)
-        if vm is None:
+        if (vm := self.registry.find(vm_id)) is None:
             return
         cleaned, dropped = clean_mapping(mapping)
         for reason, count in sorted(dropped.items()):
@@ -302,14 +301,15 @@ class HostService:
         vm.source_confirmed(source, asyncio.get_running_loop().time(), heartbeats=heartbeats)
         self.confirmations.note(vm_id)
 
-    def guest_gone(self, vm_id: str, source: str) -> None:
-        vm = self.registry.find(vm_id)
-        if vm is not None:
-            vm.source_gone(source, "the guest stopped")
+    def guest_gone(self, vm_id: str, source: str, why: str = "the guest stopped") -> None:
+        self.registry.source_gone(vm_id, source, why)
+
+    def guest_reset(self, vm_id: str, why: str) -> None:
+        self.registry.guest_reset(vm_id, why)
+        self._poke_guest_sources(vm_id)  # ask qemu-ga again as the new boot settles
 
     def guest_rejected(self, vm_id: str, reason: str) -> None:
-        vm = self.registry.find(vm_id)
-        if vm is not None:
+        if (vm := self.registry.find(vm_id)) is not None:
             vm.reject(reason)
 
     # -- per-VM runtime ------------------------------------------------------
@@ -359,8 +359,7 @@ class HostService:
         await self.hypervisor.stop_vm(vm_id)
 
     def _poke_guest_sources(self, vm_id: str) -> None:
-        running = self._running.get(vm_id)
-        if running is not None and running.qga is not None:
+        if (running := self._running.get(vm_id)) is not None and running.qga is not None:
             running.qga.poke()
         self.hypervisor.poke(vm_id)
 

@@ -6,6 +6,12 @@ arrives after the device did). Only the registry makes new states and swaps them
 into the VM's :class:`Vm` handle, so hashing, notifying and persisting happen in
 one place. The handle also carries what is not hashed nor persisted: the agent's
 heartbeat and API version, and the count of guest input dropped by reason.
+
+A guest reset (reboot, power-off) drops every source's mapping: what the guest
+said before no longer holds (letters can reorder at boot). The merged mapping of
+before is *kept* (SPEC §17: the last names stay, marked stale while no source
+is up) until a source reports in the new boot; from then on only reports of the
+new boot make the mapping, so the pre-reset one can never win the merge.
 """
 
 from __future__ import annotations
@@ -59,6 +65,8 @@ class VmState:
     hash: str = ""
     # What the hypervisor says of the VM (libvirt: Up, Paused, Down...); not hashed.
     status: str = "Up"
+    # The names of before a guest reset, shown while no source reported since.
+    kept: GuestMapping = field(default_factory=dict)
 
     @classmethod
     def new(
@@ -68,14 +76,16 @@ class VmState:
         devices: tuple[Device, ...] = (),
         sources: Mapping[str, GuestMapping] | None = None,
         status: str = "Up",
+        kept: GuestMapping | None = None,
     ) -> VmState:
         sources = dict(sources or {})
-        mapping = merge_mappings(sources)
+        kept = {} if sources else dict(kept or {})
+        mapping = merge_mappings(sources) if sources else kept
         digest = vm_hash([d.to_json() for d in devices], mapping)
-        return cls(vm_id, name, devices, sources, mapping, digest, status)
+        return cls(vm_id, name, devices, sources, mapping, digest, status, kept)
 
     def with_devices(self, devices: tuple[Device, ...]) -> VmState:
-        return VmState.new(self.id, self.name, devices, self.sources, self.status)
+        return VmState.new(self.id, self.name, devices, self.sources, self.status, self.kept)
 
     def with_status(self, status: str) -> VmState:
         return replace(self, status=status)
@@ -83,9 +93,22 @@ class VmState:
     def with_source(self, source: str, mapping: GuestMapping) -> VmState:
         sources = {**self.sources, source: mapping}
         merged = merge_mappings(sources)
-        if merged == self.mapping:
-            return replace(self, sources=sources)  # same hash: only the raw source moved
+        if merged == self.mapping:  # same hash: only the raw source moved
+            return replace(self, sources=sources, kept={})
         return VmState.new(self.id, self.name, self.devices, sources, self.status)
+
+    def without_source(self, source: str) -> VmState:
+        """``source`` is gone: its mapping no longer counts (the last one's names are kept)."""
+        if source not in self.sources:
+            return self
+        sources = {k: v for k, v in self.sources.items() if k != source}
+        if not sources:
+            return self.reset()
+        return VmState.new(self.id, self.name, self.devices, sources, self.status)
+
+    def reset(self) -> VmState:
+        """The guest reset: every source's mapping goes; the names stay, kept (same hash)."""
+        return replace(self, sources={}, kept=self.mapping)
 
     def device(self, disk_id: str) -> Device | None:
         return next((d for d in self.devices if d.disk_id == disk_id), None)
@@ -102,6 +125,7 @@ class VmState:
             "guestDiskMapping": self.mapping,
             "mappingSources": self.sources,
             "status": self.status,
+            "keptMapping": self.kept,
         }
 
 
@@ -124,14 +148,15 @@ def state_from_definition(data: Any) -> VmState:
     except InvalidDevice as exc:
         raise BadStateFile(f"a device is invalid: {exc}") from None
     mapping = data.get("guestDiskMapping") or {}
+    kept = data.get("keptMapping") or {}
     # State written before there were two sources holds the agent's mapping only.
-    sources = data.get("mappingSources") or ({AGENT: mapping} if mapping else {})
-    if not _is_sources(sources):
+    sources = data.get("mappingSources") or ({AGENT: mapping} if mapping and not kept else {})
+    if not _is_sources(sources) or not _is_sources({"kept": kept}):
         raise BadStateFile("mappingSources must map each source to a mapping of objects")
     status = data.get("status", "Up")
     if not isinstance(status, str):
         raise BadStateFile("status must be a string")
-    return VmState.new(vm_id, name, devices, sources, status)
+    return VmState.new(vm_id, name, devices, sources, status, kept)
 
 
 def _is_sources(sources: Any) -> bool:
@@ -220,6 +245,15 @@ class Vm:
 
     def source_gone(self, source: str, why: str = "channel closed") -> None:
         self._log(self.freshness.gone(source, time.time(), why))
+
+    def sources_reset(self, why: str) -> None:
+        """The guest reset: no source vouches for its names until it reports again."""
+        went, before, after = self.freshness.reset(time.time())
+        status = before if before == after else f"{before} -> {after}"
+        log.info(
+            "VM %s: guest reset (%s): mappings dropped, sources gone: %s; guest agent %s",
+            self.id, why, ", ".join(went) or "none", status,
+        )  # fmt: skip
 
     def expire_sources(self, now: float, timeout: float) -> None:
         for change in self.freshness.expire(now, timeout, time.time()):

@@ -17,6 +17,12 @@ tests/test_libvirt_vm.py (libvirt) run on a booted guest they already have:
    virtio disks in PCI order, so A and B, named after X at hot-plug, now come
    one letter earlier: each attachment's ``logical_name`` must become the
    device whose serial (``/dev/disk/by-id/virtio-<serial>``) is that disk's.
+   Between the reboot and the first report of the new boot the old names may
+   not hold (issue 21): from the moment the reboot is issued REST is polled
+   until the VM's ``guest_agent.status`` is not ``up`` and A's and B's
+   attachments are ``stale: true``, then until it is ``up`` again with neither
+   stale; the names it shows then must be the new boot's. The stale window
+   (first stale to fresh again) is a figure.
 
 Every wait polls REST with a deadline; the seconds each step took are returned
 as figures.
@@ -245,7 +251,12 @@ async def prove_guest_view(
 
     await rest.ok("DELETE", f"/api/vms/{vm}/diskattachments/{x['id']}", status=204)
     await wait_until(lambda: _gone_in_guest(shell, x), timeout=VIEW_TIMEOUT, interval=0.2)
-    shell, took = await reboot(shell, connect)
+    window = asyncio.create_task(_stale_window(rest, vm, [a, b]))
+    try:
+        shell, took = await reboot(shell, connect)
+    except BaseException:
+        window.cancel()
+        raise
     figures["reboot_s"] = round(took, 1)
     # What REST says the moment the new boot answers: until the agent reports
     # again, the names of the previous boot (kept, SPEC §17), not asserted.
@@ -258,11 +269,45 @@ async def prove_guest_view(
     figures["reboot_to_names_right_s"] = round(loop.time() - start, 1)
     figures["names_before_to_after_reboot"] = moves
     figures["reordered"] = any(before != after for before, after in moves.items())
+    stale = await window
+    figures.update(stale)
+    # Fresh again means the new boot's names, never the previous boot's.
+    assert stale["names_when_fresh_again"] == list(moves.values()), (stale, moves)
     # And they stay: both at once, once every name has come back.
     now = [(await rest.attachment(vm, att["id"]))["logical_name"] for att in (a, b)]
     assert now == list(moves.values()), (now, moves)
     figures["total_s"] = round(loop.time() - began, 1)
     return figures, shell
+
+
+async def _freshness(rest: Rest, vm: str, disks: list[Attachment]) -> tuple[str, list[Any]]:
+    """The VM's guest agent status, and each attachment's (name, stale)."""
+    status = (await rest.ok("GET", f"/api/vms/{vm}"))["guest_agent"]["status"]
+    found = [await rest.attachment(vm, att["id"]) for att in disks]
+    return status, [(att["logical_name"], att.get("stale", False)) for att in found]
+
+
+async def _stale_window(rest: Rest, vm: str, disks: list[Attachment]) -> dict[str, Any]:
+    """From the reboot on: the names go stale (agent not up), then fresh again (up)."""
+    loop = asyncio.get_running_loop()
+    issued = loop.time()
+
+    async def when(stale: bool) -> list[Any] | None:
+        status, names = await _freshness(rest, vm, disks)
+        if stale:
+            return names if status != "up" and all(s for _, s in names) else None
+        return names if status == "up" and not any(s for _, s in names) else None
+
+    went = await wait_until(lambda: when(True), timeout=REBOOT_TIMEOUT, interval=0.1)
+    stale_at = loop.time()
+    back = await wait_until(lambda: when(False), timeout=REBOOT_TIMEOUT, interval=0.1)
+    fresh_at = loop.time()
+    return {
+        "reboot_issued_to_stale_s": round(stale_at - issued, 1),
+        "stale_window_s": round(fresh_at - stale_at, 1),
+        "names_while_stale": [name for name, _ in went],
+        "names_when_fresh_again": [name for name, _ in back],
+    }
 
 
 async def _gone_in_guest(shell: Shell, att: Attachment) -> bool:

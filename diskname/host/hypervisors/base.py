@@ -49,9 +49,14 @@ class Inventory(Protocol):
     def guest_rejected(self, vm_id: str, reason: str) -> None:
         """Guest input that source sent was dropped for ``reason`` (counted per VM)."""
 
-    def guest_gone(self, vm_id: str, source: str) -> None:
-        """That source of the guest's mapping is gone (the guest stopped): its names
-        are kept, marked stale (SPEC §17)."""
+    def guest_gone(self, vm_id: str, source: str, why: str = "the guest stopped") -> None:
+        """That source of the guest's mapping is gone (the guest stopped, qemu-ga
+        disconnected): its mapping no longer counts; a VM with no source left keeps
+        its names, marked stale (SPEC §17)."""
+
+    def guest_reset(self, vm_id: str, why: str) -> None:
+        """The guest reset or stopped (a reboot, a power-off): every source's mapping is
+        dropped and no source counts until it reports again; the names stay, stale."""
 
 
 class Hypervisor(Protocol):

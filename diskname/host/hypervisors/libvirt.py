@@ -15,6 +15,9 @@ blocks, so it runs in a thread pool of its own (:mod:`.libvirt_calls`).
   when ``DEVICE_REMOVED`` arrives. libvirt's refusals are
   :class:`LibvirtError` with libvirt's own message.
 - qemu-ga: ``guestInfo(DISKS)`` (:mod:`.libvirt_guest`).
+- A guest reboot (libvirt's ``REBOOT`` event) drops what both guest sources
+  said (the agent's channel stays connected across it): the VM's names are
+  stale until a source reports in the new boot (SPEC §17).
 - A domain that goes away is first reported ``Down`` with no disks and no
   names (so the engine clears them), and forgotten ``GONE_GRACE`` later.
 
@@ -52,6 +55,7 @@ KEEPALIVE = (5, 3)  # a silent libvirtd is given up after ~20 s
 BACKOFF_INITIAL, BACKOFF_CAP = 0.5, 10.0
 EVENTS = (
     model.EVENT_LIFECYCLE,
+    model.EVENT_REBOOT,
     model.EVENT_DEVICE_ADDED,
     model.EVENT_DEVICE_REMOVED,
     model.EVENT_DEVICE_REMOVAL_FAILED,
@@ -260,6 +264,13 @@ class LibvirtHypervisor:
         refused = reaction.removal_failed_alias
         if refused and (done := self._waiting(vm_id, refused)):
             done.set_exception(LibvirtError(f"the guest refused to release {refused}"))
+        inventory = self._inventory
+        if reaction.reset and inventory is not None:
+            if (poller := self._pollers.get(vm_id)) is not None:
+                poller.reset()  # an answer asked for before the reset is not of this boot
+            inventory.guest_reset(vm_id, "the guest rebooted")
+        if reaction.qga_gone and inventory is not None:
+            inventory.guest_gone(vm_id, QEMU_GA, "qemu-ga disconnected")
         if reaction.ask_guest:
             self.poke(vm_id)
         if reaction.refresh:

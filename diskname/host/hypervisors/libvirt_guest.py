@@ -44,6 +44,11 @@ class GuestInfoPoller:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._last_error: int | None = None
+        self._resets = 0
+
+    def reset(self) -> None:
+        """The guest reset: an answer to a question asked before is dropped."""
+        self._resets += 1
 
     def poke(self) -> None:
         self.schedule.poke(asyncio.get_running_loop().time())
@@ -82,6 +87,7 @@ class GuestInfoPoller:
                     await self._wake.wait()
 
     async def _ask(self) -> None:
+        resets = self._resets
         try:
             params = await self._call(
                 self._handle.guestInfo, libvirt.VIR_DOMAIN_GUEST_INFO_DISKS, 0
@@ -95,7 +101,7 @@ class GuestInfoPoller:
             return
         self._last_error = None
         domain = self.domain
-        if domain is None or not isinstance(params, dict):
+        if domain is None or not isinstance(params, dict) or resets != self._resets:
             return
         try:
             mapping = model.mapping_from_guest_info(params, domain)

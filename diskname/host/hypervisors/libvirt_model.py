@@ -9,6 +9,9 @@
   cannot report those: the engine matches such a disk by its address).
 - Reports: what changed since the last report of a domain (:func:`report_kind`).
 - Events: each libvirt event names a domain; :func:`react` says what to do.
+  A guest reboot leaves the domain running and the agent's channel connected,
+  so libvirt's ``REBOOT`` event is how the host learns that the guest's names
+  may no longer hold (SPEC §17).
 - Guest info: ``virDomainGetGuestInfo(DISKS)`` typed parameters become the
   same mapping qemu-ga's ``guest-get-disks`` gives (``source: "qemu-ga"``).
 - :class:`Schedule`: when to ask for guest info (after a hot-plug, then
@@ -40,12 +43,14 @@ STATUS = {0: "Unknown", 1: "Up", 2: "Up", 3: "Paused", 4: "Powering down", 5: "D
 RUNNING_STATES = frozenset({1, 2, 3, 4, 7})
 # virDomainEventID
 EVENT_LIFECYCLE = 0
+EVENT_REBOOT = 1  # the guest reset (QEMU's RESET): a reboot, ``virsh reset``
 EVENT_DEVICE_REMOVED = 15
 EVENT_AGENT_LIFECYCLE = 18
 EVENT_DEVICE_ADDED = 19
 EVENT_DEVICE_REMOVAL_FAILED = 22
 # virConnectDomainEventAgentLifecycleState
 AGENT_CONNECTED = 1
+AGENT_DISCONNECTED = 2
 # Guest info entries read per answer: far above any VM's disk count, so a
 # guest cannot make the host loop without bound.
 MAX_GUEST_DISKS = 4096
@@ -126,6 +131,8 @@ class Reaction:
     removed_alias: str | None = None  # a device unplug finished
     removal_failed_alias: str | None = None  # the guest refused an unplug
     ask_guest: bool = False  # qemu-ga just connected: ask for its disks now
+    qga_gone: bool = False  # qemu-ga disconnected (the guest is shutting down, say)
+    reset: bool = False  # the guest reset: what it said of its disks may no longer hold
 
 
 def react(event_id: int, args: Sequence[Any]) -> Reaction:
@@ -135,8 +142,12 @@ def react(event_id: int, args: Sequence[Any]) -> Reaction:
     if event_id == EVENT_DEVICE_REMOVAL_FAILED and args:
         return Reaction(removal_failed_alias=str(args[0]))
     if event_id == EVENT_AGENT_LIFECYCLE:
-        connected = bool(args) and args[0] == AGENT_CONNECTED
-        return Reaction(refresh=False, ask_guest=connected)
+        state = args[0] if args else None
+        return Reaction(
+            refresh=False, ask_guest=state == AGENT_CONNECTED, qga_gone=state == AGENT_DISCONNECTED
+        )
+    if event_id == EVENT_REBOOT:
+        return Reaction(refresh=False, reset=True)
     return Reaction()
 
 

@@ -12,6 +12,12 @@ Plug: ``qemu-img create`` (once per disk, kept for re-plugs) under
 serial. Unplug: ``device_del``, wait for ``DEVICE_DELETED``, ``blockdev-del``.
 When QEMU refuses, the VM's devices are put back as they were and the error,
 with QEMU's own message, goes back to the JSON-RPC caller.
+
+Guest resets: from the VM's start the host keeps its QMP connection open
+(reconnecting while QEMU is not there) and hears QMP ``RESET`` (a reboot,
+``system_reset``) and ``SHUTDOWN``. The agent's channel stays connected across
+a reboot, so this is how the host learns that the guest's names may no longer
+hold: the VM's guest sources are reset (SPEC §17, ``Inventory.guest_reset``).
 """
 
 from __future__ import annotations
@@ -24,11 +30,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from ...protocol import qmp
 from ...protocol.disks import DEFAULT_DISK_SIZE
 from ..devices import Device
 from ..qmp_client import QmpClient, QmpCommandError, QmpError
 from ..vm import VmState
-from .base import HypervisorError, StaticInventory
+from .base import HypervisorError, Inventory, StaticInventory
 from .images import ensure_qcow2
 
 log = logging.getLogger(__name__)
@@ -40,6 +47,9 @@ UNPLUG_TIMEOUT = 10.0
 DRIVERS = {"virtio": "virtio-blk-pci", "nvme": "nvme", "virtio_scsi": "scsi-hd", "sata": "ide-hd"}
 ROOT_PORT = "pcie-root-port"
 PERIPHERALS = "/machine/peripheral"
+# QMP events after which the guest's names may no longer hold.
+RESETS = {"RESET": "the guest reset", "SHUTDOWN": "the guest shut down"}
+WATCH_BACKOFF = (0.1, 2.0)  # reconnecting to a VM's QMP socket while QEMU is away
 
 
 class QemuError(HypervisorError):
@@ -85,6 +95,9 @@ class QemuHypervisor(StaticInventory):
         self._unplug_timeout = unplug_timeout
         self._clients: dict[str, QmpClient] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._connecting: dict[str, asyncio.Lock] = {}  # one QMP connection per VM
+        self._watchers: dict[str, asyncio.Task[None]] = {}
+        self._inventory: Inventory | None = None
 
     def qmp_path(self, vm_id: str) -> Path:
         return qmp_path(self._channels, vm_id)
@@ -92,17 +105,26 @@ class QemuHypervisor(StaticInventory):
     def image_path(self, disk_id: str) -> Path:
         return self._images / f"{disk_id}.qcow2"
 
+    async def run(self, inventory: Inventory) -> None:
+        self._inventory = inventory  # told of guest resets; the watchers run per VM
+
     async def start_vm(self, vm: VmState) -> None:
-        # QEMU runs the VM; the QMP connection is opened when first needed.
+        # QEMU runs the VM; the host keeps its QMP connection to hear its events.
         self._locks.setdefault(vm.id, asyncio.Lock())
+        if vm.id not in self._watchers:
+            self._watchers[vm.id] = asyncio.create_task(self._watch(vm.id), name=f"qmp {vm.id}")
 
     async def stop_vm(self, vm_id: str) -> None:
+        watcher = self._watchers.pop(vm_id, None)
+        if watcher is not None:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
         client = self._clients.pop(vm_id, None)
         if client is not None:
             await client.close()
 
     async def close(self) -> None:
-        for vm_id in list(self._clients):
+        for vm_id in {*self._clients, *self._watchers}:
             await self.stop_vm(vm_id)
 
     async def hotplug(self, vm: VmState, device: Device) -> Device:
@@ -116,17 +138,41 @@ class QemuHypervisor(StaticInventory):
 
     # -- QMP transactions ------------------------------------------------
 
+    async def _watch(self, vm_id: str) -> None:
+        """Keep the VM's QMP connection (plugs share it) so its events are heard."""
+        backoff = WATCH_BACKOFF[0]
+        while True:
+            try:
+                client = await self._client(vm_id)
+            except QemuError:
+                await asyncio.sleep(backoff)  # sync-ok: QEMU is not running (yet)
+                backoff = min(backoff * 2, WATCH_BACKOFF[1])
+                continue
+            backoff = WATCH_BACKOFF[0]
+            await client.closed.wait()
+
+    def _event(self, vm_id: str, event: qmp.Event) -> None:
+        why = RESETS.get(event.name)
+        if why is None or self._inventory is None:
+            return
+        reason = event.data.get("reason")
+        if isinstance(reason, str):
+            why = f"{why}: {reason[:40]}"
+        self._inventory.guest_reset(vm_id, f"QMP {event.name}, {why}")
+
     async def _client(self, vm_id: str) -> QmpClient:
-        client = self._clients.get(vm_id)
-        if client is not None and not client.closed.is_set():
+        async with self._connecting.setdefault(vm_id, asyncio.Lock()):
+            client = self._clients.get(vm_id)
+            if client is not None and not client.closed.is_set():
+                return client
+            path = self.qmp_path(vm_id)
+            try:
+                client = await QmpClient.connect(path, timeout=CONNECT_TIMEOUT)
+            except QmpError as exc:
+                raise QemuError(f"cannot reach QEMU for VM {vm_id}: {exc}") from exc
+            client.listen(lambda event: self._event(vm_id, event))
+            self._clients[vm_id] = client
             return client
-        path = self.qmp_path(vm_id)
-        try:
-            client = await QmpClient.connect(path, timeout=CONNECT_TIMEOUT)
-        except QmpError as exc:
-            raise QemuError(f"cannot reach QEMU for VM {vm_id}: {exc}") from exc
-        self._clients[vm_id] = client
-        return client
 
     async def _execute(self, client: QmpClient, name: str, args: dict[str, Any]) -> Any:
         try:

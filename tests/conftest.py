@@ -48,21 +48,29 @@ def _with_database(dsn: str, name: str) -> str:
     return urlunsplit(parts._replace(path=f"/{name}"))
 
 
-@pytest.fixture
-async def pg_dsn(pg_cluster: str) -> AsyncIterator[str]:
-    """A DSN to a brand-new, empty database, dropped after the test."""
-    name = f"t{next(_db_counter)}_{id(object())}"
-    admin = await asyncpg.connect(pg_cluster)
+@contextlib.asynccontextmanager
+async def fresh_database(cluster_dsn: str, name: str) -> AsyncIterator[str]:
+    """A DSN to a new, empty database ``name`` on the test cluster, dropped after the block."""
+    admin = await asyncpg.connect(cluster_dsn)
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
-    yield _with_database(pg_cluster, name)
-    admin = await asyncpg.connect(pg_cluster)
     try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        yield _with_database(cluster_dsn, name)
     finally:
-        await admin.close()
+        admin = await asyncpg.connect(cluster_dsn)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+@pytest.fixture
+async def pg_dsn(pg_cluster: str) -> AsyncIterator[str]:
+    """A DSN to a brand-new, empty database, dropped after the test."""
+    async with fresh_database(pg_cluster, f"t{next(_db_counter)}_{id(object())}") as dsn:
+        yield dsn
 
 
 async def wait_until(predicate, timeout: float = 5.0, interval: float = 0.01):  # type: ignore[no-untyped-def]

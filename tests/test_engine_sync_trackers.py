@@ -21,6 +21,8 @@ from diskname.engine.core.sync.queue import FetchQueue
 from diskname.engine.hosts.locks import VmLocks
 from diskname.protocol import host_wire as wire
 
+from .conftest import wait_until
+
 A, B, C = (str(uuid.UUID(int=n)) for n in (1, 2, 3))
 
 
@@ -310,7 +312,8 @@ async def test_a_vm_lock_lives_only_while_held_or_awaited() -> None:
 
     async with locks.hold(A):
         waiter = asyncio.create_task(second())
-        await asyncio.sleep(0)  # the waiter queues on the held lock
+        # The waiter queues on the held lock: one entry, two users.
+        await wait_until(lambda: locks._entries[A].users == 2)
         assert len(locks) == 1
         order.append("first")
     await waiter

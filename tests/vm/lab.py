@@ -11,17 +11,15 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
 
 from diskname.bench.procs import Child
 from diskname.streams import ConnectionLost, JsonRpcClient
 
-from ..conftest import _with_database, wait_until
+from ..conftest import fresh_database, wait_until
 from ..rest import Rest
 from . import libvirt as lv
 from .image import Image, cache_root, missing_tools, recipe_hash
@@ -38,23 +36,9 @@ def skip_reason() -> str | None:
     return lv.skip_reason()
 
 
-@contextlib.asynccontextmanager
-async def database(cluster_dsn: str) -> AsyncIterator[str]:
+def database(cluster_dsn: str) -> contextlib.AbstractAsyncContextManager[str]:
     """A fresh database on the test cluster for the block, dropped after."""
-    name = f"libvirt_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(cluster_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    try:
-        yield _with_database(cluster_dsn, name)
-    finally:
-        admin = await asyncpg.connect(cluster_dsn)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+    return fresh_database(cluster_dsn, f"libvirt_{uuid.uuid4().hex[:12]}")
 
 
 async def register(rest: Rest, name: str, port: int) -> str:

@@ -96,13 +96,13 @@ class GuestAgents:
         """A full stats list: each registered VM whose agent moved is to be written."""
         known, latest = self._known, self._latest
         for entry in entries:
-            vm_id = entry.vm_id
-            if known.get(vm_id) == _wire_key(entry.agent):
+            vm_id, key = entry.vm_id, _wire_key(entry.agent)
+            if known.get(vm_id) == key:
                 latest.pop(vm_id, None)  # back as stored before it was written: nothing to do
                 self._pending.pop(vm_id, None)
                 continue
             agent = latest.get(vm_id)
-            if agent is None or _key(agent) != _wire_key(entry.agent):
+            if agent is None or _key(agent) != key:
                 agent = latest[vm_id] = agent_from_wire(entry.agent, now)
             if vm_id in registered:  # (else it is written with its first hash)
                 self._pending[vm_id] = agent

@@ -9,8 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from diskname.host.api import agent_info
 from diskname.host.confirmations import Confirmations
 from diskname.host.freshness import Change, Freshness
+from diskname.host.vm import Vm, VmState
 from diskname.protocol import guest_wire as gw
 from diskname.protocol.host_wire import BadHostMessage, StatsReply, parse_stats_reply
 
@@ -84,6 +86,27 @@ def test_agent_info_round_trips_and_an_old_hosts_unknown_reads_as_none() -> None
     # A bad since or source keeps the status, and drops what does not read.
     odd = gw.parse_agent({"status": "up", "since": "yesterday", "sources": ["x"]})
     assert odd == gw.AgentInfo("up")
+
+
+def test_a_vms_agent_part_is_built_again_only_when_its_sources_move() -> None:
+    """Every poll asks for every VM's agent part: a heartbeat must not rebuild it,
+    and anything that moves status, since or sources must."""
+    vm = Vm(VmState.new(VM1, "vm1"))
+    first = agent_info(vm)
+    assert first.status == "none" and agent_info(vm) is first
+    vm.heartbeat(now=1.0, reported_version=3)
+    up = agent_info(vm)
+    assert (up.status, up.api_version, up.sources) == ("up", 3, ("agent",))
+    vm.heartbeat(now=2.0, reported_version=3)  # a guest repeating itself
+    vm.source_confirmed("agent", now=2.5)
+    assert agent_info(vm) is up
+    vm.source_seen("qemu-ga", now=3.0, heartbeats=False)
+    both = agent_info(vm)
+    assert both.sources == ("agent", "qemu-ga") and both.since == up.since
+    vm.sources_reset("reboot")
+    assert agent_info(vm).status == "unresponsive" and agent_info(vm).sources == ()
+    vm.heartbeat(now=4.0, reported_version=2)  # a reset agent vouches for nothing yet
+    assert agent_info(vm).api_version == 2 and agent_info(vm).status == "unresponsive"
 
 
 def test_the_stats_reply_carries_the_confirmations_beside_the_digest() -> None:

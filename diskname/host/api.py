@@ -77,9 +77,15 @@ def _drive(raw: Any) -> dict[str, Any]:
 
 def agent_info(vm: Vm) -> wire.AgentInfo:
     """The VM's guest agent: it moves when a guest source comes or goes (SPEC §17),
-    never with a guest merely repeating itself."""
+    never with a guest merely repeating itself. Every poll asks for every VM's, so
+    it is built again only when it may have moved (the quiet fleet's host CPU)."""
     fresh = vm.freshness
-    return wire.AgentInfo(fresh.status, vm.api_version, wall_time(fresh.since), fresh.sources)
+    key = (fresh.revision, vm.api_version)
+    if vm.agent_memo is not None and vm.agent_memo[0] == key:
+        return vm.agent_memo[1]
+    info = wire.AgentInfo(fresh.status, vm.api_version, wall_time(fresh.since), fresh.sources)
+    vm.agent_memo = (key, info)
+    return info
 
 
 def vm_stats(vm: Vm) -> wire.StatsEntry:

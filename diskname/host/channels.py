@@ -158,8 +158,10 @@ class AgentChannel:
 
     def _arm_watchdog(self, loop: asyncio.AbstractEventLoop) -> None:
         """Wake when the agent's heartbeat may be overdue (one timer, never re-armed per line)."""
+        if self._watchdog is not None:  # armed already: every line lands here
+            return
         due = self.vm.freshness.next_expiry(self.timeout)
-        if due is None or self._watchdog is not None:
+        if due is None:
             return
 
         def fire() -> None:

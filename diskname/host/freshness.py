@@ -53,7 +53,7 @@ class _Source:
 
 
 class Freshness:
-    __slots__ = ("_confirmed", "_reset", "_sources", "since", "status")
+    __slots__ = ("_confirmed", "_reset", "_sources", "revision", "since", "status")
 
     def __init__(self, wall: float) -> None:
         self._sources: dict[str, _Source] = {}
@@ -61,6 +61,9 @@ class Freshness:
         self._reset = False  # a source first heard after a reset must send a mapping
         self.status = NONE
         self.since = wall
+        # Moves whenever status, since or sources may have: what is built from them
+        # (the stats entry's agent part, every poll) is built again only then.
+        self.revision = 0
 
     @property
     def sources(self) -> tuple[str, ...]:
@@ -101,6 +104,7 @@ class Freshness:
         mapping again. The sources that were up, and the status before and after."""
         before, went = self.status, self.sources
         self._reset = True
+        self.revision += 1
         for state in self._sources.values():
             state.up = state.vouches = False
         if before == UP:
@@ -123,6 +127,7 @@ class Freshness:
         return min(due) if due else None
 
     def _moved(self, source: str, came: bool, why: str, wall: float) -> Change:
+        self.revision += 1
         before = self.status
         self.status = UP if any(s.up for s in self._sources.values()) else UNRESPONSIVE
         if self.status != before:

@@ -25,6 +25,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ..protocol.agent_wire import AGENT_API_VERSION
+from ..protocol.guest_wire import AgentInfo
 from ..protocol.hashing import vm_hash
 from .devices import Device, InvalidDevice
 from .freshness import Change, Freshness
@@ -174,6 +175,8 @@ class Vm:
         self.api_version: int | None = None
         self.freshness = Freshness(time.time())
         self._rejected: Counter[str] = Counter()
+        # (freshness revision, API version) and the agent part built from them (api.py).
+        self.agent_memo: tuple[tuple[int, int | None], AgentInfo] | None = None
 
     @property
     def state(self) -> VmState:

@@ -27,6 +27,7 @@ import pytest
 from diskname.engine import EngineConfig, EngineService
 from diskname.engine.actions.images import Images
 from diskname.engine.core.images import DOMAIN_GONE
+from diskname.engine.hosts.fleet import Monitors
 from diskname.host.service import HostService
 
 from .conftest import started, wait_until
@@ -188,15 +189,22 @@ async def test_a_disk_whose_host_was_removed_is_illegal_and_deletable(
 async def test_the_owner_leaves_a_live_creation_alone_and_resumes_it_once_its_engine_dies(
     pg_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    sweeps = 0
-    sweep = Images.sweep
+    rounds = sweeps = 0
+    round_sweep, image_sweep = Monitors.sweep_intents, Images.sweep
 
-    async def counted(self: Images) -> None:
+    async def counted_round(self: Monitors) -> None:
+        nonlocal rounds
+        await round_sweep(self)
+        rounds += 1
+
+    async def counted_sweep(self: Images) -> None:
         nonlocal sweeps
-        await sweep(self)
+        await image_sweep(self)
         sweeps += 1
 
-    monkeypatch.setattr(Images, "sweep", counted)  # the owner's, in this process
+    # The owner's, in this process: its balancing rounds, and the image sweeps they woke.
+    monkeypatch.setattr(Monitors, "sweep_intents", counted_round)
+    monkeypatch.setattr(Images, "sweep", counted_sweep)
     owner = EngineService(EngineConfig(dsn=pg_dsn, http_port=0, refresh_interval=REFRESH))
     async with (
         database(pg_dsn) as db,
@@ -214,8 +222,9 @@ async def test_the_owner_leaves_a_live_creation_alone_and_resumes_it_once_its_en
             aiohttp.ClientSession(base_url=base) as other_http,
         ):
             disk = await Rest(other_http).ok("POST", "/api/disks", BODY, status=201)
-            seen = sweeps
-            await wait_until(lambda: sweeps >= seen + 3, timeout=10)  # the owner swept, thrice
+            seen = rounds
+            await wait_until(lambda: rounds >= seen + 3, timeout=10)  # the owner looked, thrice
+            assert sweeps == 0  # its creator is alive: nothing was left to sweep
             assert await disk_row(db, disk["id"]) == ("locked", None, 1)
             assert creations == []  # its creator is alive: the owner did not touch it
             await kill(other)

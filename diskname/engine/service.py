@@ -92,9 +92,8 @@ class EngineService:
             )
             async with asyncio.TaskGroup() as tg:
                 await monitors.start(tg)
-                # Disks a killed engine left locked: resumed as the balancing round runs.
-                period = self.config.refresh_interval / 2
-                tg.create_task(actions.resume_images(period), name="image-recovery")
+                # Disks a killed engine left locked: resumed as the balancing rounds find them.
+                tg.create_task(actions.resume_images(), name="image-recovery")
                 try:
                     async with self._http(make_app(ctx)):
                         if ready is not None:

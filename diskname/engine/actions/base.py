@@ -44,9 +44,9 @@ class ActionBase:
         # Requests that arrive together look their VMs up in one query.
         self._vms: Coalescer[str, VmRow] = Coalescer(store.get_vms)
 
-    async def resume_images(self, period: float) -> None:
-        """Resolve, every ``period`` seconds, the floating disks gone engines left locked."""
-        await self._images.run(period)
+    async def resume_images(self) -> None:
+        """Resolve the floating disks gone engines left locked, as balancing rounds find them."""
+        await self._images.run(self._monitors.images_left)
 
     async def vm(self, vm_id: str) -> VmRow:
         """The VM, or :class:`NotFound`."""

@@ -3,8 +3,9 @@
 :meth:`Images.start` makes a new disk's image in the background: ``Image.create``
 on its domain's host, then the outcome settles the disk and its intent
 (:mod:`..db.images`) in one statement. An engine killed (or restarted) in
-between leaves the disk "locked" with its intent; every engine sweeps for such
-intents twice per refresh interval (:meth:`Images.run`) and resolves the ones
+between leaves the disk "locked" with its intent; every engine's balancing round
+(twice per refresh interval) looks for such intents in its one sweep statement,
+and when there are, :meth:`Images.run` sweeps them and resolves the ones
 :func:`..core.images.plan` gives it: the owner of the disk's host, once
 connected to it, claims the intent and creates the image again (the host
 leaves an image that exists alone, so it is made once); a disk whose domain
@@ -86,14 +87,16 @@ class Images:
 
     # -- resuming what a gone engine left ------------------------------------------
 
-    async def run(self, period: float) -> None:
-        """Sweep for left creations every ``period`` seconds, until cancelled."""
+    async def run(self, left: asyncio.Event) -> None:
+        """Sweep whenever a balancing round found a left creation (``left``), until
+        cancelled: a fleet with none left costs no statement of its own."""
         while True:
+            await left.wait()
+            left.clear()
             try:
                 await self.sweep()
             except EngineError as exc:  # the database's (a host's end in make())
                 log.warning("image intents not swept: %s", exc)
-            await asyncio.sleep(period)
 
     async def sweep(self) -> None:
         """Resolve the left creations that are this engine's to resolve now."""

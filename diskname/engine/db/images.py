@@ -31,6 +31,7 @@ FROM image_intents i JOIN disks d ON d.id = i.disk_id
 LEFT JOIN storage_domains sd ON sd.id = d.storage_domain_id
 WHERE {LEFT} ORDER BY i.created_at
 """
+LEFT_EXISTS_SQL = f"SELECT 1 FROM image_intents i WHERE {LEFT}"
 CLAIM_SQL = f"""
 UPDATE image_intents i SET engine_pid = $2, created_at = now() WHERE i.disk_id = $1 AND {LEFT}
 """

@@ -30,6 +30,7 @@ from . import agents, intents
 from . import reports as writes
 from .attaching import Attaching
 from .batching import Coalescer
+from .images import LEFT_EXISTS_SQL
 from .migrate import apply_migrations
 from .pool import Pool
 from .queries import Queries
@@ -37,6 +38,13 @@ from .reports import Fence, Stored
 
 # Hosts' report batches (up to 500 VMs each) stored in one transaction at most.
 REPORT_BATCHES = 8
+
+
+# The balancing round's sweep: the VMs with a stale plug intent, and one (NULL, NULL)
+# row when some image creation is left (the image sweep runs only then).
+SWEEP_SQL = f"""{intents.STALE_VMS_SQL}
+UNION ALL SELECT NULL, NULL WHERE EXISTS ({LEFT_EXISTS_SQL})
+"""
 
 
 class Store(Queries, Attaching):
@@ -115,10 +123,13 @@ class Store(Queries, Attaching):
             states[host_id][sys.intern(vm_id)] = StoredVm(vm_hash, status, key)  # as the wire's
         return [states[h] for h in host_ids]
 
-    async def stale_intents(self) -> list[tuple[str, str]]:
-        """(host, VM) of every VM with an intent its engine left behind (:mod:`.intents`)."""
-        rows = await self._pool.fetch(intents.STALE_VMS_SQL)
-        return [(r["host_id"], r["vm_id"]) for r in rows]
+    async def stale_intents(self) -> tuple[list[tuple[str, str]], bool]:
+        """(host, VM) of every VM with an intent its engine left behind (:mod:`.intents`),
+        and whether any floating disk's image creation is left too (:mod:`.images`):
+        the balancing round's one sweep statement for both."""
+        rows = await self._pool.fetch(SWEEP_SQL)
+        vms = [(r["host_id"], r["vm_id"]) for r in rows if r["host_id"] is not None]
+        return vms, len(vms) < len(rows)
 
     async def set_vm_status(self, vm_id: str, status: str) -> None:
         sql = "UPDATE vms SET status = $2 WHERE id = $1 AND status IS DISTINCT FROM $2"

@@ -59,11 +59,15 @@ class Monitors:
         self._task_of: dict[str, asyncio.Task[None]] = {}
         self._tg: asyncio.TaskGroup | None = None
         self.balanced = asyncio.Event()
+        # Set by a balancing round that found a floating disk's creation left by a gone
+        # engine: the image sweep (:mod:`..actions.images`) waits on it.
+        self.images_left = asyncio.Event()
 
     async def start(self, tg: asyncio.TaskGroup) -> None:
         self._tg = tg
         self._spawn(self._leases.run(), "leases")
         await self.rebalance()  # adds a monitor for every known host, claims our share
+        await self.sweep_intents()  # what engines killed before this one started left
         self._spawn(self._balance_loop(), "balancing")
 
     def _spawn(self, coro: Coroutine[object, object, None], name: str) -> asyncio.Task[None]:
@@ -156,15 +160,18 @@ class Monitors:
             await self.sweep_intents()
 
     async def sweep_intents(self) -> None:
-        """Fetch again the VMs of our hosts with an intent a dead engine left (SPEC §19).
+        """Fetch again the VMs of our hosts with an intent a dead engine left (SPEC §19),
+        and wake the image sweep if a creation is left (one statement for both).
 
         A restarted engine finds its own when it loads a host (:mod:`..db.intents`);
         this finds those of another engine that died while this one owned the host.
         """
         try:
-            stale = await self._store.stale_intents()
+            stale, images_left = await self._store.stale_intents()
         except Unavailable:
             return
+        if images_left:
+            self.images_left.set()
         for host_id, vm_id in stale:
             monitor = self._by_host.get(host_id)
             if monitor is not None and monitor.owned:

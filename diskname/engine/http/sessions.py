@@ -54,9 +54,11 @@ class StreamBook:
 
     def __init__(self) -> None:
         self._streams: dict[Credential, set[Subscription]] = {}
+        self.held = asyncio.Event()  # set while some credential holds a stream
 
     def add(self, credential: Credential, stream: Subscription) -> None:
         self._streams.setdefault(credential, set()).add(stream)
+        self.held.set()
 
     def discard(self, credential: Credential, stream: Subscription) -> None:
         streams = self._streams.get(credential)
@@ -64,6 +66,7 @@ class StreamBook:
             streams.discard(stream)
             if not streams:
                 del self._streams[credential]
+                self._emptied()
 
     def credentials(self) -> list[Credential]:
         return list(self._streams)
@@ -73,7 +76,12 @@ class StreamBook:
         streams = self._streams.pop(credential, set())
         for stream in streams:
             stream.end(reason)
+        self._emptied()
         return len(streams)
+
+    def _emptied(self) -> None:
+        if not self._streams:
+            self.held.clear()
 
     def stale(self, live_tokens: set[bytes], hashes: dict[str, str]) -> list[Credential]:
         """The credentials no longer good, given the live token digests and the
@@ -129,8 +137,10 @@ class Sessions:
             )
 
     async def run(self) -> None:
-        """Check every ``interval`` seconds until cancelled."""
+        """Check every ``interval`` seconds while some credential holds a stream (none
+        does on an engine without users: it then costs no wake-up), until cancelled."""
         while True:
+            await self.book.held.wait()
             await asyncio.sleep(self._interval)  # sync-ok: a period, not a wait for something
             try:
                 await self.check()

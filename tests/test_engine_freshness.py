@@ -75,10 +75,14 @@ def test_an_unregistered_vm_waits_for_its_hash_and_a_change_stored_with_it_is_an
 
 def test_confirmations_keep_the_newest_time_per_source_and_the_cursor() -> None:
     agents = GuestAgents()
-    agents.confirmed(Confirmed("r:1", {VM: {"agent": T0}}))
-    agents.confirmed(Confirmed("r:2", {VM: {"agent": T0 - timedelta(1), "qemu-ga": T0}}))
+    t0 = round(T0.timestamp() * 1000)
+    other = "00000000-0000-4000-8000-0000000000ff"  # not registered on this host
+    agents.confirmed(Confirmed("r:1", {"agent": {VM: t0, other: t0}}), {VM})
+    day = 86_400_000
+    agents.confirmed(Confirmed("r:2", {"agent": {VM: t0 - day}, "qemu-ga": {VM: t0}}), {VM})
     assert agents.cursor == "r:2"
     assert agents.reported_at(VM) == {"agent": T0, "qemu-ga": T0}
+    assert agents.reported_at(other) == {}  # a host confirms its own VMs alone
     att = Attachment(VM, "d", "dev", "virtio", True, None, "/dev/vdb", "serial", T0)
     assert att.confirmed(agents.reported_at(VM)).reported_at == T0
     later = T0 + timedelta(seconds=60)

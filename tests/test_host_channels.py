@@ -175,7 +175,7 @@ async def test_a_closed_channel_makes_the_guest_agent_unresponsive_and_names_sta
             first = await rpc.call("Host.getAllVmStats", {"digest": "", "confirmed": ""})
             (entry,) = first["vms"]
             assert (entry["agent"]["status"], entry["agent"]["sources"]) == ("up", ["agent"])
-            confirmed_at = first["confirmed"]["vms"][vm.id]["agent"]
+            confirmed_at = first["confirmed"]["ms"]["agent"][vm.id]
             cursor = first["confirmed"]["cursor"]
             writer.write(usage("/dev/vdb"))  # the same mapping again: a confirmation
             await wait_until(lambda: host.confirmations.cursor != cursor)
@@ -183,7 +183,7 @@ async def test_a_closed_channel_makes_the_guest_agent_unresponsive_and_names_sta
                 "Host.getAllVmStats", {"digest": first["digest"], "confirmed": cursor}
             )
             assert "vms" not in again  # unchanged stats: no listing
-            assert again["confirmed"]["vms"][vm.id]["agent"] > confirmed_at
+            assert again["confirmed"]["ms"]["agent"][vm.id] > confirmed_at
             await close_writer(writer)  # the agent dies: its channel closes
             await wait_until(lambda: host.agent_status(vm) == "unresponsive")
             after = await rpc.call("Host.getAllVmStats", {"digest": first["digest"]})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given
@@ -110,17 +109,26 @@ def test_a_vms_agent_part_is_built_again_only_when_its_sources_move() -> None:
 
 
 def test_the_stats_reply_carries_the_confirmations_beside_the_digest() -> None:
-    when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
-    wire = {"digest": "d1", "confirmed": gw.confirmed_wire("r:7", {VM1: {"agent": 1e9}})}
+    seconds = {VM1: {"agent": 1e9 + 0.0123}, VM2: {"agent": 1e9, "qemu-ga": 2e9}}
+    wire = {"digest": "d1", "confirmed": gw.confirmed_wire("r:7", seconds)}
     reply = parse_stats_reply(wire)
     assert reply.vms is None and reply.confirmed is not None
     assert reply.confirmed.cursor == "r:7"
-    assert reply.confirmed.vms[VM1]["agent"] == datetime.fromtimestamp(1e9, UTC)
-    back = StatsReply("d1", None, 0, gw.Confirmed("r:8", {VM2: {"qemu-ga": when}}))
+    # Per source, each VM's time in milliseconds since the epoch.
+    assert reply.confirmed.at == {
+        "agent": {VM1: 1_000_000_000_012, VM2: 1_000_000_000_000},
+        "qemu-ga": {VM2: 2_000_000_000_000},
+    }
+    back = StatsReply("d1", None, 0, gw.Confirmed("r:8", {"qemu-ga": {VM2: 1000 * 1767322800}}))
     assert parse_stats_reply(back.to_wire()) == back
-    # An unreadable VM is left out; an unreadable part is a bad reply.
-    partial = {"digest": "d", "confirmed": {"cursor": "c", "vms": {"x": {}, VM1: {"agent": 5}}}}
-    assert parse_stats_reply(partial).confirmed == gw.Confirmed("c", {})
+    # A time that is no count of milliseconds, or an unknown source, is left out;
+    # VM ids are the engine's to match against its registered VMs; an unreadable
+    # part is a bad reply.
+    odd = {"agent": {"x": 5, VM1: "2026-01-01T00:00:00+00:00", VM2: -1}, "nope": {VM1: 5}}
+    partial = {"digest": "d", "confirmed": {"cursor": "c", "ms": odd}}
+    assert parse_stats_reply(partial).confirmed == gw.Confirmed("c", {"agent": {"x": 5}})
+    huge = {"cursor": "c", "ms": {"agent": {VM1: 10**20, VM2: True}}}
+    assert gw.parse_confirmed(huge) == gw.Confirmed("c", {"agent": {}})
     with pytest.raises(BadHostMessage):
         parse_stats_reply({"digest": "d", "confirmed": ["no"]})
 

@@ -23,7 +23,8 @@ from what was stored, and confirmations are one map per source.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import sys
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -83,7 +84,7 @@ class GuestAgents:
         self._latest: dict[str, GuestAgent] = {}  # as the host said, where not as known
         self._pending: dict[str, GuestAgent] = {}
         self._announced: list[AgentChange] = []  # written with a hash: to tell the page
-        self._confirmed: dict[str, dict[str, datetime]] = {}  # source -> VM -> newest
+        self._confirmed: dict[str, dict[str, int]] = {}  # source -> VM -> newest (ms)
         self.cursor = ""  # of the confirmations taken in ("": none yet)
 
     def load(self, stored: Mapping[str, AgentKey | None]) -> None:
@@ -128,14 +129,18 @@ class GuestAgents:
         announced, self._announced = self._announced, []
         return announced
 
-    def confirmed(self, confirmed: Confirmed) -> None:
-        """Confirmations since the cursor held: keep the newest time per VM and source."""
-        for vm_id, times in confirmed.vms.items():
-            for source, at in times.items():
-                held = self._confirmed.setdefault(source, {})
+    def confirmed(self, confirmed: Confirmed, registered: Container[str]) -> None:
+        """Confirmations since the cursor held: keep the newest time per source of each
+        VM ``registered`` on the host (a host confirms its own VMs, nobody else's)."""
+        for source, vms in confirmed.at.items():
+            held = self._confirmed.setdefault(source, {})
+            for vm_id, ms in vms.items():
                 before = held.get(vm_id)
-                if before is None or at > before:
-                    held[vm_id] = at
+                if before is None:
+                    if vm_id in registered:
+                        held[sys.intern(vm_id)] = ms  # one string per VM, as the wire's
+                elif ms > before:
+                    held[vm_id] = ms
         self.cursor = confirmed.cursor
 
     def take_changes(self) -> list[AgentChange]:
@@ -164,7 +169,7 @@ class GuestAgents:
 
     def reported_at(self, vm_id: str) -> Times:
         """Per source, when the VM's guest last confirmed its mapping (as far as heard)."""
-        return {s: held[vm_id] for s, held in self._confirmed.items() if vm_id in held}
+        return {s: _from_ms(held[vm_id]) for s, held in self._confirmed.items() if vm_id in held}
 
     def drop(self, vm_ids: Iterable[str]) -> None:
         for vm_id in vm_ids:
@@ -177,3 +182,7 @@ class GuestAgents:
 
 def _key(agent: GuestAgent) -> AgentKey:
     return agent_key(agent.status, agent.sources)
+
+
+def _from_ms(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)

@@ -139,7 +139,7 @@ class HostSync:
         if reply.skipped:
             self.counters["bad_stats_entry"] += reply.skipped
         if reply.confirmed is not None:
-            self.agents.confirmed(reply.confirmed)
+            self.agents.confirmed(reply.confirmed, self._known)
         if reply.vms is None:
             self._unchanged(reply.digest)
             return []

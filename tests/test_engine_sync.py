@@ -253,6 +253,28 @@ def test_an_unchanged_host_costs_one_comparison() -> None:
     assert sync.counters["stats_unchanged"] == 1
 
 
+def test_a_host_confirms_its_registered_and_listed_vms_and_nobody_elses() -> None:
+    """A VM the host just listed (registered once fetched) keeps its first confirmation;
+    one the host never listed nor owns is no VM of its own: not kept."""
+    sync = owned()
+    d = str(uuid.UUID(int=4))
+    ms = {"agent": {A: 1_000, C: 2_000, d: 3_000}}
+    poll(
+        sync, {**listing("d1", a="h-a", b="h-b", c="h-c"), "confirmed": {"cursor": "r:1", "ms": ms}}
+    )
+    assert sync.stats_params() == {"digest": "d1", "confirmed": "r:1"}
+    assert [sorted(sync.agents.reported_at(vm)) for vm in (A, B, C, d)] == [
+        ["agent"],
+        [],
+        ["agent"],
+        [],
+    ]
+    later = {"agent": {C: 5_000, d: 6_000}}
+    poll(sync, {"digest": "d1", "confirmed": {"cursor": "r:2", "ms": later}})
+    assert sync.agents.reported_at(C)["agent"].timestamp() == 5.0
+    assert sync.agents.reported_at(d) == {}
+
+
 def test_a_vm_left_unstored_is_fetched_again_while_the_digest_holds() -> None:
     sync = owned()
     poll(sync, listing("d1", a="h-a", b="h-b2"))

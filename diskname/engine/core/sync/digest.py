@@ -45,6 +45,9 @@ class StatsDigest:
     def reported(self, vm_id: str) -> str | None:
         return self._reported.get(vm_id)
 
+    def __contains__(self, vm_id: object) -> bool:  # named by the last list
+        return vm_id in self._reported
+
     def fell_behind(self, vm_id: str) -> None:
         if vm_id in self._reported:
             self._behind.add(vm_id)

@@ -10,7 +10,7 @@ messages typed (:mod:`diskname.protocol.host_wire`) and the caller's clock.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
@@ -138,10 +138,9 @@ class HostSync:
             return []
         if reply.skipped:
             self.counters["bad_stats_entry"] += reply.skipped
-        if reply.confirmed is not None:
-            self.agents.confirmed(reply.confirmed, self._known)
         if reply.vms is None:
             self._unchanged(reply.digest)
+            self._confirmed(reply)
             return []
         changed: list[tuple[str, str]] = []
         reported: dict[str, str | None] = {}
@@ -156,7 +155,15 @@ class HostSync:
         self._missing.on_list(self._known.registered(), reported, whole=not reply.skipped)
         registered = {vm for vm in reported if self._known.is_registered(vm)}
         self.agents.took(reply.vms, registered, now or datetime.now(UTC))
+        self._confirmed(reply)
         return changed
+
+    def _confirmed(self, reply: StatsReply) -> None:
+        """The reply's confirmations, of the VMs registered on the host or named by its
+        last list (one it just reported, registered once fetched, keeps its first);
+        whatever else a host confirms is no VM of its own and is not kept."""
+        if reply.confirmed is not None:
+            self.agents.confirmed(reply.confirmed, _Either(self._known, self._digest))
 
     def take_missing(self) -> list[str]:
         """VMs registered on the host that it no longer knows (:mod:`.missing`), once."""
@@ -301,3 +308,15 @@ class HostSync:
         elif after is After.SETTLE:
             self._actions.settle(vm_id, self._queue.withdraw(vm_id))
             self._queue.remind(vm_id, now + self._settle)
+
+
+class _Either:
+    """Membership in either of two containers (without building their union per poll)."""
+
+    __slots__ = ("_first", "_second")
+
+    def __init__(self, first: Container[str], second: Container[str]) -> None:
+        self._first, self._second = first, second
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._first or item in self._second

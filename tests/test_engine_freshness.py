@@ -77,9 +77,10 @@ def test_confirmations_keep_the_newest_time_per_source_and_the_cursor() -> None:
     agents = GuestAgents()
     t0 = round(T0.timestamp() * 1000)
     other = "00000000-0000-4000-8000-0000000000ff"  # not registered on this host
-    agents.confirmed(Confirmed("r:1", {"agent": {VM: t0, other: t0}}), {VM})
+    ours = {VM}.__contains__
+    agents.confirmed(Confirmed("r:1", {"agent": {VM: t0, other: t0}}), ours)
     day = 86_400_000
-    agents.confirmed(Confirmed("r:2", {"agent": {VM: t0 - day}, "qemu-ga": {VM: t0}}), {VM})
+    agents.confirmed(Confirmed("r:2", {"agent": {VM: t0 - day}, "qemu-ga": {VM: t0}}), ours)
     assert agents.cursor == "r:2"
     assert agents.reported_at(VM) == {"agent": T0, "qemu-ga": T0}
     assert agents.reported_at(other) == {}  # a host confirms its own VMs alone

@@ -45,7 +45,8 @@ class StatsDigest:
     def reported(self, vm_id: str) -> str | None:
         return self._reported.get(vm_id)
 
-    def __contains__(self, vm_id: object) -> bool:  # named by the last list
+    def lists(self, vm_id: str) -> bool:
+        """Whether the last list named the VM (with a hash or not)."""
         return vm_id in self._reported
 
     def fell_behind(self, vm_id: str) -> None:

@@ -24,7 +24,7 @@ from what was stored, and confirmations are one map per source.
 from __future__ import annotations
 
 import sys
-from collections.abc import Container, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -129,15 +129,15 @@ class GuestAgents:
         announced, self._announced = self._announced, []
         return announced
 
-    def confirmed(self, confirmed: Confirmed, registered: Container[str]) -> None:
+    def confirmed(self, confirmed: Confirmed, ours: Callable[[str], bool]) -> None:
         """Confirmations since the cursor held: keep the newest time per source of each
-        VM ``registered`` on the host (a host confirms its own VMs, nobody else's)."""
+        VM that is ``ours`` (the host's own: a host confirms its VMs, nobody else's)."""
         for source, vms in confirmed.at.items():
             held = self._confirmed.setdefault(source, {})
             for vm_id, ms in vms.items():
                 before = held.get(vm_id)
                 if before is None:
-                    if vm_id in registered:
+                    if ours(vm_id):
                         held[sys.intern(vm_id)] = ms  # one string per VM, as the wire's
                 elif ms > before:
                     held[vm_id] = ms

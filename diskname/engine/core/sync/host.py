@@ -10,7 +10,7 @@ messages typed (:mod:`diskname.protocol.host_wire`) and the caller's clock.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Container, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
@@ -163,7 +163,11 @@ class HostSync:
         last list (one it just reported, registered once fetched, keeps its first);
         whatever else a host confirms is no VM of its own and is not kept."""
         if reply.confirmed is not None:
-            self.agents.confirmed(reply.confirmed, _Either(self._known, self._digest))
+            self.agents.confirmed(reply.confirmed, self._ours)
+
+    def _ours(self, vm_id: str) -> bool:
+        """Registered on the host, or named by its last list (fetched and registered next)."""
+        return self._known.is_registered(vm_id) or self._digest.lists(vm_id)
 
     def take_missing(self) -> list[str]:
         """VMs registered on the host that it no longer knows (:mod:`.missing`), once."""
@@ -308,15 +312,3 @@ class HostSync:
         elif after is After.SETTLE:
             self._actions.settle(vm_id, self._queue.withdraw(vm_id))
             self._queue.remind(vm_id, now + self._settle)
-
-
-class _Either:
-    """Membership in either of two containers (without building their union per poll)."""
-
-    __slots__ = ("_first", "_second")
-
-    def __init__(self, first: Container[str], second: Container[str]) -> None:
-        self._first, self._second = first, second
-
-    def __contains__(self, item: object) -> bool:
-        return item in self._first or item in self._second

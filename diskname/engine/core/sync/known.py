@@ -48,9 +48,6 @@ class Known:
     def is_registered(self, vm_id: str) -> bool:
         return vm_id in self._statuses
 
-    def __contains__(self, vm_id: object) -> bool:  # registered
-        return vm_id in self._statuses
-
     def stored_hash(self, vm_id: str) -> str | None:
         return self._hashes.get(vm_id)
 

@@ -184,6 +184,11 @@ async def test_a_closed_channel_makes_the_guest_agent_unresponsive_and_names_sta
             )
             assert "vms" not in again  # unchanged stats: no listing
             assert again["confirmed"]["ms"]["agent"][vm.id] > confirmed_at
+            current = again["confirmed"]["cursor"]
+            quiet = await rpc.call(
+                "Host.getAllVmStats", {"digest": first["digest"], "confirmed": current}
+            )
+            assert quiet == {"digest": first["digest"]}  # nothing new: nothing but the digest
             await close_writer(writer)  # the agent dies: its channel closes
             await wait_until(lambda: host.agent_status(vm) == "unresponsive")
             after = await rpc.call("Host.getAllVmStats", {"digest": first["digest"]})

@@ -36,7 +36,7 @@ class Lifecycle(Protocol):
     host_id: str
     hypervisor_name: str
 
-    def confirmed_after(self, cursor: str) -> dict[str, Any]: ...
+    def confirmed_after(self, cursor: str) -> dict[str, Any] | None: ...
     async def create_vm(self, vm_id: str, name: str, drives: list[dict[str, Any]]) -> Vm: ...
     async def destroy_vm(self, vm_id: str) -> None: ...
     async def hotplug(self, vm_id: str, drive: dict[str, Any]) -> Device: ...
@@ -170,7 +170,8 @@ class HostApi:
 
     async def get_all_vm_stats(self, params: dict[str, Any]) -> Any:
         """The list; with ``{"digest"}`` an object that leaves it out if unchanged (SPEC §5),
-        and with ``{"confirmed": cursor}`` the guests' confirmations since (SPEC §17)."""
+        and with ``{"confirmed": cursor}`` the guests' confirmations since (SPEC §17),
+        left out when there are none."""
         owner = self._owner
         snapshot = self._stats.snapshot(owner.registry, vm_stats)
         cursor = asked_cursor(params)

@@ -145,8 +145,12 @@ class HostService:
         """``up``, ``unresponsive`` or ``none`` (SPEC §17)."""
         return vm.agent_status()
 
-    def confirmed_after(self, cursor: str) -> dict[str, Any]:
-        """The guests that confirmed their mapping after ``cursor`` (:mod:`.confirmations`)."""
+    def confirmed_after(self, cursor: str) -> dict[str, Any] | None:
+        """The guests that confirmed their mapping after ``cursor`` (:mod:`.confirmations`);
+        None when ``cursor`` is the current one: nothing to say, and the reply leaves the
+        part out (the usual answer in a quiet poll round)."""
+        if cursor == self.confirmations.cursor:
+            return None
         cursor, vm_ids = self.confirmations.after(cursor)
         found = ((vm_id, self.registry.find(vm_id)) for vm_id in vm_ids)
         return confirmed_wire(cursor, {i: vm.freshness.confirmed for i, vm in found if vm})

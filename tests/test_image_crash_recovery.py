@@ -190,11 +190,11 @@ async def test_the_owner_leaves_a_live_creation_alone_and_resumes_it_once_its_en
     pg_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rounds = sweeps = 0
-    round_sweep, image_sweep = Monitors.sweep_intents, Images.sweep
+    balancing_round, image_sweep = Monitors.rebalance, Images.sweep
 
     async def counted_round(self: Monitors) -> None:
         nonlocal rounds
-        await round_sweep(self)
+        await balancing_round(self)
         rounds += 1
 
     async def counted_sweep(self: Images) -> None:
@@ -203,7 +203,7 @@ async def test_the_owner_leaves_a_live_creation_alone_and_resumes_it_once_its_en
         sweeps += 1
 
     # The owner's, in this process: its balancing rounds, and the image sweeps they woke.
-    monkeypatch.setattr(Monitors, "sweep_intents", counted_round)
+    monkeypatch.setattr(Monitors, "rebalance", counted_round)
     monkeypatch.setattr(Images, "sweep", counted_sweep)
     owner = EngineService(EngineConfig(dsn=pg_dsn, http_port=0, refresh_interval=REFRESH))
     async with (

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -35,16 +36,35 @@ from .migrate import apply_migrations
 from .pool import Pool
 from .queries import Queries
 from .reports import Fence, Stored
+from .rows import HOST_COLUMNS
 
 # Hosts' report batches (up to 500 VMs each) stored in one transaction at most.
 REPORT_BATCHES = 8
 
 
-# The balancing round's sweep: the VMs with a stale plug intent, and one (NULL, NULL)
-# row when some image creation is left (the image sweep runs only then).
-SWEEP_SQL = f"""{intents.STALE_VMS_SQL}
-UNION ALL SELECT NULL, NULL WHERE EXISTS ({LEFT_EXISTS_SQL})
+# The balancing round's one statement: every host, and the sweep for what a gone
+# engine left: the VMs with a stale plug intent (as "host vm" texts, :mod:`.intents`)
+# and whether any image creation is left (the image sweep runs only then,
+# :mod:`.images`). With no host it is one row of NULL host columns, so the sweep
+# still answers.
+ROUND_SQL = f"""
+WITH sweep AS (
+    SELECT (SELECT array_agg(DISTINCT v.host_id::text || ' ' || i.vm_id::text)
+            FROM plug_intents i JOIN vms v ON v.id = i.vm_id WHERE {intents.STALE}) AS stale,
+           EXISTS ({LEFT_EXISTS_SQL}) AS images_left
+)
+SELECT sweep.stale, sweep.images_left, h.*
+FROM sweep LEFT JOIN (SELECT {HOST_COLUMNS} FROM hosts ORDER BY name) h ON true
 """
+
+
+@dataclass(frozen=True, slots=True)
+class Round:
+    """What a balancing round reads: the hosts, and what gone engines left behind."""
+
+    hosts: list[HostRow]
+    stale: list[tuple[str, str]]  # (host, VM) of each VM with a stale plug intent
+    images_left: bool
 
 
 class Store(Queries, Attaching):
@@ -123,13 +143,16 @@ class Store(Queries, Attaching):
             states[host_id][sys.intern(vm_id)] = StoredVm(vm_hash, status, key)  # as the wire's
         return [states[h] for h in host_ids]
 
-    async def stale_intents(self) -> tuple[list[tuple[str, str]], bool]:
-        """(host, VM) of every VM with an intent its engine left behind (:mod:`.intents`),
-        and whether any floating disk's image creation is left too (:mod:`.images`):
-        the balancing round's one sweep statement for both."""
-        rows = await self._pool.fetch(SWEEP_SQL)
-        vms = [(r["host_id"], r["vm_id"]) for r in rows if r["host_id"] is not None]
-        return vms, len(vms) < len(rows)
+    async def balancing_round(self) -> Round:
+        """Every host, the VMs with an intent its engine left behind, and whether a
+        floating disk's image creation is left too: one statement per round."""
+        rows = await self._pool.fetch(ROUND_SQL)
+        stale = rows[0]["stale"] or []
+        return Round(
+            [HostRow(*tuple(r.values())[2:]) for r in rows if r["id"] is not None],
+            [(host, vm) for host, vm in (t.split(" ") for t in stale)],
+            rows[0]["images_left"],
+        )
 
     async def set_vm_status(self, vm_id: str, status: str) -> None:
         sql = "UPDATE vms SET status = $2 WHERE id = $1 AND status IS DISTINCT FROM $2"

@@ -21,7 +21,7 @@ import orjson
 
 from ..config import EngineConfig
 from ..core.models import HostRow
-from ..db.store import Store
+from ..db.store import Round, Store
 from ..errors import Unavailable
 from ..events import EventHub
 from ..metrics import Metrics
@@ -66,8 +66,9 @@ class Monitors:
     async def start(self, tg: asyncio.TaskGroup) -> None:
         self._tg = tg
         self._spawn(self._leases.run(), "leases")
-        await self.rebalance()  # adds a monitor for every known host, claims our share
-        await self.sweep_intents()  # what engines killed before this one started left
+        # Adds a monitor for every known host, claims our share, and sweeps what
+        # engines killed before this one started left.
+        await self.rebalance()
         self._spawn(self._balance_loop(), "balancing")
 
     def _spawn(self, coro: Coroutine[object, object, None], name: str) -> asyncio.Task[None]:
@@ -135,11 +136,15 @@ class Monitors:
         return monitor
 
     async def rebalance(self) -> None:
+        """One balancing round: pick up hosts registered or deleted elsewhere, hold our
+        share of the leases, and sweep what a dead engine left (one statement reads
+        it all, :meth:`..db.store.Store.balancing_round`)."""
+        found: Round | None = None
         try:
-            hosts = await self._store.list_hosts()
-            for host in hosts:
+            found = await self._store.balancing_round()
+            for host in found.hosts:
                 self.add(host)
-            for gone in set(self._by_host) - {h.id for h in hosts}:
+            for gone in set(self._by_host) - {h.id for h in found.hosts}:
                 self.remove(gone)  # deleted, maybe through another engine
             owned = await self._leases.balance(self._by_host)
         except _LEASES_AWAY as exc:
@@ -152,27 +157,24 @@ class Monitors:
                 monitor.revoke()
             self._metrics.hosts_owned[monitor.host.name] = int(host_id in owned)
         self.balanced.set()
+        if found is not None:
+            self._sweep(found)
 
     async def _balance_loop(self) -> None:
         while True:
             await asyncio.sleep(self._period)
             await self.rebalance()
-            await self.sweep_intents()
 
-    async def sweep_intents(self) -> None:
+    def _sweep(self, found: Round) -> None:
         """Fetch again the VMs of our hosts with an intent a dead engine left (SPEC §19),
-        and wake the image sweep if a creation is left (one statement for both).
+        and wake the image sweep if a creation is left.
 
         A restarted engine finds its own when it loads a host (:mod:`..db.intents`);
         this finds those of another engine that died while this one owned the host.
         """
-        try:
-            stale, images_left = await self._store.stale_intents()
-        except Unavailable:
-            return
-        if images_left:
+        if found.images_left:
             self.images_left.set()
-        for host_id, vm_id in stale:
+        for host_id, vm_id in found.stale:
             monitor = self._by_host.get(host_id)
             if monitor is not None and monitor.owned:
                 monitor.invalidate(vm_id)

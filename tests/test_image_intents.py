@@ -14,13 +14,14 @@ import asyncpg
 import pytest
 
 from diskname.engine.actions.images import Images
-from diskname.engine.core.models import DiskSpec
+from diskname.engine.core.models import Attachment, DiskSpec, VmRow
 from diskname.engine.db.images import ImageIntents
 from diskname.engine.db.intents import ENGINE_APPLICATION
 from diskname.engine.db.migrate import migration_files
 from diskname.engine.db.storage import StorageTables
 from diskname.engine.db.store import Store
 from diskname.engine.errors import HostNotConnected, HostRefused, HostTimeout
+from diskname.protocol.disks import disk_serial
 from diskname.protocol.storage_wire import ImageRequest, StorageDomainInfo
 
 pytestmark = pytest.mark.timeout(30)
@@ -171,3 +172,30 @@ async def test_a_failed_creation_settles_lets_go_or_keeps_its_intent(
         assert row["pid"] is None  # resumed by the host's owner once it is connected
     else:
         assert row["pid"] == 4242
+
+
+async def test_the_balancing_round_reads_hosts_and_what_gone_engines_left_in_one_statement(
+    store: Store, pg_dsn: str
+) -> None:
+    """``Store.balancing_round``: the hosts, the VMs whose plug intent's engine is gone,
+    whether an image creation is left; and with no host at all, still the last."""
+    empty = await store.balancing_round()
+    assert (empty.hosts, empty.stale, empty.images_left) == ([], [], False)
+
+    creator = await engine_connection(pg_dsn)
+    await floating_disk(store, creator.get_server_pid())
+    (host,) = (await store.balancing_round()).hosts
+    vm_id, root = str(uuid.uuid4()), str(uuid.uuid4())
+    att = Attachment(vm_id, root, str(uuid.uuid4()), "virtio", False, None, None, None, None)
+    row = VmRow(vm_id, "vm", "Up", host.id)
+    await store.create_vm(row, att, disk_serial(root), DiskSpec("root"), creator.get_server_pid())
+    alive = await store.balancing_round()
+    assert ([h.name for h in alive.hosts], alive.stale, alive.images_left) == (["h0"], [], False)
+
+    await creator.close()  # the engine of both intents dies
+    gone = await store.balancing_round()
+    assert (gone.stale, gone.images_left) == ([(host.id, vm_id)], True)
+    await store.delete_vm(vm_id)
+    await store.pool.execute("DELETE FROM hosts")
+    alone = await store.balancing_round()  # no host left: the creation still shows
+    assert (alone.hosts, alone.stale, alone.images_left) == ([], [], True)

@@ -4,7 +4,7 @@
 on its domain's host, then the outcome settles the disk and its intent
 (:mod:`..db.images`) in one statement. An engine killed (or restarted) in
 between leaves the disk "locked" with its intent; every engine's balancing round
-(twice per refresh interval) looks for such intents in its one sweep statement,
+(twice per refresh interval) looks for such intents in its one statement,
 and when there are, :meth:`Images.run` sweeps them and resolves the ones
 :func:`..core.images.plan` gives it: the owner of the disk's host, once
 connected to it, claims the intent and creates the image again (the host

@@ -146,9 +146,7 @@ class HostService:
         return vm.agent_status()
 
     def confirmed_after(self, cursor: str) -> dict[str, Any] | None:
-        """The guests that confirmed their mapping after ``cursor`` (:mod:`.confirmations`);
-        None when ``cursor`` is the current one: nothing to say, and the reply leaves the
-        part out (the usual answer in a quiet poll round)."""
+        """Guests that confirmed after ``cursor`` (:mod:`.confirmations`); None if current."""
         if cursor == self.confirmations.cursor:
             return None
         cursor, vm_ids = self.confirmations.after(cursor)

@@ -171,6 +171,11 @@ async def running_domain(image: Image, spec: DomainSpec) -> AsyncIterator[None]:
         await asyncio.to_thread(virsh, "destroy", spec.uuid, check=False)
 
 
+# libvirt's refusal while another agent call holds the domain, and how long it may last.
+AGENT_BUSY = "cannot acquire state change lock"
+AGENT_BUSY_FOR = 120.0
+
+
 class VirshExec:
     """Programs run in a domain's guest through libvirt's own qemu-ga channel.
 
@@ -183,15 +188,21 @@ class VirshExec:
 
     async def call(self, name: str, arguments: dict[str, Any]) -> Any:
         command = json.dumps({"execute": name, "arguments": arguments})
-        try:
-            done = await asyncio.to_thread(
-                virsh, "qemu-agent-command", self.domain, "--timeout", "30", command, check=False
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise AssertionError(f"{name}: virsh did not answer: {exc}") from None
-        if done.returncode != 0:
-            raise AssertionError(f"{name} failed: {done.stderr.strip()}")
-        return json.loads(done.stdout)["return"]
+        argv = ("qemu-agent-command", self.domain, "--timeout", "30", command)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + AGENT_BUSY_FOR
+        while True:
+            try:
+                done = await asyncio.to_thread(virsh, *argv, check=False)
+            except subprocess.TimeoutExpired as exc:
+                raise AssertionError(f"{name}: virsh did not answer: {exc}") from None
+            if done.returncode == 0:
+                return json.loads(done.stdout)["return"]
+            # The host's own guestInfo held the domain's agent job past virsh's 30 s wait
+            # (a guest coming back from a reboot answers it late): nothing reached the
+            # guest, so the command is sent again.
+            if AGENT_BUSY not in done.stderr or loop.time() > deadline:
+                raise AssertionError(f"{name} failed: {done.stderr.strip()}")
 
     async def run(self, path: str, *args: str, timeout: float = 120.0) -> tuple[int, str, str]:
         return await run_with(self.call, path, *args, timeout=timeout)

@@ -60,12 +60,10 @@ DELETE FROM plug_intents i USING unnest($1::uuid[], $2::uuid[]) AS u(vm_id, disk
 WHERE i.vm_id = u.vm_id AND i.disk_id = u.disk_id
 """
 
-# The VMs (and their hosts) with a stale intent: the balancing round's sweep, for
-# an engine that died while this one already owned the host.
-STALE_VMS_SQL = f"""
-SELECT DISTINCT v.host_id::text, i.vm_id::text
-FROM plug_intents i JOIN vms v ON v.id = i.vm_id WHERE {STALE}
-"""
+# A column of the balancing round's sweep, for an engine that died while this one
+# already owned the host: "host VM" of each VM with a stale intent (NULL: none).
+STALE_VMS_COLUMN = f"""(SELECT array_agg(DISTINCT v.host_id::text || ' ' || i.vm_id::text)
+    FROM plug_intents i JOIN vms v ON v.id = i.vm_id WHERE {STALE}) AS stale_vms"""
 
 RECORD_SQL = """
 INSERT INTO plug_intents (vm_id, disk_id, kind, engine_pid) VALUES ($1, $2, $3, $4)
@@ -75,9 +73,14 @@ ON CONFLICT (vm_id, disk_id) DO UPDATE SET
 DROP_SQL = "DELETE FROM plug_intents WHERE vm_id = $1 AND disk_id = $2"
 
 
+def pairs(texts: list[str] | None) -> list[tuple[str, str]]:
+    """The pairs of a column above: (VM, disk) of the guard's, (host, VM) of the sweep's."""
+    return [(a, b) for a, b in (t.split(" ") for t in texts or [])]
+
+
 def stale_pairs(guard: Any) -> list[tuple[str, str]]:
     """(VM, disk) of each stale intent the guard found."""
-    return [(vm, disk) for vm, disk in (t.split(" ") for t in guard["stale_intents"] or [])]
+    return pairs(guard["stale_intents"])
 
 
 async def resolve(conn: Any, execute: Exec, pairs: list[tuple[str, str]]) -> None:

@@ -43,17 +43,12 @@ REPORT_BATCHES = 8
 
 
 # The balancing round's one statement: every host, and the sweep for what a gone
-# engine left: the VMs with a stale plug intent (as "host vm" texts, :mod:`.intents`)
-# and whether any image creation is left (the image sweep runs only then,
-# :mod:`.images`). With no host it is one row of NULL host columns, so the sweep
-# still answers.
+# engine left: the VMs with a stale plug intent (:mod:`.intents`) and whether any
+# image creation is left (the image sweep runs only then, :mod:`.images`). With no
+# host it is one row of NULL host columns, so the sweep still answers.
 ROUND_SQL = f"""
-WITH sweep AS (
-    SELECT (SELECT array_agg(DISTINCT v.host_id::text || ' ' || i.vm_id::text)
-            FROM plug_intents i JOIN vms v ON v.id = i.vm_id WHERE {intents.STALE}) AS stale,
-           EXISTS ({LEFT_EXISTS_SQL}) AS images_left
-)
-SELECT sweep.stale, sweep.images_left, h.*
+WITH sweep AS (SELECT {intents.STALE_VMS_COLUMN}, EXISTS ({LEFT_EXISTS_SQL}) AS images_left)
+SELECT sweep.stale_vms, sweep.images_left, h.*
 FROM sweep LEFT JOIN (SELECT {HOST_COLUMNS} FROM hosts ORDER BY name) h ON true
 """
 
@@ -147,10 +142,9 @@ class Store(Queries, Attaching):
         """Every host, the VMs with an intent its engine left behind, and whether a
         floating disk's image creation is left too: one statement per round."""
         rows = await self._pool.fetch(ROUND_SQL)
-        stale = rows[0]["stale"] or []
         return Round(
             [HostRow(*tuple(r.values())[2:]) for r in rows if r["id"] is not None],
-            [(host, vm) for host, vm in (t.split(" ") for t in stale)],
+            intents.pairs(rows[0]["stale_vms"]),
             rows[0]["images_left"],
         )
 
